@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# SNAPFS_WARNINGS: -Wall -Wextra always, and --enable-werror to make them fatal.
+# SNAPFS_SANITIZERS: --enable-sanitizers builds everything with ASan + UBSan.
+AC_DEFUN([SNAPFS_WARNINGS], [
+  AC_ARG_ENABLE([werror],
+    [AS_HELP_STRING([--enable-werror], [treat compiler warnings as errors])],
+    [], [enable_werror=no])
+  WARN_CFLAGS="-Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter"
+  AS_IF([test "x$enable_werror" = xyes], [WARN_CFLAGS="$WARN_CFLAGS -Werror"])
+  AC_SUBST([WARN_CFLAGS])
+])
+AC_DEFUN([SNAPFS_SANITIZERS], [
+  AC_ARG_ENABLE([sanitizers],
+    [AS_HELP_STRING([--enable-sanitizers], [build with AddressSanitizer and UndefinedBehaviorSanitizer])],
+    [], [enable_sanitizers=no])
+  SAN_CFLAGS=""
+  SAN_LDFLAGS=""
+  AS_IF([test "x$enable_sanitizers" = xyes], [
+    SAN_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+    SAN_LDFLAGS="-fsanitize=address,undefined"
+  ])
+  AC_SUBST([SAN_CFLAGS])
+  AC_SUBST([SAN_LDFLAGS])
+  AM_CONDITIONAL([SANITIZERS], [test "x$enable_sanitizers" = xyes])
+])
+# SNAPFS_PTHREAD: checks that the compiler accepts -pthread and links
+# pthread_create with it; sets PTHREAD_CFLAGS/PTHREAD_LIBS.
+AC_DEFUN([SNAPFS_PTHREAD], [
+  AC_MSG_CHECKING([whether $CC accepts -pthread])
+  save_CFLAGS=$CFLAGS; CFLAGS="$CFLAGS -pthread"
+  AC_LINK_IFELSE([AC_LANG_PROGRAM([[#include <pthread.h>]],
+      [[pthread_t t; return pthread_create(&t, 0, 0, 0);]])],
+    [AC_MSG_RESULT([yes])],
+    [AC_MSG_RESULT([no]); AC_MSG_ERROR([POSIX threads (-pthread) are required])])
+  CFLAGS=$save_CFLAGS
+  PTHREAD_CFLAGS="-pthread"
+  PTHREAD_LIBS="-pthread"
+  AC_SUBST([PTHREAD_CFLAGS])
+  AC_SUBST([PTHREAD_LIBS])
+])

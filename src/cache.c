@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Extent-map cache: an open hash table (xxh3 of dev and inode) with chaining,
+ * and an LRU list of the entries nobody references. Referenced maps are never
+ * freed; when the bytes held exceed the budget, unreferenced entries are
+ * dropped from the cold end of the LRU.
+ *
+ * Locking: one mutex, c->lock, protects everything in struct cache and in its
+ * entries. It is never held across a scan (I/O) or while freeing a map that
+ * another thread could reach.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "cache.h"
+#include "log.h"
+
+struct cache_entry {
+	struct layer_id id;
+	struct extent_map *map;
+	unsigned refs;			/* protected by cache.lock */
+	struct cache_entry *hnext;	/* hash chain */
+	struct cache_entry *prev, *next;/* LRU, only while refs == 0 */
+	bool stale;			/* replaced: free when refs drop to 0 */
+};
+
+struct cache {
+	pthread_mutex_t lock;
+	size_t budget;
+	size_t nbuckets;
+	struct cache_entry **buckets;	/* protected by lock */
+	struct cache_entry lru;		/* sentinel: lru.next is the coldest */
+	struct cache_stats st;		/* protected by lock */
+};
+
+void layer_id_from_stat(struct layer_id *id, const struct stat *st)
+{
+	memset(id, 0, sizeof(*id));
+	id->dev = st->st_dev;
+	id->ino = st->st_ino;
+	id->size = (uint64_t)st->st_size;
+	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	id->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+bool layer_id_equal(const struct layer_id *a, const struct layer_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+static size_t bucket_of(const struct cache *c, uint64_t dev, uint64_t ino)
+{
+	uint64_t key[2] = { dev, ino };
+
+	return (size_t)(XXH3_64bits(key, sizeof(key)) & (c->nbuckets - 1));
+}
+
+struct cache *cache_new(size_t budget)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->nbuckets = 1024;
+	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
+	if (!c->buckets) {
+		free(c);
+		return NULL;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	c->budget = budget;
+	c->lru.next = c->lru.prev = &c->lru;
+	return c;
+}
+
+static void lru_unlink(struct cache_entry *e)
+{
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_push_hot(struct cache *c, struct cache_entry *e)
+{
+	e->prev = c->lru.prev;
+	e->next = &c->lru;
+	c->lru.prev->next = e;
+	c->lru.prev = e;
+}
+
+static void hash_unlink(struct cache *c, struct cache_entry *e)
+{
+	struct cache_entry **pp = &c->buckets[bucket_of(c, e->id.dev, e->id.ino)];
+
+	while (*pp && *pp != e)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = e->hnext;
+	e->hnext = NULL;
+}
+
+/* Grows the table when the load passes 1; called with the lock held. */
+static void maybe_grow(struct cache *c)
+{
+	struct cache_entry **nb;
+	size_t old = c->nbuckets;
+
+	if (c->st.entries <= old)
+		return;
+	nb = calloc(old * 2, sizeof(*nb));
+	if (!nb)
+		return;		/* keep the longer chains; still correct */
+	c->nbuckets = old * 2;
+	for (size_t i = 0; i < old; i++) {
+		struct cache_entry *e = c->buckets[i], *n;
+
+		for (; e; e = n) {
+			size_t b = bucket_of(c, e->id.dev, e->id.ino);
+
+			n = e->hnext;
+			e->hnext = nb[b];
+			nb[b] = e;
+		}
+	}
+	free(c->buckets);
+	c->buckets = nb;
+}
+
+/* Unlinks unreferenced entries until the budget holds; returns them as a
+ * list through hnext for the caller to free after unlocking. */
+static struct cache_entry *evict_locked(struct cache *c)
+{
+	struct cache_entry *victims = NULL;
+
+	while (c->st.bytes > c->budget && c->lru.next != &c->lru) {
+		struct cache_entry *e = c->lru.next;
+
+		lru_unlink(e);
+		hash_unlink(c, e);
+		c->st.entries--;
+		c->st.bytes -= extent_map_footprint(e->map);
+		c->st.evictions++;
+		e->hnext = victims;
+		victims = e;
+	}
+	return victims;
+}
+
+static void free_entries(struct cache_entry *e)
+{
+	while (e) {
+		struct cache_entry *n = e->hnext;
+
+		free(e->map);
+		free(e);
+		e = n;
+	}
+}
+
+int cache_get(struct cache *c, int fd, const struct layer_id *id,
+	      const char *fname, struct cache_entry **out)
+{
+	struct cache_entry *e, *stale = NULL, *victims;
+	struct extent_map *m;
+	bool changed = false;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	for (e = c->buckets[bucket_of(c, id->dev, id->ino)]; e; e = e->hnext) {
+		if (e->id.dev != id->dev || e->id.ino != id->ino)
+			continue;
+		if (layer_id_equal(&e->id, id)) {
+			if (e->refs++ == 0)
+				lru_unlink(e);
+			c->st.hits++;
+			*out = e;
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+		changed = true;
+	}
+	c->st.misses++;
+	pthread_mutex_unlock(&c->lock);
+
+	if (changed)
+		log_err("%s: layer changed after it was published "
+			"(size, times or inode differ); scanning it again",
+			fname);
+
+	ret = extent_scan(fd, id->size, &m);
+	if (ret)
+		return ret;
+
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		free(m);
+		return -ENOMEM;
+	}
+	e->id = *id;
+	e->map = m;
+	e->refs = 1;
+
+	pthread_mutex_lock(&c->lock);
+	/* Another thread may have scanned the same identity meanwhile: use
+	 * the first one in, and retire entries of an older identity. */
+	for (struct cache_entry *o = c->buckets[bucket_of(c, id->dev, id->ino)]; o; o = o->hnext) {
+		if (o->id.dev == id->dev && o->id.ino == id->ino &&
+		    layer_id_equal(&o->id, id)) {
+			if (o->refs++ == 0)
+				lru_unlink(o);
+			*out = o;
+			pthread_mutex_unlock(&c->lock);
+			free(m);
+			free(e);
+			return 0;
+		}
+	}
+	{
+		struct cache_entry **pp = &c->buckets[bucket_of(c, id->dev, id->ino)];
+
+		while (*pp) {
+			struct cache_entry *o = *pp;
+
+			if (o->id.dev == id->dev && o->id.ino == id->ino) {
+				*pp = o->hnext;
+				c->st.entries--;
+				c->st.bytes -= extent_map_footprint(o->map);
+				c->st.changed++;
+				if (o->refs == 0) {
+					lru_unlink(o);
+					o->hnext = stale;
+					stale = o;
+				} else {
+					o->stale = true;
+					o->hnext = NULL;
+				}
+				continue;
+			}
+			pp = &o->hnext;
+		}
+	}
+	e->hnext = c->buckets[bucket_of(c, id->dev, id->ino)];
+	c->buckets[bucket_of(c, id->dev, id->ino)] = e;
+	c->st.entries++;
+	c->st.bytes += extent_map_footprint(m);
+	maybe_grow(c);
+	victims = evict_locked(c);
+	pthread_mutex_unlock(&c->lock);
+
+	free_entries(stale);
+	free_entries(victims);
+	*out = e;
+	return 0;
+}
+
+const struct extent_map *cache_entry_map(const struct cache_entry *e)
+{
+	return e->map;
+}
+
+void cache_put(struct cache *c, struct cache_entry *e)
+{
+	struct cache_entry *victims = NULL;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (--e->refs == 0) {
+		if (e->stale) {
+			/* Replaced while in use: no longer in the table. */
+			pthread_mutex_unlock(&c->lock);
+			e->hnext = NULL;
+			free_entries(e);
+			return;
+		}
+		lru_push_hot(c, e);
+		victims = evict_locked(c);
+	}
+	pthread_mutex_unlock(&c->lock);
+	free_entries(victims);
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	for (size_t b = 0; b < c->nbuckets; b++)
+		free_entries(c->buckets[b]);
+	free(c->buckets);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *st)
+{
+	pthread_mutex_lock(&c->lock);
+	*st = c->st;
+	pthread_mutex_unlock(&c->lock);
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The extent-map cache (SPEC §4): layer maps kept across opens and versions,
+ * keyed by the layer file's identity, within a memory budget. A new version
+ * of a chain (one more diff) then only scans the new layer.
+ */
+#ifndef SNAPFS_CACHE_H
+#define SNAPFS_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "extent.h"
+
+/* What makes a layer the same layer: if any field differs, it changed. */
+struct layer_id {
+	uint64_t dev;
+	uint64_t ino;
+	uint64_t size;
+	int64_t mtime_ns;
+	int64_t ctime_ns;
+};
+
+void layer_id_from_stat(struct layer_id *id, const struct stat *st);
+bool layer_id_equal(const struct layer_id *a, const struct layer_id *b);
+
+struct cache;
+struct cache_entry;		/* a referenced map, see cache_get() */
+
+struct cache_stats {
+	size_t entries;
+	size_t bytes;		/* footprint of all maps held */
+	uint64_t hits, misses, evictions, changed;
+};
+
+/* A cache holding at most budget bytes of unreferenced maps. NULL on ENOMEM. */
+struct cache *cache_new(size_t budget);
+
+/* Frees every map; no map may still be referenced. */
+void cache_free(struct cache *c);
+
+/*
+ * Returns in *out a referenced entry holding the map of the layer open as fd
+ * with identity id (read it with cache_entry_map()),
+ * scanning it if the cache has no map for that identity. A cached map of
+ * the same (dev, ino) with a different identity is replaced, and the change
+ * is logged as a producer error naming fname. Thread-safe; the scan runs
+ * without the cache lock held. Returns 0 or the -errno of the scan.
+ * Release with cache_put().
+ */
+int cache_get(struct cache *c, int fd, const struct layer_id *id,
+	      const char *fname, struct cache_entry **out);
+
+/* The map of a referenced entry; valid until cache_put(). */
+const struct extent_map *cache_entry_map(const struct cache_entry *e);
+
+/* Drops a reference taken by cache_get(); may evict to meet the budget. */
+void cache_put(struct cache *c, struct cache_entry *e);
+
+void cache_get_stats(struct cache *c, struct cache_stats *st);
+
+#endif

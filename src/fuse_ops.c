@@ -1,0 +1,625 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * FUSE request handlers. Node ids are node pointers (the root is
+ * FUSE_ROOT_ID). A view's file handle is its struct view (referenced), an
+ * ordinary file's handle is its fd, a directory's handle is the listing
+ * taken at opendir.
+ *
+ * Reads of a view never copy in user space: each piece of the request is an
+ * fd-backed buffer at the same offset in the layer that serves it, or a
+ * slice of one shared zero buffer, and fuse_reply_data() splices them into
+ * the reply where the kernel allows.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fuse_ops.h"
+#include "log.h"
+
+/* A version's attributes never change (a new chain is a new inode). */
+#define VIEW_ATTR_TIMEOUT 86400.0
+
+/* Pieces of a read described on the stack before falling back to malloc. */
+#define STACK_PIECES 16
+
+static struct snapfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct node *node_of(fuse_req_t req, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return node_root(fs_of(req)->nodes);
+	return (struct node *)(uintptr_t)ino;
+}
+
+static fuse_ino_t ino_of(struct snapfs *fs, struct node *n)
+{
+	return n == node_root(fs->nodes) ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+static double attr_timeout_of(struct snapfs *fs, const struct node *n)
+{
+	return n->kind == NODE_VIEW ? VIEW_ATTR_TIMEOUT : fs->attr_timeout;
+}
+
+static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+		conn->want |= FUSE_CAP_SPLICE_MOVE;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* A version's data never changes: do not let attribute refreshes of
+	 * ordinary files drop it either way; they are re-read on open. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	log_debug("kernel FUSE %u.%u, max_readahead %u, max_write %u",
+		  conn->proto_major, conn->proto_minor, conn->max_readahead,
+		  conn->max_write);
+}
+
+static int reply_entry_for(fuse_req_t req, struct node *n, const struct stat *st)
+{
+	struct snapfs *fs = fs_of(req);
+	struct fuse_entry_param e = {
+		.ino = ino_of(fs, n),
+		.attr = *st,
+		.attr_timeout = attr_timeout_of(fs, n),
+		.entry_timeout = fs->entry_timeout,
+	};
+
+	return fuse_reply_entry(req, &e);
+}
+
+static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct snapfs *fs = fs_of(req);
+	struct node *n;
+	struct stat st;
+	int ret;
+
+	ret = node_lookup(fs->nodes, node_of(req, parent), name, &n, &st);
+	if (ret == -ENOENT) {
+		/* A negative entry, cached as long as a positive one. */
+		struct fuse_entry_param e = { .ino = 0, .entry_timeout = fs->entry_timeout };
+
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (reply_entry_for(req, n, &st) != 0)
+		node_forget(fs->nodes, n, 1);	/* the kernel did not take it */
+}
+
+static void snapfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	node_forget(fs_of(req)->nodes, node_of(req, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void snapfs_op_forget_multi(fuse_req_t req, size_t count,
+				   struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		node_forget(fs_of(req)->nodes, node_of(req, forgets[i].ino),
+			    forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void snapfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
+			      struct fuse_file_info *fi)
+{
+	struct snapfs *fs = fs_of(req);
+	struct node *n = node_of(req, ino);
+	struct stat st;
+	int ret;
+
+	(void)fi;
+	ret = node_getattr(fs->nodes, n, &st);
+	if (ret)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, attr_timeout_of(fs, n));
+}
+
+static void snapfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct node *n = node_of(req, ino);
+	char buf[PATH_MAX + 1];
+	ssize_t len;
+
+	if (n->kind != NODE_SYMLINK) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	len = readlinkat(n->fd, "", buf, sizeof(buf));
+	if (len < 0)
+		fuse_reply_err(req, errno);
+	else if ((size_t)len >= sizeof(buf))
+		fuse_reply_err(req, ENAMETOOLONG);
+	else {
+		buf[len] = '\0';
+		fuse_reply_readlink(req, buf);
+	}
+}
+
+/* ---- directories ---- */
+
+struct dir_handle {
+	struct node_dirent *ents;
+	size_t count;
+};
+
+static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
+			      struct fuse_file_info *fi)
+{
+	struct snapfs *fs = fs_of(req);
+	struct dir_handle *d = calloc(1, sizeof(*d));
+	int ret;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = node_list_dir(fs->nodes, node_of(req, ino), &d->ents, &d->count);
+	if (ret) {
+		free(d);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi) != 0) {
+		node_dirents_free(d->ents, d->count);
+		free(d);
+	}
+}
+
+static bool is_dot(const char *name)
+{
+	return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
+{
+	struct snapfs *fs = fs_of(req);
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct node *dir = node_of(req, ino);
+	char *buf, *p;
+	size_t rem = size;
+
+	buf = p = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (size_t i = (size_t)off; i < d->count; i++) {
+		struct node_dirent *de = &d->ents[i];
+		struct stat st = { .st_ino = de->ino, .st_mode = (mode_t)de->d_type << 12 };
+		size_t len;
+
+		if (plus && !is_dot(de->name)) {
+			struct node *n;
+			struct fuse_entry_param e = { 0 };
+			int ret = node_lookup(fs->nodes, dir, de->name, &n, &st);
+
+			if (ret == -ENOENT)
+				continue;	/* gone since opendir */
+			if (ret) {
+				if (p == buf) {
+					free(buf);
+					fuse_reply_err(req, -ret);
+					return;
+				}
+				break;
+			}
+			e.ino = ino_of(fs, n);
+			e.attr = st;
+			e.attr_timeout = attr_timeout_of(fs, n);
+			e.entry_timeout = fs->entry_timeout;
+			len = fuse_add_direntry_plus(req, p, rem, de->name, &e, (off_t)i + 1);
+			if (len > rem) {
+				node_forget(fs->nodes, n, 1);
+				break;
+			}
+		} else if (plus) {
+			struct fuse_entry_param e = { .attr = st };
+
+			len = fuse_add_direntry_plus(req, p, rem, de->name, &e, (off_t)i + 1);
+			if (len > rem)
+				break;
+		} else {
+			len = fuse_add_direntry(req, p, rem, de->name, &st, (off_t)i + 1);
+			if (len > rem)
+				break;
+		}
+		p += len;
+		rem -= len;
+	}
+	fuse_reply_buf(req, buf, size - rem);
+	free(buf);
+}
+
+static void snapfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			      off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void snapfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+				  off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
+}
+
+static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
+				 struct fuse_file_info *fi)
+{
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	node_dirents_free(d->ents, d->count);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- files ---- */
+
+static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	struct snapfs *fs = fs_of(req);
+	struct node *n = node_of(req, ino);
+	int ret;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (n->kind == NODE_VIEW) {
+		struct view *v;
+
+		ret = node_view(fs->nodes, n, &v);
+		if (ret) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+		fi->fh = (uintptr_t)v;
+		fi->keep_cache = 1;	/* the version's bytes never change */
+		if (fuse_reply_open(req, fi) != 0)
+			view_put(v);
+		return;
+	}
+	ret = node_open_file(n, fi->flags);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uint64_t)ret;
+	if (fuse_reply_open(req, fi) != 0)
+		close(ret);
+}
+
+static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
+			    size_t size, off_t off)
+{
+	struct view_piece stack_p[STACK_PIECES], *pieces = stack_p;
+	struct fuse_bufvec *bv;
+	size_t n, nbuf = 0;
+
+	n = view_map_read(v, (uint64_t)off, size, pieces, STACK_PIECES);
+	if (n > STACK_PIECES) {
+		pieces = malloc(n * sizeof(*pieces));
+		if (!pieces) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		view_map_read(v, (uint64_t)off, size, pieces, n);
+	}
+	if (n == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* Zero pieces longer than the zero buffer take several buffers. */
+	for (size_t i = 0; i < n; i++)
+		nbuf += pieces[i].fd >= 0 ? 1 : (pieces[i].len + fs->zero_len - 1) / fs->zero_len;
+	bv = malloc(sizeof(*bv) + (nbuf - 1) * sizeof(bv->buf[0]));
+	if (!bv) {
+		if (pieces != stack_p)
+			free(pieces);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	bv->count = nbuf;
+	bv->idx = 0;
+	bv->off = 0;
+	nbuf = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (pieces[i].fd >= 0) {
+			bv->buf[nbuf++] = (struct fuse_buf){
+				.size = pieces[i].len,
+				.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+				.fd = pieces[i].fd,
+				.pos = (off_t)pieces[i].off,
+			};
+			continue;
+		}
+		for (uint64_t left = pieces[i].len; left;) {
+			size_t chunk = left < fs->zero_len ? (size_t)left : fs->zero_len;
+
+			bv->buf[nbuf++] = (struct fuse_buf){
+				.size = chunk,
+				.mem = (void *)fs->zero,
+			};
+			left -= chunk;
+		}
+	}
+	fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+	free(bv);
+	if (pieces != stack_p)
+		free(pieces);
+}
+
+static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	struct snapfs *fs = fs_of(req);
+	struct node *n = node_of(req, ino);
+
+	if (n->kind == NODE_VIEW) {
+		reply_view_read(req, fs, (struct view *)(uintptr_t)fi->fh, size, off);
+	} else {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = (int)fi->fh;
+		bv.buf[0].pos = off;
+		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+	}
+}
+
+static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
+			    int whence, struct fuse_file_info *fi)
+{
+	struct node *n = node_of(req, ino);
+	off_t res;
+
+	if (n->kind == NODE_VIEW) {
+		res = view_seek((struct view *)(uintptr_t)fi->fh, off, whence);
+		if (res < 0)
+			fuse_reply_err(req, (int)-res);
+		else
+			fuse_reply_lseek(req, res);
+		return;
+	}
+	res = lseek((int)fi->fh, off, whence);
+	if (res < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, res);
+}
+
+static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
+			      struct fuse_file_info *fi)
+{
+	struct node *n = node_of(req, ino);
+
+	if (n->kind == NODE_VIEW)
+		view_put((struct view *)(uintptr_t)fi->fh);
+	else
+		close((int)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void snapfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	(void)ino;
+	if (fstatvfs(node_root(fs_of(req)->nodes)->fd, &sv) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void snapfs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	(void)ino;
+	fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+/* ---- extended attributes ---- */
+
+static ssize_t store_xattr(struct node *n, const char *name, char *buf,
+			   size_t size, bool list)
+{
+	char path[64];
+	ssize_t ret;
+
+	if (n->kind != NODE_FILE && n->kind != NODE_DIR)
+		return list ? 0 : -ENODATA;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	ret = list ? listxattr(path, buf, size) : getxattr(path, name, buf, size);
+	return ret < 0 ? -errno : ret;
+}
+
+static void reply_xattr(fuse_req_t req, ssize_t ret, const char *buf, size_t size)
+{
+	if (ret < 0)
+		fuse_reply_err(req, (int)-ret);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)ret);
+	else
+		fuse_reply_buf(req, buf, (size_t)ret);
+}
+
+static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			       size_t size)
+{
+	struct snapfs *fs = fs_of(req);
+	struct node *n = node_of(req, ino);
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t ret;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (n->kind == NODE_VIEW)
+		ret = node_view_getxattr(fs->nodes, n, name, buf, size);
+	else
+		ret = store_xattr(n, name, buf, size, false);
+	reply_xattr(req, ret, buf, size);
+	free(buf);
+}
+
+static void snapfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct node *n = node_of(req, ino);
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t ret;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (n->kind == NODE_VIEW)
+		ret = node_view_listxattr(n, buf, size);
+	else
+		ret = store_xattr(n, NULL, buf, size, true);
+	reply_xattr(req, ret, buf, size);
+	free(buf);
+}
+
+/* ---- everything that would write: the mount is read-only ---- */
+
+static void snapfs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			      int to_set, struct fuse_file_info *fi)
+{
+	(void)ino; (void)attr; (void)to_set; (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+			    mode_t mode, dev_t rdev)
+{
+	(void)parent; (void)name; (void)mode; (void)rdev;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+			    mode_t mode)
+{
+	(void)parent; (void)name; (void)mode;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent; (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent; (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_symlink(fuse_req_t req, const char *link,
+			      fuse_ino_t parent, const char *name)
+{
+	(void)link; (void)parent; (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+			     fuse_ino_t newparent, const char *newname,
+			     unsigned int flags)
+{
+	(void)parent; (void)name; (void)newparent; (void)newname; (void)flags;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+			   const char *newname)
+{
+	(void)ino; (void)newparent; (void)newname;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+			     mode_t mode, struct fuse_file_info *fi)
+{
+	(void)parent; (void)name; (void)mode; (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			       const char *value, size_t size, int flags)
+{
+	(void)ino; (void)name; (void)value; (void)size; (void)flags;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino; (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void snapfs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+				off_t offset, off_t length, struct fuse_file_info *fi)
+{
+	(void)ino; (void)mode; (void)offset; (void)length; (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+const struct fuse_lowlevel_ops snapfs_ops = {
+	.init = snapfs_op_init,
+	.lookup = snapfs_op_lookup,
+	.forget = snapfs_op_forget,
+	.forget_multi = snapfs_op_forget_multi,
+	.getattr = snapfs_op_getattr,
+	.readlink = snapfs_op_readlink,
+	.opendir = snapfs_op_opendir,
+	.readdir = snapfs_op_readdir,
+	.readdirplus = snapfs_op_readdirplus,
+	.releasedir = snapfs_op_releasedir,
+	.open = snapfs_op_open,
+	.read = snapfs_op_read,
+	.lseek = snapfs_op_lseek,
+	.release = snapfs_op_release,
+	.statfs = snapfs_op_statfs,
+	.access = snapfs_op_access,
+	.getxattr = snapfs_op_getxattr,
+	.listxattr = snapfs_op_listxattr,
+	.setattr = snapfs_op_setattr,
+	.mknod = snapfs_op_mknod,
+	.mkdir = snapfs_op_mkdir,
+	.unlink = snapfs_op_unlink,
+	.rmdir = snapfs_op_rmdir,
+	.symlink = snapfs_op_symlink,
+	.rename = snapfs_op_rename,
+	.link = snapfs_op_link,
+	.create = snapfs_op_create,
+	.setxattr = snapfs_op_setxattr,
+	.removexattr = snapfs_op_removexattr,
+	.fallocate = snapfs_op_fallocate,
+};

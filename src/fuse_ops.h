@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The FUSE low-level operations of snapfs: the only code that speaks FUSE.
+ * It maps node ids to nodes, turns -errno results into replies, and answers
+ * reads zero-copy from the layers' file descriptors.
+ */
+#ifndef SNAPFS_FUSE_OPS_H
+#define SNAPFS_FUSE_OPS_H
+
+#include <fuse_lowlevel.h>
+
+#include "cache.h"
+#include "node.h"
+#include "view.h"
+
+/* Everything a request handler needs; fuse_req_userdata() returns it. */
+struct snapfs {
+	struct node_table *nodes;
+	struct view_env *env;
+	struct cache *cache;
+	double entry_timeout;	/* names (a new version shows after this) */
+	double attr_timeout;	/* attributes of ordinary STORE entries */
+	const char *zero;	/* a read-only buffer of zero_len zero bytes */
+	size_t zero_len;
+};
+
+extern const struct fuse_lowlevel_ops snapfs_ops;
+
+#endif

@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * snapfs: shows a store of layered VM snapshot files (a base plus sparse
+ * diffs) as flat, read-only files. This file parses the command line, sets
+ * up the library pieces and the FUSE session, and tears them down in
+ * reverse order.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "fuse_ops.h"
+#include "log.h"
+#include "node.h"
+#include "view.h"
+
+/* Size of the shared zero buffer that holes are answered from; larger
+ * holes in one request take several slices of it. */
+#define ZERO_LEN (1u << 20)
+
+struct options {
+	char *store;
+	unsigned cache_mb;
+	unsigned page_size;
+	double entry_timeout;
+	double attr_timeout;
+	int ready_fd;
+	unsigned max_threads;
+	int allow_other;
+	int nonopts;
+};
+
+#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+static const struct fuse_opt option_spec[] = {
+	OPT("cache_mb=%u", cache_mb),
+	OPT("page_size=%u", page_size),
+	OPT("entry_timeout=%lf", entry_timeout),
+	OPT("attr_timeout=%lf", attr_timeout),
+	OPT("ready_fd=%d", ready_fd),
+	OPT("max_threads=%u", max_threads),
+	FUSE_OPT_END
+};
+
+enum { KEY_ALLOW_OTHER };
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		/* The first non-option is STORE; the second, the mountpoint,
+		 * is left for fuse_parse_cmdline(). */
+		if (o->nonopts++ == 0) {
+			o->store = strdup(arg);
+			return 0;
+		}
+		return 1;
+	}
+	if (key == FUSE_OPT_KEY_OPT && strcmp(arg, "allow_other") == 0)
+		o->allow_other = 1;
+	return 1;
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] STORE MOUNTPOINT\n\n"
+	       "Shows every layered file of STORE (NAME.<seq>.base plus sparse\n"
+	       "NAME.<seq>.diff layers) as one flat, read-only file NAME.\n\n"
+	       "snapfs options:\n"
+	       "    -o cache_mb=N          memory for cached extent maps (default 64)\n"
+	       "    -o page_size=N         page size holes must resolve to (default 4096)\n"
+	       "    -o entry_timeout=SEC   how long names are cached (default 1.0)\n"
+	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
+	       "                           are cached (default 1.0)\n"
+	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
+	       "    -o max_threads=N       worker threads (default 16)\n"
+	       "    -o allow_other         let other users in; implies\n"
+	       "                           default_permissions (STORE's modes apply)\n\n",
+	       prog);
+}
+
+static void raise_nofile_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open file limit: %s", strerror(errno));
+	}
+}
+
+static int check_options(const struct options *o)
+{
+	struct stat st;
+
+	if (!o->store) {
+		log_err("no STORE given (see --help)");
+		return -1;
+	}
+	if (stat(o->store, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_err("%s: not a directory: %s", o->store,
+			errno ? strerror(errno) : "not a directory");
+		return -1;
+	}
+	if (o->page_size < 512 || (o->page_size & (o->page_size - 1))) {
+		log_err("page_size=%u: must be a power of two >= 512", o->page_size);
+		return -1;
+	}
+	if (o->entry_timeout < 0 || o->attr_timeout < 0) {
+		log_err("timeouts must not be negative");
+		return -1;
+	}
+	return 0;
+}
+
+static void signal_ready(int fd)
+{
+	if (fd < 0)
+		return;
+	if (write(fd, "1", 1) != 1)
+		log_warn("ready_fd=%d: %s", fd, strerror(errno));
+	close(fd);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = {
+		.cache_mb = 64,
+		.page_size = 4096,
+		.entry_timeout = 1.0,
+		.attr_timeout = 1.0,
+		.ready_fd = -1,
+		.max_threads = 16,
+	};
+	struct fuse_cmdline_opts copts = { 0 };
+	struct fuse_loop_config *loop = NULL;
+	struct fuse_session *se = NULL;
+	struct snapfs fs = { 0 };
+	void *zero = MAP_FAILED;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
+		goto out_args;
+	if (fuse_parse_cmdline(&args, &copts) != 0)
+		goto out_args;
+	if (copts.show_help) {
+		usage(argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out_args;
+	}
+	if (copts.show_version) {
+		printf("snapfs %s\n", PACKAGE_VERSION);
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_args;
+	}
+	if (copts.debug)
+		snapfs_log_level = FUSE_LOG_DEBUG;
+	if (!copts.mountpoint) {
+		log_err("no MOUNTPOINT given (see --help)");
+		goto out_args;
+	}
+	if (check_options(&o))
+		goto out_args;
+	if (o.allow_other && fuse_opt_add_arg(&args, "-odefault_permissions"))
+		goto out_args;
+	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") ||
+	    fuse_opt_add_arg(&args, "-ofsname=snapfs"))
+		goto out_args;
+	raise_nofile_limit();
+
+	zero = mmap(NULL, ZERO_LEN, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (zero == MAP_FAILED) {
+		log_err("cannot map the zero buffer: %s", strerror(errno));
+		goto out_args;
+	}
+	fs.zero = zero;
+	fs.zero_len = ZERO_LEN;
+	fs.entry_timeout = o.entry_timeout;
+	fs.attr_timeout = o.attr_timeout;
+	fs.cache = cache_new((size_t)o.cache_mb << 20);
+	if (!fs.cache)
+		goto out_zero;
+	fs.env = view_env_new(fs.cache, o.page_size);
+	if (!fs.env)
+		goto out_cache;
+	ret = node_table_new(o.store, fs.env, &fs.nodes);
+	if (ret) {
+		log_err("%s: cannot open the store: %s", o.store, strerror(-ret));
+		ret = 1;
+		goto out_env;
+	}
+	ret = 1;
+
+	se = fuse_session_new(&args, &snapfs_ops, sizeof(snapfs_ops), &fs);
+	if (!se)
+		goto out_nodes;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, copts.mountpoint) != 0)
+		goto out_signals;
+	log_info("serving %s at %s", o.store, copts.mountpoint);
+	signal_ready(o.ready_fd);
+	if (!copts.foreground)
+		snapfs_log_to_syslog();
+	fuse_daemonize(copts.foreground);
+
+	if (copts.singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+		loop = fuse_loop_cfg_create();
+		if (!loop)
+			goto out_unmount;
+		fuse_loop_cfg_set_clone_fd(loop, copts.clone_fd);
+		fuse_loop_cfg_set_max_threads(loop, o.max_threads);
+		if (copts.max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(loop, copts.max_idle_threads);
+		ret = fuse_session_loop_mt(se, loop);
+	}
+	/* A signal (positive) or a clean unmount (0) is a normal stop. */
+	ret = ret < 0 ? 1 : 0;
+
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_nodes:
+	node_table_free(fs.nodes);
+out_env:
+	view_env_free(fs.env);
+out_cache:
+	cache_free(fs.cache);
+out_zero:
+	munmap(zero, ZERO_LEN);
+out_args:
+	fuse_loop_cfg_destroy(loop);
+	free(copts.mountpoint);
+	free(o.store);
+	fuse_opt_free_args(&args);
+	return ret;
+}

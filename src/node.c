@@ -1,0 +1,889 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The inode table and the versions of layered files (see node.h for the
+ * model).
+ *
+ * Lock order: node.lock (a directory's index, a version's view build) may be
+ * held while taking node_table.lock; never the other way round. The table
+ * lock guards only memory (hash chains, counts, version lists) and is never
+ * held across I/O, close() or the freeing of a node: nodes to free are
+ * unlinked under the lock and destroyed after it is dropped.
+ *
+ * Why a version can be compared by identity alone: layers are immutable once
+ * published (SPEC §2), so two lookups that find the same layer files with the
+ * same (dev, ino, size, mtime, ctime) see the same content. A producer that
+ * breaks the rule changes mtime/ctime, which makes a new version too.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "node.h"
+
+/* First synthetic inode number: the high bit keeps versions clear of the
+ * inode numbers STORE's filesystems hand out. */
+#define VINO_BASE (1ULL << 63)
+
+/* A directory index younger than this after the directory's mtime may have
+ * missed a change made in the same timestamp tick; it is rescanned. */
+#define RACY_NS 20000000LL
+
+struct node_table {
+	pthread_mutex_t lock;
+	struct node **buckets;		/* protected by lock */
+	size_t nbuckets;
+	size_t count;			/* protected by lock */
+	uint64_t next_vino;		/* protected by lock */
+	struct node *root;
+	struct view_env *env;
+};
+
+static size_t hash_of(const struct node_table *t, dev_t dev, ino_t ino)
+{
+	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev;
+
+	return (size_t)(h ^ (h >> 29)) & (t->nbuckets - 1);
+}
+
+static struct node *node_alloc(enum node_kind kind)
+{
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->kind = kind;
+	n->fd = -1;
+	pthread_mutex_init(&n->lock, NULL);
+	return n;
+}
+
+static void node_destroy(struct node *n)
+{
+	if (n->fd >= 0)
+		close(n->fd);
+	store_dir_free(n->index);
+	if (n->view)
+		view_put(n->view);
+	for (size_t i = 0; i < n->nlayers; i++)
+		free(n->layer_names[i]);
+	free(n->layer_names);
+	free(n->layer_ids);
+	free(n->error);
+	free(n->name);
+	free(n->path);
+	pthread_mutex_destroy(&n->lock);
+	free(n);
+}
+
+int node_table_new(const char *store, struct view_env *env,
+		   struct node_table **out)
+{
+	struct node_table *t;
+	struct node *root;
+	struct stat st;
+
+	t = calloc(1, sizeof(*t));
+	root = node_alloc(NODE_DIR);
+	if (!t || !root)
+		goto nomem;
+	t->nbuckets = 4096;
+	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+	root->path = strdup(".");
+	if (!t->buckets || !root->path)
+		goto nomem;
+	root->fd = open(store, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root->fd < 0 || fstat(root->fd, &st) < 0) {
+		int e = errno;
+
+		node_destroy(root);
+		free(t->buckets);
+		free(t);
+		return -e;
+	}
+	root->dev = st.st_dev;
+	root->ino = st.st_ino;
+	root->nlookup = 1;
+	root->refs = 1;
+	pthread_mutex_init(&t->lock, NULL);
+	t->next_vino = VINO_BASE;
+	t->root = root;
+	t->env = env;
+	*out = t;
+	return 0;
+nomem:
+	if (root)
+		node_destroy(root);
+	if (t)
+		free(t->buckets);
+	free(t);
+	return -ENOMEM;
+}
+
+void node_table_free(struct node_table *t)
+{
+	if (!t)
+		return;
+	/* Versions reference their directories: free them first. Every node
+	 * but the root is in the hash, current or not. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t b = 0; b < t->nbuckets; b++) {
+			struct node **pp = &t->buckets[b];
+
+			while (*pp) {
+				struct node *n = *pp;
+
+				if ((n->kind == NODE_VIEW) == (pass == 0)) {
+					*pp = n->hnext;
+					node_destroy(n);
+				} else {
+					pp = &n->hnext;
+				}
+			}
+		}
+	}
+	node_destroy(t->root);
+	free(t->buckets);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+/* Called with t->lock held. */
+static void hash_insert_locked(struct node_table *t, struct node *n)
+{
+	size_t b = hash_of(t, n->dev, n->ino);
+
+	n->hnext = t->buckets[b];
+	t->buckets[b] = n;
+	t->count++;
+}
+
+struct node *node_root(struct node_table *t)
+{
+	return t->root;
+}
+
+/* ---- reference counting ---- */
+
+/* Called with t->lock held: unlinks n if nothing holds it any more and
+ * returns true if the caller must destroy it (after unlocking). */
+static bool release_locked(struct node_table *t, struct node *n)
+{
+	if (n->nlookup || n->refs || n == t->root)
+		return false;
+	if (n->kind == NODE_VIEW) {
+		if (n->current) {
+			struct node **pp = &n->parent->versions;
+
+			while (*pp && *pp != n)
+				pp = &(*pp)->vnext;
+			if (*pp)
+				*pp = n->vnext;
+			n->current = false;
+		}
+	}
+	{
+		struct node **pp = &t->buckets[hash_of(t, n->dev, n->ino)];
+
+		while (*pp && *pp != n)
+			pp = &(*pp)->hnext;
+		if (*pp)
+			*pp = n->hnext;
+		t->count--;
+	}
+	return true;
+}
+
+/* Destroys n and drops the reference it held on its parent, repeatedly. */
+static void destroy_chain(struct node_table *t, struct node *n)
+{
+	while (n) {
+		struct node *parent = n->kind == NODE_VIEW ? n->parent : NULL;
+		bool more = false;
+
+		node_destroy(n);
+		if (!parent)
+			break;
+		pthread_mutex_lock(&t->lock);
+		parent->refs--;
+		more = release_locked(t, parent);
+		pthread_mutex_unlock(&t->lock);
+		n = more ? parent : NULL;
+	}
+}
+
+void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
+{
+	bool dead;
+
+	pthread_mutex_lock(&t->lock);
+	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+	dead = release_locked(t, n);
+	pthread_mutex_unlock(&t->lock);
+	if (dead)
+		destroy_chain(t, n);
+}
+
+void node_ref(struct node_table *t, struct node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	n->refs++;
+	pthread_mutex_unlock(&t->lock);
+}
+
+void node_unref(struct node_table *t, struct node *n)
+{
+	bool dead;
+
+	pthread_mutex_lock(&t->lock);
+	n->refs--;
+	dead = release_locked(t, n);
+	pthread_mutex_unlock(&t->lock);
+	if (dead)
+		destroy_chain(t, n);
+}
+
+/* ---- directory index ---- */
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static bool ts_eq(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/*
+ * Brings dir->index up to date; called with dir->lock held. The index is
+ * trusted while the directory's mtime and ctime are those seen at the scan,
+ * and the scan started clearly after that mtime (a change within the same
+ * timestamp tick as the scan would otherwise go unseen).
+ */
+static int dir_refresh_locked(struct node *dir, bool force)
+{
+	struct store_dir *idx;
+	struct timespec now;
+	struct stat st;
+	int ret;
+
+	if (fstat(dir->fd, &st) < 0)
+		return -errno;
+	if (!force && dir->index && ts_eq(&st.st_mtim, &dir->index_mtime) &&
+	    ts_eq(&st.st_ctim, &dir->index_ctime) &&
+	    ts_ns(&dir->index_scanned) - ts_ns(&st.st_mtim) > RACY_NS)
+		return 0;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	ret = store_dir_scan(dir->fd, &idx);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < idx->ngroups; i++) {
+		const struct store_group *g = &idx->groups[i];
+		bool known = dir->index && store_dir_find(dir->index, g->name);
+
+		if (g->shadows_plain && !known)
+			log_warn("%s/%s: a plain entry of this name is hidden by "
+				 "the layered file of the same name", dir->path,
+				 g->name);
+	}
+	store_dir_free(dir->index);
+	dir->index = idx;
+	dir->index_mtime = st.st_mtim;
+	dir->index_ctime = st.st_ctim;
+	dir->index_scanned = now;
+	return 0;
+}
+
+/* ---- lookup ---- */
+
+/* What a lookup found for a layered NAME, before it is matched to a version. */
+struct chain_probe {
+	size_t n;
+	char **names;
+	struct layer_id *ids;
+	struct stat top;	/* stat of the base (or highest layer) */
+	int64_t newest_mtime_ns, newest_ctime_ns;
+	struct timespec newest_mtime, newest_ctime;
+	blkcnt_t blocks;
+	char *error;
+};
+
+static void chain_probe_free(struct chain_probe *cp)
+{
+	for (size_t i = 0; i < cp->n; i++)
+		free(cp->names[i]);
+	free(cp->names);
+	free(cp->ids);
+	free(cp->error);
+	memset(cp, 0, sizeof(*cp));
+}
+
+/*
+ * Resolves the chain of group g in dir and stats its layers. Returns 0
+ * (cp->error set if the chain is unusable), -EAGAIN if a layer vanished
+ * meanwhile (the caller rescans), or -ENOMEM.
+ */
+static int probe_chain(struct node *dir, const struct store_group *g,
+		       struct chain_probe *cp)
+{
+	struct store_chain chain = { 0 };
+	const char *why = NULL;
+	const struct store_layer **layers;
+	size_t n;
+	int ret;
+
+	memset(cp, 0, sizeof(*cp));
+	ret = store_chain_resolve(g, &chain, &why);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret) {
+		/* Show every layer of the group, so the operator sees them. */
+		cp->error = strdup(why);
+		if (!cp->error)
+			return -ENOMEM;
+		n = g->nlayers;
+		layers = NULL;
+	} else {
+		n = chain.nlayers;
+		layers = chain.layers;
+	}
+	cp->names = calloc(n, sizeof(*cp->names));
+	cp->ids = calloc(n, sizeof(*cp->ids));
+	if (!cp->names || !cp->ids) {
+		store_chain_free(&chain);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct store_layer *l = layers ? layers[i] : &g->layers[i];
+
+		cp->names[i] = strdup(l->fname);
+		if (!cp->names[i]) {
+			cp->n = i;
+			store_chain_free(&chain);
+			return -ENOMEM;
+		}
+		cp->n = i + 1;
+	}
+	store_chain_free(&chain);
+
+	for (size_t i = 0; i < cp->n; i++) {
+		struct stat st;
+
+		if (fstatat(dir->fd, cp->names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				return -EAGAIN;
+			return -errno;
+		}
+		layer_id_from_stat(&cp->ids[i], &st);
+		if (i == 0 || (cp->error && i == cp->n - 1))
+			cp->top = st;
+		if (ts_ns(&st.st_mtim) > ts_ns(&cp->newest_mtime))
+			cp->newest_mtime = st.st_mtim;
+		if (ts_ns(&st.st_ctim) > ts_ns(&cp->newest_ctime))
+			cp->newest_ctime = st.st_ctim;
+		cp->blocks += st.st_blocks;
+	}
+	return 0;
+}
+
+static bool version_matches(const struct node *v, const struct chain_probe *cp)
+{
+	if (v->nlayers != cp->n)
+		return false;
+	if ((v->error == NULL) != (cp->error == NULL))
+		return false;
+	if (v->error && strcmp(v->error, cp->error) != 0)
+		return false;
+	for (size_t i = 0; i < cp->n; i++)
+		if (strcmp(v->layer_names[i], cp->names[i]) != 0 ||
+		    !layer_id_equal(&v->layer_ids[i], &cp->ids[i]))
+			return false;
+	return true;
+}
+
+/* Makes a version node from a probe, taking over its arrays. */
+static struct node *version_new(struct node *dir, const char *name,
+				struct chain_probe *cp)
+{
+	struct node *v = node_alloc(NODE_VIEW);
+	struct stat *a;
+
+	if (!v)
+		return NULL;
+	v->name = strdup(name);
+	if (asprintf(&v->path, "%s/%s", dir->path, name) < 0)
+		v->path = NULL;
+	if (!v->name || !v->path) {
+		node_destroy(v);
+		return NULL;
+	}
+	v->nlayers = cp->n;
+	v->layer_names = cp->names;
+	v->layer_ids = cp->ids;
+	v->error = cp->error;
+	cp->names = NULL;
+	cp->ids = NULL;
+	cp->error = NULL;
+	cp->n = 0;
+
+	a = &v->vattr;
+	*a = cp->top;
+	a->st_mode = S_IFREG | (cp->top.st_mode & 0555);
+	a->st_nlink = 1;
+	a->st_mtim = cp->newest_mtime;
+	a->st_ctim = cp->newest_ctime;
+	a->st_blocks = cp->blocks;
+	a->st_blksize = 4096;
+	v->parent = dir;
+	return v;
+}
+
+static int lookup_layered(struct node_table *t, struct node *dir,
+			  const char *name, struct node **out, struct stat *st)
+{
+	struct chain_probe cp = { 0 };
+	struct node *v, *fresh = NULL;
+	int ret, tries = 0;
+
+	for (;;) {
+		const struct store_group *g;
+
+		pthread_mutex_lock(&dir->lock);
+		ret = dir_refresh_locked(dir, tries > 0);
+		g = ret ? NULL : store_dir_find(dir->index, name);
+		if (!ret && !g)
+			ret = -ENOENT;
+		if (!ret)
+			ret = probe_chain(dir, g, &cp);
+		pthread_mutex_unlock(&dir->lock);
+		if (ret != -EAGAIN)
+			break;
+		chain_probe_free(&cp);
+		if (++tries == 3)
+			return -ENOENT;
+	}
+	if (ret) {
+		chain_probe_free(&cp);
+		return ret;
+	}
+
+	pthread_mutex_lock(&t->lock);
+	for (v = dir->versions; v; v = v->vnext)
+		if (strcmp(v->name, name) == 0)
+			break;
+	if (v && version_matches(v, &cp)) {
+		v->nlookup++;
+		*st = v->vattr;
+		pthread_mutex_unlock(&t->lock);
+		chain_probe_free(&cp);
+		*out = v;
+		return 0;
+	}
+	pthread_mutex_unlock(&t->lock);
+
+	fresh = version_new(dir, name, &cp);
+	chain_probe_free(&cp);
+	if (!fresh)
+		return -ENOMEM;
+
+	pthread_mutex_lock(&t->lock);
+	/* Retire the old current version (it lives on while referenced). */
+	{
+		struct node **pp = &dir->versions;
+
+		while (*pp) {
+			if (strcmp((*pp)->name, name) == 0) {
+				struct node *old = *pp;
+
+				*pp = old->vnext;
+				old->current = false;
+				old->vnext = NULL;
+				continue;
+			}
+			pp = &(*pp)->vnext;
+		}
+	}
+	fresh->vino = t->next_vino++;
+	fresh->vattr.st_ino = (ino_t)fresh->vino;
+	/* Versions sit in the hash under (0, vino), clear of STORE's entries
+	 * (a real device number is never 0 for a filesystem with inodes). */
+	fresh->dev = 0;
+	fresh->ino = (ino_t)fresh->vino;
+	hash_insert_locked(t, fresh);
+	fresh->nlookup = 1;
+	fresh->current = true;
+	fresh->vnext = dir->versions;
+	dir->versions = fresh;
+	dir->refs++;
+	*st = fresh->vattr;
+	pthread_mutex_unlock(&t->lock);
+	if (fresh->error)
+		log_err("%s: unusable: %s", fresh->path, fresh->error);
+	*out = fresh;
+	return 0;
+}
+
+static enum node_kind kind_of(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return NODE_DIR;
+	if (S_ISREG(mode))
+		return NODE_FILE;
+	if (S_ISLNK(mode))
+		return NODE_SYMLINK;
+	return NODE_OTHER;
+}
+
+int node_lookup(struct node_table *t, struct node *parent, const char *name,
+		struct node **out, struct stat *st)
+{
+	struct node *n, *fresh;
+	int fd, ret;
+
+	if (parent->kind != NODE_DIR)
+		return -ENOTDIR;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/'))
+		return -ENOENT;
+
+	ret = lookup_layered(t, parent, name, out, st);
+	if (ret != -ENOENT)
+		return ret;
+
+	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+
+	pthread_mutex_lock(&t->lock);
+	for (n = t->buckets[hash_of(t, st->st_dev, st->st_ino)]; n; n = n->hnext) {
+		if (n->dev == st->st_dev && n->ino == st->st_ino) {
+			n->nlookup++;
+			pthread_mutex_unlock(&t->lock);
+			close(fd);
+			*out = n;
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+
+	fresh = node_alloc(kind_of(st->st_mode));
+	if (!fresh) {
+		close(fd);
+		return -ENOMEM;
+	}
+	fresh->fd = fd;
+	fresh->dev = st->st_dev;
+	fresh->ino = st->st_ino;
+	if (fresh->kind == NODE_DIR &&
+	    asprintf(&fresh->path, "%s/%s", parent->path, name) < 0) {
+		fresh->path = NULL;
+		node_destroy(fresh);
+		return -ENOMEM;
+	}
+
+	pthread_mutex_lock(&t->lock);
+	/* Another thread may have inserted the same inode meanwhile. */
+	for (n = t->buckets[hash_of(t, st->st_dev, st->st_ino)]; n; n = n->hnext) {
+		if (n->dev == st->st_dev && n->ino == st->st_ino) {
+			n->nlookup++;
+			pthread_mutex_unlock(&t->lock);
+			node_destroy(fresh);
+			*out = n;
+			return 0;
+		}
+	}
+	fresh->nlookup = 1;
+	hash_insert_locked(t, fresh);
+	pthread_mutex_unlock(&t->lock);
+	*out = fresh;
+	return 0;
+}
+
+int node_getattr(struct node_table *t, struct node *n, struct stat *st)
+{
+	(void)t;
+	if (n->kind == NODE_VIEW) {
+		*st = n->vattr;
+		return 0;
+	}
+	return fstat(n->fd, st) < 0 ? -errno : 0;
+}
+
+/* ---- views ---- */
+
+int node_view(struct node_table *t, struct node *n, struct view **out)
+{
+	struct store_chain chain = { 0 };
+	struct store_layer *layers = NULL;
+	char why[512];
+	int ret = 0;
+
+	if (n->kind != NODE_VIEW)
+		return -EINVAL;
+	pthread_mutex_lock(&n->lock);
+	if (n->view) {
+		view_get(n->view);
+		*out = n->view;
+		goto out;
+	}
+	if (n->error || n->view_failed) {
+		ret = -EIO;
+		goto out;
+	}
+	/* Rebuild a store_chain from the names this version was made of. */
+	layers = calloc(n->nlayers, sizeof(*layers));
+	chain.layers = calloc(n->nlayers, sizeof(*chain.layers));
+	if (!layers || !chain.layers) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n->nlayers; i++) {
+		layers[i].fname = n->layer_names[i];
+		chain.layers[i] = &layers[i];
+	}
+	chain.nlayers = n->nlayers;
+	why[0] = '\0';
+	ret = view_open(t->env, n->parent->fd, &chain, &n->view, why, sizeof(why));
+	if (ret == 0) {
+		/* The layers opened must be the ones this version was made of;
+		 * a layer replaced since the lookup belongs to a newer version. */
+		for (size_t i = 0; i < n->nlayers; i++) {
+			if (!layer_id_equal(&n->view->layers[i].id, &n->layer_ids[i])) {
+				view_put(n->view);
+				n->view = NULL;
+				snprintf(why, sizeof(why), "layer %s changed between "
+					 "lookup and open", n->layer_names[i]);
+				ret = -ESTALE;
+				break;
+			}
+		}
+	}
+	if (ret == 0) {
+		n->vattr.st_blocks = (blkcnt_t)((n->view->data_bytes + 511) / 512);
+		view_get(n->view);
+		*out = n->view;
+	} else if (ret == -EIO) {
+		n->view_failed = true;
+		n->error = strdup(why);
+		log_err("%s: unusable: %s", n->path, why);
+	} else if (ret == -ESTALE) {
+		log_warn("%s: %s; the next lookup shows the new version",
+			 n->path, why);
+		ret = -EIO;
+	}
+out:
+	pthread_mutex_unlock(&n->lock);
+	free(chain.layers);
+	free(layers);
+	return ret;
+}
+
+/* ---- directory listing ---- */
+
+void node_dirents_free(struct node_dirent *d, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		free(d[i].name);
+	free(d);
+}
+
+static int dirent_add(struct node_dirent **d, size_t *n, size_t *cap,
+		      const char *name, unsigned char type, uint64_t ino)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 64;
+		struct node_dirent *nd = realloc(*d, nc * sizeof(*nd));
+
+		if (!nd)
+			return -ENOMEM;
+		*d = nd;
+		*cap = nc;
+	}
+	(*d)[*n].name = strdup(name);
+	if (!(*d)[*n].name)
+		return -ENOMEM;
+	(*d)[*n].d_type = type;
+	(*d)[*n].ino = ino;
+	(*n)++;
+	return 0;
+}
+
+int node_list_dir(struct node_table *t, struct node *n,
+		  struct node_dirent **out, size_t *count)
+{
+	struct node_dirent *d = NULL;
+	size_t nd = 0, cap = 0;
+	struct dirent *de;
+	DIR *dp;
+	int fd, ret = 0;
+
+	if (n->kind != NODE_DIR)
+		return -ENOTDIR;
+	fd = openat(n->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dp = fdopendir(fd);
+	if (!dp) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+
+	pthread_mutex_lock(&n->lock);
+	ret = dir_refresh_locked(n, false);
+	if (ret) {
+		pthread_mutex_unlock(&n->lock);
+		closedir(dp);
+		return ret;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(dp);
+		if (!de) {
+			ret = -errno;
+			break;
+		}
+		/* A plain entry named like a layered file is hidden by it. */
+		if (store_dir_find(n->index, de->d_name))
+			continue;
+		ret = dirent_add(&d, &nd, &cap, de->d_name, de->d_type, de->d_ino);
+		if (ret)
+			break;
+	}
+	for (size_t i = 0; !ret && i < n->index->ngroups; i++) {
+		const char *name = n->index->groups[i].name;
+		uint64_t ino = 0;
+
+		pthread_mutex_lock(&t->lock);
+		for (struct node *v = n->versions; v; v = v->vnext)
+			if (strcmp(v->name, name) == 0)
+				ino = v->vino;
+		pthread_mutex_unlock(&t->lock);
+		ret = dirent_add(&d, &nd, &cap, name, DT_REG, ino ? ino : VINO_BASE - 1);
+	}
+	pthread_mutex_unlock(&n->lock);
+	closedir(dp);
+	if (ret) {
+		node_dirents_free(d, nd);
+		return ret;
+	}
+	*out = d;
+	*count = nd;
+	return 0;
+}
+
+int node_open_file(struct node *n, int flags)
+{
+	char path[64];
+	int fd;
+
+	if (n->kind != NODE_FILE)
+		return n->kind == NODE_DIR ? -EISDIR : -EACCES;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	fd = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND)) | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* ---- extended attributes ---- */
+
+#define XA_CHAIN "user.snapfs.chain"
+#define XA_DEPTH "user.snapfs.depth"
+#define XA_DATA "user.snapfs.data_bytes"
+#define XA_ERROR "user.snapfs.error"
+
+static ssize_t xattr_reply(const char *val, size_t len, char *buf, size_t size)
+{
+	if (size == 0)
+		return (ssize_t)len;
+	if (len > size)
+		return -ERANGE;
+	memcpy(buf, val, len);
+	return (ssize_t)len;
+}
+
+ssize_t node_view_getxattr(struct node_table *t, struct node *n,
+			   const char *name, char *buf, size_t size)
+{
+	char num[32];
+	ssize_t ret;
+
+	if (strcmp(name, XA_CHAIN) == 0) {
+		size_t len = 0;
+		char *s, *p;
+
+		for (size_t i = 0; i < n->nlayers; i++)
+			len += strlen(n->layer_names[i]) + 1;
+		s = p = malloc(len + 1);
+		if (!s)
+			return -ENOMEM;
+		for (size_t i = 0; i < n->nlayers; i++)
+			p += sprintf(p, "%s%s", i ? "," : "", n->layer_names[i]);
+		ret = xattr_reply(s, (size_t)(p - s), buf, size);
+		free(s);
+		return ret;
+	}
+	if (strcmp(name, XA_DEPTH) == 0) {
+		size_t diffs = 0;
+
+		for (size_t i = 0; i < n->nlayers; i++) {
+			struct store_name sn;
+
+			if (store_parse_name(n->layer_names[i], &sn) &&
+			    sn.kind == STORE_DIFF)
+				diffs++;
+		}
+		snprintf(num, sizeof(num), "%zu", diffs);
+		return xattr_reply(num, strlen(num), buf, size);
+	}
+	if (strcmp(name, XA_DATA) == 0) {
+		struct view *v;
+
+		ret = node_view(t, n, &v);
+		if (ret)
+			return ret == -EIO ? -ENODATA : ret;
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)v->data_bytes);
+		view_put(v);
+		return xattr_reply(num, strlen(num), buf, size);
+	}
+	if (strcmp(name, XA_ERROR) == 0) {
+		char *err = NULL;
+
+		pthread_mutex_lock(&n->lock);
+		if (n->error)
+			err = strdup(n->error);
+		pthread_mutex_unlock(&n->lock);
+		if (!err)
+			return -ENODATA;
+		ret = xattr_reply(err, strlen(err), buf, size);
+		free(err);
+		return ret;
+	}
+	return -ENODATA;
+}
+
+ssize_t node_view_listxattr(struct node *n, char *buf, size_t size)
+{
+	static const char names[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_DATA "\0";
+	static const char names_err[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_ERROR "\0";
+	bool err;
+
+	pthread_mutex_lock(&n->lock);
+	err = n->error != NULL;
+	pthread_mutex_unlock(&n->lock);
+	return err ? xattr_reply(names_err, sizeof(names_err) - 1, buf, size)
+		   : xattr_reply(names, sizeof(names) - 1, buf, size);
+}

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The inode table: what each FUSE node id stands for. A node is either an
+ * entry of STORE (directory, ordinary file, symlink, ...) held by an O_PATH
+ * fd and known by its (device, inode), or one *version* of a layered file.
+ *
+ * Versions are the heart of snapfs (SPEC §3): a lookup of NAME resolves
+ * its chain and compares the chain's identity (each layer's device, inode,
+ * size and times) with the version the directory currently shows. The same
+ * identity returns the same node; any other identity makes a new node with
+ * a new inode number, which becomes current. An older version stays alive
+ * while the kernel remembers it or a handle has it open, and it keeps
+ * serving exactly its own chain: its view holds the layer fds. Since a
+ * version's content never changes, its attributes and page cache never go
+ * stale, and a new version can never be served from an old one's cache.
+ *
+ * This file speaks no FUSE: it returns 0 or -errno and the caller replies.
+ */
+#ifndef SNAPFS_NODE_H
+#define SNAPFS_NODE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "store.h"
+#include "view.h"
+
+enum node_kind {
+	NODE_DIR,
+	NODE_FILE,	/* an ordinary regular file of STORE, passed through */
+	NODE_SYMLINK,
+	NODE_OTHER,	/* fifo, socket, device: visible, never opened */
+	NODE_VIEW,	/* one version of a layered file */
+};
+
+struct node_table;
+
+struct node {
+	enum node_kind kind;
+	uint64_t nlookup;	/* protected by node_table.lock */
+	unsigned refs;		/* internal refs (children, callers);
+				   protected by node_table.lock */
+
+	/* STORE entries (all kinds but NODE_VIEW) */
+	int fd;			/* O_PATH | O_NOFOLLOW, -1 for views */
+	dev_t dev;
+	ino_t ino;
+	struct node *hnext;	/* (dev, ino) hash chain, protected by table lock */
+
+	/* NODE_DIR: the directory's layered-file index, refreshed when the
+	 * directory's mtime or ctime moves. */
+	pthread_mutex_t lock;	/* protects index, index_*, and for views
+				   view and view_failed */
+	struct store_dir *index;
+	struct timespec index_mtime, index_ctime, index_scanned;
+	char *path;		/* relative to STORE ("." for the root), for
+				   log lines; dirs and views only */
+	struct node *versions;	/* current version per NAME: list through
+				   vnext; protected by node_table.lock */
+
+	/* NODE_VIEW */
+	struct node *parent;	/* referenced */
+	char *name;
+	struct node *vnext;
+	bool current;		/* in parent->versions; protected by table lock */
+	uint64_t vino;		/* synthetic st_ino of this version */
+	struct stat vattr;	/* fixed for the life of the version */
+	size_t nlayers;
+	char **layer_names;	/* chain, base first */
+	struct layer_id *layer_ids;
+	char *error;		/* chain unusable: the cause; fixed */
+	struct view *view;	/* built on first use under lock */
+	bool view_failed;	/* build failed; error holds why */
+};
+
+/*
+ * Creates the table with STORE's root opened as the root node. Returns 0 or
+ * -errno (STORE missing or not a directory).
+ */
+int node_table_new(const char *store, struct view_env *env,
+		   struct node_table **out);
+
+/* Frees every node; nothing may use the table any more. */
+void node_table_free(struct node_table *t);
+
+struct node *node_root(struct node_table *t);
+
+/*
+ * Looks name up in directory parent. On success the returned node has one
+ * more lookup count (the kernel's) and *st holds its attributes. Returns 0,
+ * -ENOENT, -ENOTDIR, or another -errno.
+ */
+int node_lookup(struct node_table *t, struct node *parent, const char *name,
+		struct node **out, struct stat *st);
+
+/* Drops n lookup counts (FUSE forget); the node may be freed. */
+void node_forget(struct node_table *t, struct node *n, uint64_t nlookup);
+
+/* Takes/drops an internal reference that keeps n alive (not a lookup). */
+void node_ref(struct node_table *t, struct node *n);
+void node_unref(struct node_table *t, struct node *n);
+
+/* Attributes of n now: fstat for STORE entries, the fixed ones for views. */
+int node_getattr(struct node_table *t, struct node *n, struct stat *st);
+
+/*
+ * The view of version n, built on first use (opens and scans the layers).
+ * Returns 0 with a referenced view (view_put() it), or -EIO when the chain
+ * is unusable (logged once per version, with the cause), or -ENOMEM.
+ */
+int node_view(struct node_table *t, struct node *n, struct view **out);
+
+/* One directory entry as listed: name, type, and inode number to show. */
+struct node_dirent {
+	char *name;
+	unsigned char d_type;
+	uint64_t ino;
+};
+
+/*
+ * Lists directory n as shown at the mount: STORE's entries, plus one entry
+ * per layered NAME, minus plain entries a layered NAME hides. Returns 0 and
+ * a malloc'd array (free with node_dirents_free()), or -errno.
+ */
+int node_list_dir(struct node_table *t, struct node *n,
+		  struct node_dirent **out, size_t *count);
+void node_dirents_free(struct node_dirent *d, size_t count);
+
+/*
+ * Opens the STORE file behind n for reading (never through a symlink).
+ * Returns an fd or -errno.
+ */
+int node_open_file(struct node *n, int flags);
+
+/* Extended attributes of a version: fills buf (size 0: just the length).
+ * Returns the length, -ENODATA, -ERANGE, or -EIO. */
+ssize_t node_view_getxattr(struct node_table *t, struct node *n,
+			   const char *name, char *buf, size_t size);
+ssize_t node_view_listxattr(struct node *n, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,363 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Layer names, directory indexes and chain resolution (SPEC §2).
+ *
+ * A directory is indexed in one pass: every entry whose name has the layer
+ * shape is put in the group of its NAME, groups are sorted by NAME, and each
+ * group's layers by seq. A lookup is then a binary search, so a directory of
+ * thousands of snapshots costs one scan, and only when it is first used.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+
+bool store_parse_name(const char *fname, struct store_name *out)
+{
+	size_t len = strlen(fname);
+	const char *kind, *seq, *p;
+	uint64_t v = 0;
+	bool overflow = false;
+
+	if (len < 7)	/* "N.0.base" is the shortest: 8 */
+		return false;
+	kind = fname + len - 5;
+	if (kind[0] != '.')
+		return false;
+	if (strcmp(kind + 1, "base") == 0)
+		out->kind = STORE_BASE;
+	else if (strcmp(kind + 1, "diff") == 0)
+		out->kind = STORE_DIFF;
+	else
+		return false;
+
+	/* Walk back over the digits of <seq>. */
+	p = kind;
+	while (p > fname && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	seq = p;
+	if (seq == kind)		/* no digits */
+		return false;
+	if (seq - fname < 2 || seq[-1] != '.')	/* need ".<seq>" and NAME */
+		return false;
+
+	for (p = seq; p < kind; p++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (v > (UINT64_MAX - d) / 10)
+			overflow = true;
+		else
+			v = v * 10 + d;
+	}
+	out->name_len = (size_t)(seq - 1 - fname);
+	out->seq = overflow ? UINT64_MAX : v;
+	out->overflow = overflow;
+	return true;
+}
+
+/* A growable list of (name, d_type) collected from a directory. */
+struct name_list {
+	char **names;
+	unsigned char *types;
+	size_t n, cap;
+};
+
+static int name_list_add(struct name_list *l, const char *name, unsigned char t)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		char **nn = realloc(l->names, cap * sizeof(*nn));
+
+		if (!nn)
+			return -ENOMEM;
+		l->names = nn;
+		unsigned char *nt = realloc(l->types, cap);
+
+		if (!nt)
+			return -ENOMEM;
+		l->types = nt;
+		l->cap = cap;
+	}
+	l->names[l->n] = strdup(name);
+	if (!l->names[l->n])
+		return -ENOMEM;
+	l->types[l->n++] = t;
+	return 0;
+}
+
+static void name_list_free(struct name_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->names[i]);
+	free(l->names);
+	free(l->types);
+}
+
+int store_dir_scan(int dirfd, struct store_dir **out)
+{
+	struct name_list l = { 0 };
+	struct dirent *de;
+	DIR *d;
+	int fd, ret = 0;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			ret = -errno;
+			break;
+		}
+		if (de->d_name[0] == '.' && (de->d_name[1] == '\0' ||
+		    (de->d_name[1] == '.' && de->d_name[2] == '\0')))
+			continue;
+		ret = name_list_add(&l, de->d_name, de->d_type);
+		if (ret)
+			break;
+	}
+	closedir(d);
+	if (ret == 0)
+		ret = store_dir_from_names((const char *const *)l.names,
+					   l.types, l.n, out);
+	name_list_free(&l);
+	return ret;
+}
+
+/* Sort key while grouping: NAME, then seq, then kind. */
+struct parsed {
+	const char *fname;
+	struct store_name sn;
+	unsigned char d_type;
+};
+
+static int parsed_cmp(const void *a, const void *b)
+{
+	const struct parsed *x = a, *y = b;
+	size_t n = x->sn.name_len < y->sn.name_len ? x->sn.name_len : y->sn.name_len;
+	int c = memcmp(x->fname, y->fname, n);
+
+	if (c)
+		return c;
+	if (x->sn.name_len != y->sn.name_len)
+		return x->sn.name_len < y->sn.name_len ? -1 : 1;
+	if (x->sn.seq != y->sn.seq)
+		return x->sn.seq < y->sn.seq ? -1 : 1;
+	if (x->sn.kind != y->sn.kind)
+		return x->sn.kind == STORE_BASE ? -1 : 1;
+	return strcmp(x->fname, y->fname);
+}
+
+static int group_cmp_name(const void *key, const void *elem)
+{
+	const struct store_group *g = elem;
+
+	return strcmp(key, g->name);
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int store_dir_from_names(const char *const *names, const unsigned char *d_types,
+			 size_t n, struct store_dir **out)
+{
+	struct store_dir *dir;
+	struct parsed *p;
+	const char **plain;
+	size_t np = 0, nplain = 0, i, j;
+	int ret = -ENOMEM;
+
+	dir = calloc(1, sizeof(*dir));
+	p = calloc(n ? n : 1, sizeof(*p));
+	plain = calloc(n ? n : 1, sizeof(*plain));
+	if (!dir || !p || !plain)
+		goto fail;
+
+	for (i = 0; i < n; i++) {
+		struct parsed *e = &p[np];
+
+		if (store_parse_name(names[i], &e->sn)) {
+			e->fname = names[i];
+			e->d_type = d_types ? d_types[i] : DT_UNKNOWN;
+			np++;
+		} else {
+			plain[nplain++] = names[i];
+		}
+	}
+	qsort(p, np, sizeof(*p), parsed_cmp);
+	qsort(plain, nplain, sizeof(*plain), str_cmp);
+
+	/* Count groups, then fill them. */
+	for (i = 0; i < np; i = j) {
+		for (j = i + 1; j < np && p[j].sn.name_len == p[i].sn.name_len &&
+		     memcmp(p[j].fname, p[i].fname, p[i].sn.name_len) == 0; j++)
+			;
+		dir->ngroups++;
+	}
+	dir->groups = calloc(dir->ngroups ? dir->ngroups : 1, sizeof(*dir->groups));
+	if (!dir->groups)
+		goto fail;
+
+	size_t g = 0;
+
+	for (i = 0; i < np; i = j, g++) {
+		struct store_group *grp = &dir->groups[g];
+
+		for (j = i + 1; j < np && p[j].sn.name_len == p[i].sn.name_len &&
+		     memcmp(p[j].fname, p[i].fname, p[i].sn.name_len) == 0; j++)
+			;
+		grp->name = strndup(p[i].fname, p[i].sn.name_len);
+		grp->layers = calloc(j - i, sizeof(*grp->layers));
+		if (!grp->name || !grp->layers)
+			goto fail;
+		grp->nlayers = j - i;
+		for (size_t k = i; k < j; k++) {
+			struct store_layer *l = &grp->layers[k - i];
+
+			l->fname = strdup(p[k].fname);
+			if (!l->fname)
+				goto fail;
+			l->seq = p[k].sn.seq;
+			l->kind = p[k].sn.kind;
+			l->overflow = p[k].sn.overflow;
+			l->d_type = p[k].d_type;
+		}
+		grp->shadows_plain = bsearch(&grp->name, plain, nplain,
+					     sizeof(*plain), str_cmp) != NULL;
+	}
+	/* parsed_cmp orders NAMEs as strcmp() would (memcmp of the common
+	 * prefix, then the shorter first), so groups are already sorted. */
+	ret = 0;
+	*out = dir;
+	dir = NULL;
+fail:
+	free(plain);
+	free(p);
+	if (dir)
+		store_dir_free(dir);
+	return ret;
+}
+
+void store_dir_free(struct store_dir *dir)
+{
+	if (!dir)
+		return;
+	for (size_t i = 0; i < dir->ngroups; i++) {
+		struct store_group *g = &dir->groups[i];
+
+		for (size_t k = 0; k < g->nlayers && g->layers; k++)
+			free(g->layers[k].fname);
+		free(g->layers);
+		free(g->name);
+	}
+	free(dir->groups);
+	free(dir);
+}
+
+const struct store_group *store_dir_find(const struct store_dir *dir,
+					 const char *name)
+{
+	if (!dir || dir->ngroups == 0)
+		return NULL;
+	return bsearch(name, dir->groups, dir->ngroups, sizeof(*dir->groups),
+		       group_cmp_name);
+}
+
+static bool layer_type_ok(const struct store_layer *l, const char **why)
+{
+	switch (l->d_type) {
+	case DT_REG:
+	case DT_UNKNOWN:	/* checked again when the layer is opened */
+		return true;
+	case DT_LNK:
+		*why = "a layer is a symbolic link (layers are never followed)";
+		return false;
+	default:
+		*why = "a layer is not a regular file";
+		return false;
+	}
+}
+
+int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
+			const char **why)
+{
+	const struct store_layer *base = NULL;
+	size_t i, first, n;
+
+	chain->nlayers = 0;
+	chain->layers = NULL;
+
+	for (i = 0; i < g->nlayers; i++) {
+		if (g->layers[i].overflow) {
+			*why = "a layer's <seq> does not fit in 64 bits";
+			return -EIO;
+		}
+	}
+	/* Layers are sorted by seq, bases first at equal seq: the highest
+	 * base is the last STORE_BASE entry. */
+	for (i = g->nlayers; i-- > 0;) {
+		if (g->layers[i].kind == STORE_BASE) {
+			base = &g->layers[i];
+			break;
+		}
+	}
+	if (!base) {
+		*why = "no base layer (NAME.<seq>.base) at or below its diffs";
+		return -EIO;
+	}
+	if (i > 0 && g->layers[i - 1].kind == STORE_BASE &&
+	    g->layers[i - 1].seq == base->seq) {
+		*why = "two base layers have the same <seq>";
+		return -EIO;
+	}
+	first = i;
+	n = 1;
+	for (i = first + 1; i < g->nlayers; i++) {
+		const struct store_layer *l = &g->layers[i];
+
+		if (l->seq == base->seq)	/* a diff at the base's seq is superseded */
+			continue;
+		if (i > first + 1 && g->layers[i - 1].seq == l->seq &&
+		    g->layers[i - 1].kind == STORE_DIFF) {
+			*why = "two diff layers have the same <seq>";
+			return -EIO;
+		}
+		n++;
+	}
+	chain->layers = calloc(n, sizeof(*chain->layers));
+	if (!chain->layers)
+		return -ENOMEM;
+	chain->layers[chain->nlayers++] = base;
+	for (i = first + 1; i < g->nlayers; i++)
+		if (g->layers[i].seq != base->seq)
+			chain->layers[chain->nlayers++] = &g->layers[i];
+	for (i = 0; i < chain->nlayers; i++) {
+		if (!layer_type_ok(chain->layers[i], why)) {
+			store_chain_free(chain);
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+void store_chain_free(struct store_chain *chain)
+{
+	free(chain->layers);
+	chain->layers = NULL;
+	chain->nlayers = 0;
+}

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The store's naming rules (SPEC §2): which directory entries are layers of
+ * which layered file, and which layers make up a file's chain. Pure logic on
+ * names plus one directory scan; nothing here opens a layer.
+ */
+#ifndef SNAPFS_STORE_H
+#define SNAPFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_kind {
+	STORE_BASE,
+	STORE_DIFF,
+};
+
+/* What a layer file name says: NAME.<seq>.base or NAME.<seq>.diff. */
+struct store_name {
+	size_t name_len;	/* length of NAME, the prefix of the file name */
+	uint64_t seq;		/* <seq> as a number (valid unless overflow) */
+	enum store_kind kind;
+	bool overflow;		/* <seq> has more value than 64 bits hold */
+};
+
+/*
+ * Parses a directory entry name. Returns true if it has the layer shape
+ * (non-empty NAME, all-digit <seq>, "base" or "diff"), filling *out; a <seq>
+ * too large for uint64_t still returns true, with out->overflow set, so the
+ * caller can make NAME unavailable rather than ignore the layer.
+ */
+bool store_parse_name(const char *fname, struct store_name *out);
+
+/* One layer file found in a directory. */
+struct store_layer {
+	char *fname;		/* the directory entry, owned */
+	uint64_t seq;
+	enum store_kind kind;
+	bool overflow;
+	unsigned char d_type;	/* DT_REG, DT_LNK, ... (DT_UNKNOWN if unsure) */
+};
+
+/* All layers of one NAME, sorted by seq (bases before diffs at equal seq). */
+struct store_group {
+	char *name;		/* NAME, owned */
+	size_t nlayers;
+	struct store_layer *layers;
+	bool shadows_plain;	/* a plain entry called NAME is hidden by it */
+};
+
+/* A directory's layered files, sorted by name for binary search. */
+struct store_dir {
+	size_t ngroups;
+	struct store_group *groups;
+};
+
+/*
+ * Reads every entry of the open directory dirfd (the fd's position is not
+ * used: the scan works on a dup) and groups the layer files by NAME.
+ * Returns 0 and a new *out that the caller frees with store_dir_free(), or
+ * -errno (the directory could not be read, or memory ran out).
+ */
+int store_dir_scan(int dirfd, struct store_dir **out);
+
+/* Builds the same index from a list of names, for tests and callers that
+ * already hold a listing. d_types may be NULL (all DT_UNKNOWN). */
+int store_dir_from_names(const char *const *names, const unsigned char *d_types,
+			 size_t n, struct store_dir **out);
+
+void store_dir_free(struct store_dir *dir);
+
+/* The group called name, or NULL. O(log n). */
+const struct store_group *store_dir_find(const struct store_dir *dir,
+					 const char *name);
+
+/* The chain of a group: its base and the diffs above it. */
+struct store_chain {
+	size_t nlayers;				/* base + diffs */
+	const struct store_layer **layers;	/* base first; owned array,
+						   layers point into the group */
+};
+
+/*
+ * Resolves the chain of group g (SPEC §2): the base with the highest seq and
+ * every diff with a greater seq, in increasing order. Returns 0 and fills
+ * *chain (free with store_chain_free()), or a negative errno with *why set
+ * to a static sentence for the log and for user.snapfs.error:
+ *   -EIO    no base at or below the diffs, a <seq> that overflows, two
+ *           layers with the same seq and kind, a layer that is not a regular
+ *           file (a symlink is never followed);
+ *   -ENOMEM.
+ */
+int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
+			const char **why);
+
+void store_chain_free(struct store_chain *chain);
+
+#endif

@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Building and reading views.
+ *
+ * Flattening is a sweep over the boundaries of every layer's extents, taken
+ * in order from a min-heap that holds each layer's next boundary (a k-way
+ * merge: O(E log k) for E extents over k layers). A bit set tracks which
+ * layers have data at the sweep position; the highest set bit is the layer
+ * that serves the bytes up to the next boundary. The result covers [0, size)
+ * exactly, so a read never has to reason about gaps.
+ *
+ * The invariant that makes views safe to share without locks: nothing in a
+ * struct view changes after view_open() returns it. A new chain is a new
+ * view; old ones live until their last reader drops them.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "view.h"
+
+/* ---- flattening ---- */
+
+struct bound {
+	uint64_t off;
+	unsigned layer;
+};
+
+struct cursor {
+	const struct extent_map *m;
+	size_t i;		/* current extent */
+	int inside;		/* next boundary is the extent's end */
+};
+
+static uint64_t cursor_next(const struct cursor *c)
+{
+	const struct extent *e = &c->m->ext[c->i];
+
+	return c->inside ? e->off + e->len : e->off;
+}
+
+static void heap_down(struct bound *h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < n && h[l].off < h[m].off)
+			m = l;
+		if (r < n && h[r].off < h[m].off)
+			m = r;
+		if (m == i)
+			return;
+		struct bound t = h[i];
+
+		h[i] = h[m];
+		h[m] = t;
+		i = m;
+	}
+}
+
+static int top_layer(const uint64_t *bits, size_t words)
+{
+	for (size_t w = words; w-- > 0;)
+		if (bits[w])
+			return (int)(w * 64 + 63 - (unsigned)__builtin_clzll(bits[w]));
+	return VIEW_ZERO;
+}
+
+static int seg_push(struct view_seg **seg, size_t *n, size_t *cap,
+		    uint64_t off, int32_t layer)
+{
+	if (*n && (*seg)[*n - 1].layer == layer)
+		return 0;			/* extends the previous one */
+	if (*n && (*seg)[*n - 1].off == off) {	/* empty previous segment */
+		(*seg)[*n - 1].layer = layer;
+		if (*n > 1 && (*seg)[*n - 2].layer == layer)
+			(*n)--;
+		return 0;
+	}
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 64;
+		struct view_seg *ns = realloc(*seg, nc * sizeof(*ns));
+
+		if (!ns)
+			return -ENOMEM;
+		*seg = ns;
+		*cap = nc;
+	}
+	(*seg)[*n].off = off;
+	(*seg)[*n].layer = layer;
+	(*n)++;
+	return 0;
+}
+
+int view_flatten(uint64_t size, const struct extent_map *const *maps,
+		 unsigned nmaps, struct view_seg **segp, size_t *nsegp)
+{
+	size_t words = (nmaps + 63) / 64 ? (nmaps + 63) / 64 : 1;
+	struct cursor *cur = calloc(nmaps ? nmaps : 1, sizeof(*cur));
+	struct bound *heap = calloc(nmaps ? nmaps : 1, sizeof(*heap));
+	uint64_t *bits = calloc(words, sizeof(*bits));
+	struct view_seg *seg = NULL;
+	size_t nh = 0, n = 0, cap = 0;
+	int ret = -ENOMEM;
+
+	if (!cur || !heap || !bits)
+		goto out;
+	for (unsigned i = 0; i < nmaps; i++) {
+		cur[i].m = maps[i];
+		if (maps[i]->n) {
+			heap[nh].off = maps[i]->ext[0].off;
+			heap[nh].layer = i;
+			nh++;
+		}
+	}
+	for (size_t i = nh / 2 + 1; i-- > 0;)
+		heap_down(heap, nh, i);
+
+	if (seg_push(&seg, &n, &cap, 0, VIEW_ZERO))
+		goto out;
+	while (nh && heap[0].off < size) {
+		uint64_t at = heap[0].off;
+
+		/* Apply every boundary at this offset, then emit once. */
+		while (nh && heap[0].off == at) {
+			unsigned l = heap[0].layer;
+			struct cursor *c = &cur[l];
+
+			bits[l / 64] ^= 1ULL << (l % 64);
+			if (c->inside) {
+				c->inside = 0;
+				c->i++;
+			} else {
+				c->inside = 1;
+			}
+			if (c->i < c->m->n) {
+				heap[0].off = cursor_next(c);
+			} else {
+				heap[0] = heap[--nh];
+			}
+			heap_down(heap, nh, 0);
+		}
+		if (seg_push(&seg, &n, &cap, at, top_layer(bits, words)))
+			goto out;
+	}
+	/* Boundaries at size are never applied, so seg[n - 1].off < size
+	 * unless size is 0; add the sentinel. */
+	{
+		struct view_seg *ns = realloc(seg, (n + 1) * sizeof(*ns));
+
+		if (!ns)
+			goto out;
+		seg = ns;
+	}
+	seg[n].off = size;
+	seg[n].layer = VIEW_ZERO;
+	if (size == 0)
+		n = 0;
+	*segp = seg;
+	*nsegp = n;
+	seg = NULL;
+	ret = 0;
+out:
+	free(seg);
+	free(bits);
+	free(heap);
+	free(cur);
+	return ret;
+}
+
+/* ---- reading ---- */
+
+size_t view_find(const struct view *v, uint64_t off)
+{
+	size_t lo = 0, hi = v->nseg;	/* seg[lo].off <= off < seg[hi].off */
+
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (v->seg[mid].off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
+		     struct view_piece *p, size_t max)
+{
+	uint64_t end;
+	size_t i, k = 0;
+
+	if (off >= v->size || len == 0)
+		return 0;
+	end = len > v->size - off ? v->size : off + len;
+	for (i = view_find(v, off); off < end; i++) {
+		uint64_t segend = v->seg[i + 1].off;
+		uint64_t n = (segend < end ? segend : end) - off;
+
+		if (k < max) {
+			int32_t l = v->seg[i].layer;
+
+			p[k].fd = l == VIEW_ZERO ? -1 : v->layers[l].fd;
+			p[k].off = off;
+			p[k].len = n;
+		}
+		k++;
+		off += n;
+	}
+	return k;
+}
+
+off_t view_seek(const struct view *v, off_t off, int whence)
+{
+	size_t i;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	if (off < 0 || (uint64_t)off >= v->size)
+		return -ENXIO;
+	for (i = view_find(v, (uint64_t)off); i < v->nseg; i++) {
+		int is_data = v->seg[i].layer != VIEW_ZERO;
+
+		if (is_data == (whence == SEEK_DATA))
+			return (off_t)v->seg[i].off > off ? (off_t)v->seg[i].off : off;
+	}
+	return whence == SEEK_DATA ? -ENXIO : (off_t)v->size;
+}
+
+/* ---- building ---- */
+
+struct probe {
+	uint64_t dev;
+	int result;		/* 0, or -errno of the probe */
+	uint64_t gran;
+};
+
+struct view_env {
+	struct cache *cache;
+	unsigned page_size;
+	pthread_mutex_t lock;
+	struct probe *probes;	/* protected by lock */
+	size_t nprobes;		/* protected by lock */
+};
+
+struct view_env *view_env_new(struct cache *cache, unsigned page_size)
+{
+	struct view_env *env = calloc(1, sizeof(*env));
+
+	if (!env)
+		return NULL;
+	env->cache = cache;
+	env->page_size = page_size;
+	pthread_mutex_init(&env->lock, NULL);
+	return env;
+}
+
+void view_env_free(struct view_env *env)
+{
+	if (!env)
+		return;
+	pthread_mutex_destroy(&env->lock);
+	free(env->probes);
+	free(env);
+}
+
+/*
+ * Hole granularity of the filesystem of dirfd, probed once per device.
+ * Two threads may probe the same device at once; both results are equal
+ * and the second is simply not recorded.
+ */
+static int env_granularity(struct view_env *env, int dirfd, uint64_t dev,
+			   uint64_t *gran)
+{
+	struct probe pr = { .dev = dev };
+
+	pthread_mutex_lock(&env->lock);
+	for (size_t i = 0; i < env->nprobes; i++) {
+		if (env->probes[i].dev == dev) {
+			pr = env->probes[i];
+			pthread_mutex_unlock(&env->lock);
+			*gran = pr.gran;
+			return pr.result;
+		}
+	}
+	pthread_mutex_unlock(&env->lock);
+
+	pr.result = extent_probe_granularity(dirfd, env->page_size, &pr.gran);
+	if (pr.result)
+		log_warn("cannot probe hole granularity of the store's filesystem "
+			 "(device %u:%u): %s; trusting st_blksize instead",
+			 major(dev), minor(dev),
+			 strerror(-pr.result));
+	else if (pr.gran > env->page_size)
+		log_warn("filesystem of device %u:%u reports holes in units of "
+			 "%llu bytes, coarser than the %u-byte page: diffs there "
+			 "cannot be served", major(dev), minor(dev),
+			 (unsigned long long)pr.gran, env->page_size);
+
+	pthread_mutex_lock(&env->lock);
+	{
+		struct probe *np = realloc(env->probes, (env->nprobes + 1) * sizeof(*np));
+
+		if (np) {
+			env->probes = np;
+			env->probes[env->nprobes++] = pr;
+		}
+	}
+	pthread_mutex_unlock(&env->lock);
+	*gran = pr.gran;
+	return pr.result;
+}
+
+static void view_free(struct view *v)
+{
+	for (unsigned i = 0; i < v->nlayers; i++) {
+		if (v->layers[i].fd >= 0)
+			close(v->layers[i].fd);
+		free(v->layers[i].fname);
+	}
+	free(v->layers);
+	free(v->seg);
+	free(v);
+}
+
+void view_get(struct view *v)
+{
+	__atomic_add_fetch(&v->refs, 1, __ATOMIC_RELAXED);
+}
+
+void view_put(struct view *v)
+{
+	if (v && __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		view_free(v);
+}
+
+static int open_layer(int dirfd, const char *fname, struct view_layer *l,
+		      char *why, size_t len)
+{
+	struct stat st;
+
+	l->fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (l->fd < 0 && errno == EPERM)	/* O_NOATIME needs ownership */
+		l->fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (l->fd < 0) {
+		if (errno == ELOOP)
+			snprintf(why, len, "layer %s is a symbolic link "
+				 "(layers are never followed)", fname);
+		else
+			snprintf(why, len, "cannot open layer %s: %s", fname,
+				 strerror(errno));
+		return -EIO;
+	}
+	if (fstat(l->fd, &st) < 0) {
+		snprintf(why, len, "cannot stat layer %s: %s", fname, strerror(errno));
+		return -EIO;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, len, "layer %s is not a regular file", fname);
+		return -EIO;
+	}
+	layer_id_from_stat(&l->id, &st);
+	l->fname = strdup(fname);
+	return l->fname ? 0 : -ENOMEM;
+}
+
+int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
+	      struct view **out, char *why, size_t len)
+{
+	struct cache_entry **ents = NULL;
+	const struct extent_map **maps = NULL;
+	unsigned n = (unsigned)chain->nlayers;
+	struct view *v;
+	int ret = -ENOMEM;
+
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->refs = 1;
+	v->layers = calloc(n, sizeof(*v->layers));
+	ents = calloc(n, sizeof(*ents));
+	maps = calloc(n, sizeof(*maps));
+	if (!v->layers || !ents || !maps)
+		goto fail;
+	for (unsigned i = 0; i < n; i++)
+		v->layers[i].fd = -1;
+	v->nlayers = n;
+
+	for (unsigned i = 0; i < n; i++) {
+		ret = open_layer(dirfd, chain->layers[i]->fname, &v->layers[i], why, len);
+		if (ret)
+			goto fail;
+	}
+	v->size = v->layers[0].id.size;
+	for (unsigned i = 1; i < n; i++) {
+		if (v->layers[i].id.size != v->size) {
+			snprintf(why, len, "layers of different sizes: %s is %llu "
+				 "bytes, base %s is %llu", v->layers[i].fname,
+				 (unsigned long long)v->layers[i].id.size,
+				 v->layers[0].fname, (unsigned long long)v->size);
+			ret = -EIO;
+			goto fail;
+		}
+	}
+	if (n > 1) {
+		uint64_t gran = env->page_size;
+
+		if (env_granularity(env, dirfd, v->layers[1].id.dev, &gran) == 0 &&
+		    gran > env->page_size) {
+			snprintf(why, len, "diff %s is on a filesystem whose holes "
+				 "are %llu bytes, coarser than the %u-byte page",
+				 v->layers[1].fname, (unsigned long long)gran,
+				 env->page_size);
+			ret = -EIO;
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		ret = cache_get(env->cache, v->layers[i].fd, &v->layers[i].id,
+				v->layers[i].fname, &ents[i]);
+		if (ret) {
+			snprintf(why, len, "cannot map the extents of layer %s: %s",
+				 v->layers[i].fname, strerror(-ret));
+			ret = -EIO;
+			goto fail;
+		}
+		maps[i] = cache_entry_map(ents[i]);
+		if (i > 0 && extent_map_is_dense(maps[i]) &&
+		    maps[i]->size > env->page_size) {
+			snprintf(why, len, "diff %s has no holes: it would hide "
+				 "the base (was it copied without --sparse?)",
+				 v->layers[i].fname);
+			ret = -EIO;
+			goto fail;
+		}
+	}
+	ret = view_flatten(v->size, maps, n, &v->seg, &v->nseg);
+	if (ret)
+		goto fail;
+	for (size_t i = 0; i < v->nseg; i++)
+		if (v->seg[i].layer != VIEW_ZERO)
+			v->data_bytes += v->seg[i + 1].off - v->seg[i].off;
+	for (unsigned i = 0; i < n; i++)
+		cache_put(env->cache, ents[i]);
+	free(ents);
+	free(maps);
+	*out = v;
+	return 0;
+
+fail:
+	if (ents)
+		for (unsigned i = 0; i < n; i++)
+			cache_put(env->cache, ents[i]);
+	free(ents);
+	free(maps);
+	view_free(v);
+	return ret;
+}

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * A view is one version of a layered file: the open layers of its chain and
+ * the chain's flattened map (SPEC §4), a sorted array of segments that each
+ * say which layer serves a range, or that it reads as zero. A read is one
+ * binary search plus the segments it spans, whatever the chain's depth.
+ *
+ * A view is immutable once built and shared by every open of that version;
+ * it is freed when the last reference goes (see view_put()).
+ */
+#ifndef SNAPFS_VIEW_H
+#define SNAPFS_VIEW_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "cache.h"
+#include "extent.h"
+#include "store.h"
+
+#define VIEW_ZERO (-1)
+
+struct view_seg {
+	uint64_t off;		/* start; the segment ends where the next starts */
+	int32_t layer;		/* index into view.layers, or VIEW_ZERO */
+};
+
+struct view_layer {
+	int fd;			/* O_RDONLY, read with pread/splice only */
+	char *fname;
+	struct layer_id id;
+};
+
+struct view {
+	uint64_t size;
+	unsigned nlayers;	/* base first */
+	struct view_layer *layers;
+	size_t nseg;
+	struct view_seg *seg;	/* nseg + 1 entries: seg[nseg].off == size */
+	uint64_t data_bytes;	/* bytes not served as zero */
+	unsigned refs;		/* atomic */
+};
+
+/*
+ * Flattens the extent maps of a chain (maps[0] the base, then each diff in
+ * order) of files of the given size into segments: each byte is served by
+ * the highest layer whose map has data there, else by VIEW_ZERO. Adjacent
+ * segments of the same layer are merged. Returns 0 with a malloc'd array of
+ * *nseg + 1 entries (the last one a sentinel at size), or -ENOMEM.
+ */
+int view_flatten(uint64_t size, const struct extent_map *const *maps,
+		 unsigned nmaps, struct view_seg **seg, size_t *nseg);
+
+/* Shared settings for building views: the map cache, the page size that
+ * holes must resolve to, and a per-filesystem record of probe results. */
+struct view_env;
+
+struct view_env *view_env_new(struct cache *cache, unsigned page_size);
+void view_env_free(struct view_env *env);
+
+/*
+ * Opens every layer of chain (entries of directory dirfd; never through a
+ * symlink), checks it (SPEC §5), and builds the view with one reference.
+ * Returns 0, or -EIO with a one-line cause naming the layer in why[len] (the
+ * caller logs it), or -ENOMEM. dirname is only used in messages.
+ */
+int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
+	      struct view **out, char *why, size_t len);
+
+void view_get(struct view *v);
+/* Drops a reference; the last one closes the layers and frees the view. */
+void view_put(struct view *v);
+
+/* Index i of the segment holding off (seg[i].off <= off < seg[i+1].off);
+ * off must be below v->size. */
+size_t view_find(const struct view *v, uint64_t off);
+
+/* One contiguous piece of a read: from fd at off, or zeros when fd < 0. */
+struct view_piece {
+	int fd;
+	uint64_t off;
+	uint64_t len;
+};
+
+/*
+ * Describes the read of [off, off + len) clipped to the view's size as
+ * pieces, writing at most max of them to p. Returns the number of pieces
+ * the whole read needs (0 at or past EOF); if that is more than max, only
+ * the first max were written.
+ */
+size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
+		     struct view_piece *p, size_t max);
+
+/*
+ * lseek(SEEK_DATA / SEEK_HOLE) on the view: holes are the VIEW_ZERO
+ * segments, and the end of the file. Returns the offset, or -ENXIO when off
+ * is at or past the end (or no data follows, for SEEK_DATA), -EINVAL for
+ * another whence.
+ */
+off_t view_seek(const struct view *v, off_t off, int whence);
+
+#endif
