@@ -188,10 +188,12 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 	c->st.misses++;
 	pthread_mutex_unlock(&c->lock);
 
+	/* Whether this is a producer rewriting a published layer or a new
+	 * file that reuses a deleted layer's inode number, only the caller
+	 * can tell (it knows names); here it just means: scan again. */
 	if (changed)
-		log_err("%s: layer changed after it was published "
-			"(size, times or inode differ); scanning it again",
-			fname);
+		log_debug("%s: identity changed since its map was cached; "
+			  "scanning it again", fname);
 
 	ret = extent_scan(fd, id->size, &m);
 	if (ret)

@@ -35,7 +35,8 @@ struct cache_stats {
 	uint64_t hits, misses, evictions, changed;
 };
 
-/* A cache holding at most budget bytes of unreferenced maps. NULL on ENOMEM. */
+/* A cache whose maps take at most budget bytes, except while maps that are
+ * referenced push it over: those are never dropped. NULL on ENOMEM. */
 struct cache *cache_new(size_t budget);
 
 /* Frees every map; no map may still be referenced. */
@@ -45,9 +46,9 @@ void cache_free(struct cache *c);
  * Returns in *out a referenced entry holding the map of the layer open as fd
  * with identity id (read it with cache_entry_map()),
  * scanning it if the cache has no map for that identity. A cached map of
- * the same (dev, ino) with a different identity is replaced, and the change
- * is logged as a producer error naming fname. Thread-safe; the scan runs
- * without the cache lock held. Returns 0 or the -errno of the scan.
+ * the same (dev, ino) with a different identity is replaced (fname only
+ * names the layer in debug lines; the caller reports producer errors).
+ * Thread-safe; the scan runs without the cache lock held. Returns 0 or the -errno of the scan.
  * Release with cache_put().
  */
 int cache_get(struct cache *c, int fd, const struct layer_id *id,

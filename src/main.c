@@ -126,6 +126,27 @@ static int check_options(const struct options *o)
 	return 0;
 }
 
+/* Shows STORE as the mount's source (findmnt, /proc/mounts); commas and
+ * backslashes are escaped for libfuse's option parser. */
+static int add_fsname(struct fuse_args *args, const char *store)
+{
+	char *opt = malloc(strlen("-ofsname=") + 2 * strlen(store) + 1), *p;
+	int ret;
+
+	if (!opt)
+		return -1;
+	p = opt + sprintf(opt, "-ofsname=");
+	for (const char *s = store; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p = '\0';
+	ret = fuse_opt_add_arg(args, opt);
+	free(opt);
+	return ret;
+}
+
 static void signal_ready(int fd)
 {
 	if (fd < 0)
@@ -178,10 +199,20 @@ int main(int argc, char *argv[])
 	}
 	if (check_options(&o))
 		goto out_args;
+	{
+		/* The daemon may chdir("/"): hold STORE by its absolute path. */
+		char *abs = realpath(o.store, NULL);
+
+		if (!abs) {
+			log_err("%s: %s", o.store, strerror(errno));
+			goto out_args;
+		}
+		free(o.store);
+		o.store = abs;
+	}
 	if (o.allow_other && fuse_opt_add_arg(&args, "-odefault_permissions"))
 		goto out_args;
-	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") ||
-	    fuse_opt_add_arg(&args, "-ofsname=snapfs"))
+	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") || add_fsname(&args, o.store))
 		goto out_args;
 	raise_nofile_limit();
 

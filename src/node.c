@@ -97,7 +97,7 @@ int node_table_new(const char *store, struct view_env *env,
 		goto nomem;
 	t->nbuckets = 4096;
 	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
-	root->path = strdup(".");
+	root->path = strdup("");
 	if (!t->buckets || !root->path)
 		goto nomem;
 	root->fd = open(store, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -169,6 +169,16 @@ static void hash_insert_locked(struct node_table *t, struct node *n)
 struct node *node_root(struct node_table *t)
 {
 	return t->root;
+}
+
+/* STORE-relative path of child name in dir, for log lines. */
+static char *path_join(const struct node *dir, const char *name)
+{
+	char *p;
+
+	if (!dir->path[0])
+		return strdup(name);
+	return asprintf(&p, "%s/%s", dir->path, name) < 0 ? NULL : p;
 }
 
 /* ---- reference counting ---- */
@@ -292,9 +302,9 @@ static int dir_refresh_locked(struct node *dir, bool force)
 		bool known = dir->index && store_dir_find(dir->index, g->name);
 
 		if (g->shadows_plain && !known)
-			log_warn("%s/%s: a plain entry of this name is hidden by "
-				 "the layered file of the same name", dir->path,
-				 g->name);
+			log_warn("%s%s%s: a plain entry of this name is hidden "
+				 "by the layered file of the same name", dir->path,
+				 dir->path[0] ? "/" : "", g->name);
 	}
 	store_dir_free(dir->index);
 	dir->index = idx;
@@ -421,8 +431,7 @@ static struct node *version_new(struct node *dir, const char *name,
 	if (!v)
 		return NULL;
 	v->name = strdup(name);
-	if (asprintf(&v->path, "%s/%s", dir->path, name) < 0)
-		v->path = NULL;
+	v->path = path_join(dir, name);
 	if (!v->name || !v->path) {
 		node_destroy(v);
 		return NULL;
@@ -446,6 +455,27 @@ static struct node *version_new(struct node *dir, const char *name,
 	a->st_blksize = 4096;
 	v->parent = dir;
 	return v;
+}
+
+/*
+ * A layer that keeps its name and inode but not its size or times was
+ * rewritten after it was published: a producer error (SPEC §2). The new
+ * version re-scans it; views already open keep what they read. Only logs,
+ * so it may run under the table lock.
+ */
+static void report_rewritten_layers(const struct node *old, const struct node *fresh)
+{
+	for (size_t i = 0; i < fresh->nlayers; i++) {
+		for (size_t j = 0; j < old->nlayers; j++) {
+			const struct layer_id *a = &old->layer_ids[j], *b = &fresh->layer_ids[i];
+
+			if (strcmp(old->layer_names[j], fresh->layer_names[i]) == 0 &&
+			    a->dev == b->dev && a->ino == b->ino && !layer_id_equal(a, b))
+				log_err("%s: layer %s was changed after it was published "
+					"(layers must be immutable); new opens see it "
+					"re-scanned", fresh->path, fresh->layer_names[i]);
+		}
+	}
 }
 
 static int lookup_layered(struct node_table *t, struct node *dir,
@@ -505,6 +535,7 @@ static int lookup_layered(struct node_table *t, struct node *dir,
 			if (strcmp((*pp)->name, name) == 0) {
 				struct node *old = *pp;
 
+				report_rewritten_layers(old, fresh);
 				*pp = old->vnext;
 				old->current = false;
 				old->vnext = NULL;
@@ -588,9 +619,7 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 	fresh->fd = fd;
 	fresh->dev = st->st_dev;
 	fresh->ino = st->st_ino;
-	if (fresh->kind == NODE_DIR &&
-	    asprintf(&fresh->path, "%s/%s", parent->path, name) < 0) {
-		fresh->path = NULL;
+	if (fresh->kind == NODE_DIR && !(fresh->path = path_join(parent, name))) {
 		node_destroy(fresh);
 		return -ENOMEM;
 	}
@@ -673,7 +702,6 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 		}
 	}
 	if (ret == 0) {
-		n->vattr.st_blocks = (blkcnt_t)((n->view->data_bytes + 511) / 512);
 		view_get(n->view);
 		*out = n->view;
 	} else if (ret == -EIO) {
@@ -684,6 +712,11 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 		log_warn("%s: %s; the next lookup shows the new version",
 			 n->path, why);
 		ret = -EIO;
+	} else {
+		/* Out of memory or file descriptors: not the chain's fault,
+		 * so nothing is remembered and the next open tries again. */
+		log_err("%s: cannot open: %s", n->path,
+			why[0] ? why : strerror(-ret));
 	}
 out:
 	pthread_mutex_unlock(&n->lock);

@@ -296,12 +296,21 @@ static int env_granularity(struct view_env *env, int dirfd, uint64_t dev,
 	pthread_mutex_unlock(&env->lock);
 
 	pr.result = extent_probe_granularity(dirfd, env->page_size, &pr.gran);
-	if (pr.result)
+	if (pr.result) {
+		struct stat st;
+
+		/* A read-only store cannot be probed: fall back on the block
+		 * size the filesystem advertises, which is right for XFS and
+		 * ext4 but misses tmpfs huge pages. */
+		pr.gran = fstat(dirfd, &st) == 0 && st.st_blksize > 0 ?
+			  (uint64_t)st.st_blksize : env->page_size;
 		log_warn("cannot probe hole granularity of the store's filesystem "
-			 "(device %u:%u): %s; trusting st_blksize instead",
-			 major(dev), minor(dev),
-			 strerror(-pr.result));
-	else if (pr.gran > env->page_size)
+			 "(device %u:%u): %s; trusting its block size (%llu) instead",
+			 major(dev), minor(dev), strerror(-pr.result),
+			 (unsigned long long)pr.gran);
+		pr.result = 0;
+	}
+	if (pr.gran > env->page_size)
 		log_warn("filesystem of device %u:%u reports holes in units of "
 			 "%llu bytes, coarser than the %u-byte page: diffs there "
 			 "cannot be served", major(dev), minor(dev),
@@ -353,7 +362,13 @@ static int open_layer(int dirfd, const char *fname, struct view_layer *l,
 	if (l->fd < 0 && errno == EPERM)	/* O_NOATIME needs ownership */
 		l->fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (l->fd < 0) {
-		if (errno == ELOOP)
+		int e = errno;
+
+		if (e == EMFILE || e == ENFILE || e == ENOMEM) {
+			snprintf(why, len, "cannot open layer %s: %s", fname, strerror(e));
+			return -e;	/* the process's trouble, not the chain's */
+		}
+		if (e == ELOOP)
 			snprintf(why, len, "layer %s is a symbolic link "
 				 "(layers are never followed)", fname);
 		else
@@ -431,7 +446,8 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 		if (ret) {
 			snprintf(why, len, "cannot map the extents of layer %s: %s",
 				 v->layers[i].fname, strerror(-ret));
-			ret = -EIO;
+			if (ret != -ENOMEM)
+				ret = -EIO;
 			goto fail;
 		}
 		maps[i] = cache_entry_map(ents[i]);

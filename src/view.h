@@ -62,8 +62,10 @@ void view_env_free(struct view_env *env);
 /*
  * Opens every layer of chain (entries of directory dirfd; never through a
  * symlink), checks it (SPEC §5), and builds the view with one reference.
- * Returns 0, or -EIO with a one-line cause naming the layer in why[len] (the
- * caller logs it), or -ENOMEM. dirname is only used in messages.
+ * Returns 0; -EIO when the chain itself is unusable, with a one-line cause
+ * naming the layer in why[len] (the caller logs it); or -EMFILE, -ENFILE,
+ * -ENOMEM when the process ran short (why may say which layer): those are
+ * not the chain's fault and worth retrying.
  */
 int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	      struct view **out, char *why, size_t len);
