@@ -1,0 +1,49 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Installs what building and testing snapfs needs on Debian or Ubuntu:
+# the toolchain, libfuse3, xxhash and cmocka, and the tools the mount tests
+# and benchmarks use (mkfs for XFS/btrfs/ext4, getfattr, xxd, fio, strace).
+# Run as root. When every package is already installed it does nothing, so
+# running it again (as contrib/run-tests.sh and contrib/quickstart.sh do) is
+# fast and needs no network.
+set -euo pipefail
+
+PACKAGES=(
+	build-essential autoconf automake libtool pkg-config
+	libfuse3-dev fuse3 libxxhash-dev libcmocka-dev
+	xfsprogs btrfs-progs e2fsprogs attr xxd fio strace
+	util-linux kmod ca-certificates
+)
+
+die() {
+	echo "install-deps.sh: $*" >&2
+	exit 1
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+	die "must run as root (try: sudo $0)"
+fi
+command -v apt-get >/dev/null 2>&1 ||
+	die "apt-get not found: install these packages by hand: ${PACKAGES[*]}"
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	if [ "$status" != installed ]; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps.sh: all ${#PACKAGES[@]} packages already installed"
+	exit 0
+fi
+
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update ||
+	die "apt-get update failed (no network or no package sources?)"
+apt-get install -y --no-install-recommends "${missing[@]}" ||
+	die "apt-get install failed for: ${missing[*]}"
+echo "install-deps.sh: done"

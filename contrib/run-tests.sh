@@ -1,0 +1,143 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Builds snapfs the way CI does and runs every test: the cmocka unit tests and
+# the mount tests (real FUSE mounts, which need root and /dev/fuse). The exit
+# code is the result. Steps:
+#
+#   contrib/install-deps.sh                     (as root; quick if nothing is missing)
+#   autoreconf -fi                              in the source tree
+#   configure --enable-werror --enable-sanitizers   in BUILD_DIR (default build-ci/)
+#   make -j$(nproc) && make -j2 check           on failure: prints test-suite.log
+#   make distcheck                              only with RUN_DISTCHECK=1
+#
+# Environment: BUILD_DIR (a fresh out-of-tree build directory, removed first),
+# RUN_DISTCHECK=1, CHECK_TIMEOUT (seconds for each of check and distcheck,
+# default 900), CONFIGURE_FLAGS (added to configure's arguments).
+set -euo pipefail
+export LC_ALL=C
+
+srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+builddir=${BUILD_DIR:-$srcdir/build-ci}
+check_timeout=${CHECK_TIMEOUT:-900}
+jobs=$(nproc 2>/dev/null || echo 2)
+start=$SECONDS
+
+step() {
+	printf '\n==> [%4ds] %s\n' $((SECONDS - start)) "$*"
+}
+
+die() {
+	echo "run-tests.sh: $*" >&2
+	exit 1
+}
+
+# Mounts left behind when a timeout killed a test (its daemon is gone, so
+# they answer ENOTCONN): only snapfs mounts below the build directory.
+unmount_leftovers() {
+	local target
+	command -v findmnt >/dev/null 2>&1 || return 0
+	{ findmnt -rn -t fuse.snapfs -o TARGET 2>/dev/null || true; } | while read -r target; do
+		case $target in
+		"$builddir"/*)
+			echo "run-tests.sh: unmounting leftover $target" >&2
+			fusermount3 -u -z "$target" 2>/dev/null || umount -l "$target" || true
+			;;
+		esac
+	done
+}
+
+# summary DIR: the counts of DIR/test-suite.log as one closing line.
+summary() {
+	local log=$1/test-suite.log total pass fail error xpass skip
+	[ -f "$log" ] || return 1
+	count() { sed -n "s/^# $1: *//p" "$log" | head -n1; }
+	total=$(count TOTAL); pass=$(count PASS); skip=$(count SKIP)
+	fail=$(count FAIL); error=$(count ERROR); xpass=$(count XPASS)
+	echo "tests: ${pass:-0} passed, $((${fail:-0} + ${error:-0} + ${xpass:-0})) failed, ${skip:-0} skipped"
+	[ "${total:-0}" -gt 0 ]
+}
+
+# show_failures DIR: the harness's log, which holds the log of every test
+# that failed, and the names of the tests that failed or skipped.
+show_failures() {
+	local dir=$1 trs
+	if [ -f "$dir/test-suite.log" ]; then
+		echo "---------------- $dir/test-suite.log ----------------"
+		cat "$dir/test-suite.log"
+		echo "-----------------------------------------------------"
+	fi
+	while IFS= read -r trs; do
+		if grep -Eq '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
+			echo "failed: ${trs%.trs} (log: ${trs%.trs}.log)"
+		fi
+	done < <(find "$dir/tests" -name '*.trs' 2>/dev/null | sort)
+}
+
+step "snapfs tests: source $srcdir, build $builddir, $jobs cores, kernel $(uname -r)"
+
+step "dependencies (contrib/install-deps.sh)"
+if [ "$(id -u)" -eq 0 ]; then
+	"$srcdir/contrib/install-deps.sh"
+	if [ ! -e /dev/fuse ]; then
+		modprobe fuse 2>/dev/null || echo "run-tests.sh: /dev/fuse is missing and modprobe fuse failed" >&2
+	fi
+else
+	echo "not root: skipping install-deps.sh; mount tests will skip (they need root and /dev/fuse)"
+fi
+
+step "autoreconf -fi"
+(cd "$srcdir" && autoreconf -fi)
+
+step "configure --enable-werror --enable-sanitizers ${CONFIGURE_FLAGS:-}"
+# Start from scratch, but only ever remove a directory configure made.
+if [ -e "$builddir" ]; then
+	if [ "$builddir" = "$srcdir" ] ||
+		{ [ ! -f "$builddir/config.status" ] && [ -n "$(ls -A "$builddir")" ]; }; then
+		die "$builddir exists and is not a build directory: not removing it"
+	fi
+	rm -rf "$builddir"
+fi
+mkdir -p "$builddir"
+cd "$builddir"
+# shellcheck disable=SC2086 # CONFIGURE_FLAGS is a list of words
+"$srcdir/configure" --enable-werror --enable-sanitizers ${CONFIGURE_FLAGS:-} ||
+	die "configure failed: see $builddir/config.log"
+
+step "make -j$jobs"
+make -j"$jobs" || die "the build failed"
+
+# Sanitizer findings fail the test that hit them; keep the user's settings.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+step "make -j2 check (timeout ${check_timeout}s)"
+rc=0
+timeout --kill-after=30 "$check_timeout" make -j2 check || rc=$?
+if [ $rc -ne 0 ]; then
+	[ $rc -eq 124 ] && echo "run-tests.sh: make check did not finish in ${check_timeout}s" >&2
+	unmount_leftovers
+	show_failures "$builddir"
+	summary "$builddir" || true
+	step "FAILED: make check (exit $rc)"
+	exit 1
+fi
+summary "$builddir" >/dev/null || die "make check ran no test"
+
+if [ "${RUN_DISTCHECK:-0}" = 1 ]; then
+	step "make -j2 distcheck (timeout ${check_timeout}s)"
+	rc=0
+	timeout --kill-after=30 "$check_timeout" make -j2 distcheck || rc=$?
+	if [ $rc -ne 0 ]; then
+		unmount_leftovers
+		# A failed distcheck keeps its tree: show its test log if it got that far.
+		for d in "$builddir"/snapfs-*/_build/sub; do
+			[ -d "$d" ] && show_failures "$d"
+		done
+		step "FAILED: make distcheck (exit $rc)"
+		exit 1
+	fi
+fi
+
+step "all tests passed in $((SECONDS - start))s"
+summary "$builddir"
