@@ -46,6 +46,11 @@ bool store_parse_name(const char *fname, struct store_name *out)
 		return false;
 	if (seq - fname < 2 || seq[-1] != '.')	/* need ".<seq>" and NAME */
 		return false;
+	/* NAME "." or ".." ("..1.base", "...1.diff") would shadow the
+	 * directory's own entries: those are plain files. */
+	if (fname[0] == '.' && (seq - fname == 2 ||
+	    (seq - fname == 3 && fname[1] == '.')))
+		return false;
 
 	for (p = seq; p < kind; p++) {
 		unsigned d = (unsigned)(*p - '0');

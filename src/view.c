@@ -279,8 +279,8 @@ void view_env_free(struct view_env *env)
  * Two threads may probe the same device at once; both results are equal
  * and the second is simply not recorded.
  */
-static int env_granularity(struct view_env *env, int dirfd, uint64_t dev,
-			   uint64_t *gran)
+static int env_granularity(struct view_env *env, int dirfd, int difffd,
+			   uint64_t dev, uint64_t *gran)
 {
 	struct probe pr = { .dev = dev };
 
@@ -300,9 +300,9 @@ static int env_granularity(struct view_env *env, int dirfd, uint64_t dev,
 		struct stat st;
 
 		/* A read-only store cannot be probed: fall back on the block
-		 * size the filesystem advertises, which is right for XFS and
-		 * ext4 but misses tmpfs huge pages. */
-		pr.gran = fstat(dirfd, &st) == 0 && st.st_blksize > 0 ?
+		 * size a diff advertises (XFS: its block size; tmpfs with huge
+		 * pages: the huge page size), not the directory's. */
+		pr.gran = fstat(difffd, &st) == 0 && st.st_blksize > 0 ?
 			  (uint64_t)st.st_blksize : env->page_size;
 		log_warn("cannot probe hole granularity of the store's filesystem "
 			 "(device %u:%u): %s; trusting its block size (%llu) instead",
@@ -430,7 +430,8 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	if (n > 1) {
 		uint64_t gran = env->page_size;
 
-		if (env_granularity(env, dirfd, v->layers[1].id.dev, &gran) == 0 &&
+		if (env_granularity(env, dirfd, v->layers[1].fd,
+				    v->layers[1].id.dev, &gran) == 0 &&
 		    gran > env->page_size) {
 			snprintf(why, len, "diff %s is on a filesystem whose holes "
 				 "are %llu bytes, coarser than the %u-byte page",

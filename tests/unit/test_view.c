@@ -1,0 +1,1009 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests of views (SPEC §2 content rule, §4, §5): view_flatten, the read
+ * mapping and SEEK_DATA/SEEK_HOLE are checked against a naive model ("the
+ * highest layer with data, else zero", unit by unit) on thousands of seeded
+ * random chains; view_open is checked end to end on real layer files against
+ * a plain merge of what was written, and on the bad inputs it must refuse.
+ */
+#include "unit.h"
+
+#include "cache.h"
+#include "store.h"
+#include "view.h"
+
+#define P ((uint64_t)UNIT_PAGE)
+
+/* ---- the model ---- */
+
+/*
+ * A random chain: nmaps extent maps over a file of size bytes, whose
+ * extents start and end on multiples of unit (or at size). The model keeps,
+ * per unit, the layer that serves it (-1: zero) and where runs end.
+ */
+struct model {
+	uint64_t seed;
+	uint64_t size, unit, nunits;
+	unsigned nmaps;
+	struct extent_map **maps;
+	int32_t *owner;		/* per unit: highest layer with data, or -1 */
+	uint64_t *run_end;	/* per unit: first later unit of another owner */
+	uint64_t *next_data;	/* per unit: first unit >= it with data */
+	uint64_t *next_hole;	/* per unit: first unit >= it without */
+};
+
+static uint64_t unit_end(const struct model *m, uint64_t u)
+{
+	uint64_t e = (u + 1) * m->unit;
+
+	return e < m->size ? e : m->size;
+}
+
+/* One layer's map: alternating runs of holes and data, in units. */
+static struct extent_map *gen_map(struct model *m, uint64_t *s)
+{
+	static const uint64_t runs[] = { 1, 2, 3, 8, 32, 256, 4096 };
+	uint64_t maxd = runs[unit_below(s, 7)], maxh = runs[unit_below(s, 7)];
+	unsigned mode = (unsigned)unit_below(s, 12);
+	struct extent_map *em;
+	uint64_t u = 0;
+	bool data = unit_below(s, 2);
+
+	em = malloc(sizeof(*em) + (m->nunits / 2 + 2) * sizeof(em->ext[0]));
+	assert_non_null(em);
+	*em = (struct extent_map){ .size = m->size };
+	if (mode == 0)		/* no data at all */
+		return em;
+	if (mode == 1) {	/* dense */
+		em->ext[em->n++] = (struct extent){ 0, m->size };
+		em->data_bytes = m->size;
+		return em;
+	}
+	while (u < m->nunits) {
+		uint64_t run = 1 + unit_below(s, data ? maxd : maxh);
+
+		if (run > m->nunits - u)
+			run = m->nunits - u;
+		if (data) {
+			uint64_t off = u * m->unit, end = unit_end(m, u + run - 1);
+
+			em->ext[em->n++] = (struct extent){ off, end - off };
+			em->data_bytes += end - off;
+		}
+		u += run;
+		data = !data;
+	}
+	return em;
+}
+
+static void model_new(struct model *m, uint64_t seed, unsigned max_maps)
+{
+	uint64_t s = seed;
+
+	memset(m, 0, sizeof(*m));
+	m->seed = seed;
+	m->nmaps = 1 + (unsigned)unit_below(&s, max_maps);
+	switch (unit_below(&s, 8)) {
+	case 0:
+	case 1:		/* byte granularity */
+		m->unit = 1;
+		m->size = 1 + unit_below(&s, unit_below(&s, 4) ? 12000 : 16);
+		break;
+	case 2:		/* some odd granularity */
+		m->unit = 1 + unit_below(&s, 600);
+		m->size = (1 + unit_below(&s, 200)) * m->unit - unit_below(&s, m->unit);
+		break;
+	default:	/* pages, up to 4 MiB, sometimes a partial last page */
+		m->unit = P;
+		m->size = (1 + unit_below(&s, unit_below(&s, 4) ? 64 : 1024)) * P;
+		if (unit_below(&s, 2))
+			m->size -= unit_below(&s, P);
+		break;
+	}
+	m->nunits = (m->size + m->unit - 1) / m->unit;
+	m->maps = calloc(m->nmaps, sizeof(*m->maps));
+	m->owner = malloc(m->nunits * sizeof(*m->owner));
+	m->run_end = malloc(m->nunits * sizeof(*m->run_end));
+	m->next_data = malloc(m->nunits * sizeof(*m->next_data));
+	m->next_hole = malloc(m->nunits * sizeof(*m->next_hole));
+	assert_non_null(m->maps);
+	assert_non_null(m->owner);
+	assert_non_null(m->run_end);
+	assert_non_null(m->next_data);
+	assert_non_null(m->next_hole);
+
+	for (uint64_t u = 0; u < m->nunits; u++)
+		m->owner[u] = VIEW_ZERO;
+	for (unsigned l = 0; l < m->nmaps; l++) {
+		m->maps[l] = gen_map(m, &s);
+		for (size_t i = 0; i < m->maps[l]->n; i++) {
+			const struct extent *e = &m->maps[l]->ext[i];
+
+			for (uint64_t b = e->off; b < e->off + e->len; b += m->unit)
+				m->owner[b / m->unit] = (int32_t)l;
+		}
+	}
+	for (uint64_t u = m->nunits; u-- > 0;) {
+		bool last = u + 1 == m->nunits;
+
+		m->run_end[u] = last || m->owner[u + 1] != m->owner[u] ?
+				u + 1 : m->run_end[u + 1];
+		m->next_data[u] = m->owner[u] != VIEW_ZERO ? u :
+				  last ? m->nunits : m->next_data[u + 1];
+		m->next_hole[u] = m->owner[u] == VIEW_ZERO ? u :
+				  last ? m->nunits : m->next_hole[u + 1];
+	}
+}
+
+static void model_free(struct model *m)
+{
+	for (unsigned l = 0; l < m->nmaps; l++)
+		free(m->maps[l]);
+	free(m->maps);
+	free(m->owner);
+	free(m->run_end);
+	free(m->next_data);
+	free(m->next_hole);
+}
+
+#define CHECK(m, cond, ...) do {					\
+	if (!(cond)) {							\
+		print_message("case seed %llu (size %llu, unit %llu, "	\
+			      "%u maps): ",				\
+			      (unsigned long long)(m)->seed,		\
+			      (unsigned long long)(m)->size,		\
+			      (unsigned long long)(m)->unit, (m)->nmaps);\
+		fail_msg(__VA_ARGS__);					\
+	}								\
+} while (0)
+
+/* Flattens the model's maps and checks the segments against it. */
+static void check_flatten(const struct model *m, struct view_seg **segp,
+			  size_t *nsegp)
+{
+	struct view_seg *seg = NULL;
+	size_t nseg = 0, k = 0;
+
+	assert_int_equal(view_flatten(m->size,
+				      (const struct extent_map *const *)m->maps,
+				      m->nmaps, &seg, &nseg), 0);
+	assert_non_null(seg);
+	CHECK(m, nseg >= 1, "no segment");
+	CHECK(m, seg[0].off == 0, "first segment at %llu",
+	      (unsigned long long)seg[0].off);
+	CHECK(m, seg[nseg].off == m->size, "sentinel at %llu",
+	      (unsigned long long)seg[nseg].off);
+	for (size_t i = 0; i < nseg; i++) {
+		CHECK(m, seg[i].off < seg[i + 1].off, "segment %zu empty or "
+		      "unsorted", i);
+		CHECK(m, seg[i].layer >= VIEW_ZERO &&
+		      seg[i].layer < (int32_t)m->nmaps, "segment %zu layer %d",
+		      i, seg[i].layer);
+		if (i)
+			CHECK(m, seg[i].layer != seg[i - 1].layer,
+			      "segments %zu and %zu both layer %d", i - 1, i,
+			      seg[i].layer);
+	}
+	/* exactly the runs of the model */
+	for (uint64_t u = 0; u < m->nunits; u = m->run_end[u], k++) {
+		CHECK(m, k < nseg, "too few segments (%zu)", nseg);
+		CHECK(m, seg[k].off == u * m->unit, "segment %zu at %llu, "
+		      "want %llu", k, (unsigned long long)seg[k].off,
+		      (unsigned long long)(u * m->unit));
+		CHECK(m, seg[k].layer == m->owner[u], "segment %zu at %llu: "
+		      "layer %d, want %d", k, (unsigned long long)seg[k].off,
+		      seg[k].layer, m->owner[u]);
+	}
+	CHECK(m, k == nseg, "%zu segments, want %zu", nseg, k);
+	if (segp) {
+		*segp = seg;
+		*nsegp = nseg;
+	} else {
+		free(seg);
+	}
+}
+
+static void test_flatten_random(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 2500; seed++) {
+		struct model m;
+
+		model_new(&m, seed, 17);	/* depth 0..16 */
+		check_flatten(&m, NULL, NULL);
+		model_free(&m);
+	}
+	/* chains deeper than one 64-bit word of layers */
+	for (uint64_t seed = 90001; seed <= 90040; seed++) {
+		struct model m;
+
+		model_new(&m, seed, 150);
+		check_flatten(&m, NULL, NULL);
+		model_free(&m);
+	}
+}
+
+static struct extent_map *mkmap(uint64_t size, size_t n, const struct extent *e)
+{
+	struct extent_map *m = malloc(sizeof(*m) + (n ? n : 1) * sizeof(m->ext[0]));
+
+	assert_non_null(m);
+	*m = (struct extent_map){ .size = size, .n = n };
+	for (size_t i = 0; i < n; i++) {
+		m->ext[i] = e[i];
+		m->data_bytes += e[i].len;
+	}
+	return m;
+}
+
+/* Hand-made edge cases with the exact segments expected. */
+static void check_fixed(uint64_t size, unsigned nmaps,
+			const size_t *n, const struct extent *const *e,
+			const struct view_seg *want, size_t nwant)
+{
+	struct extent_map *maps[8];
+	struct view_seg *seg = NULL;
+	size_t nseg = 99;
+
+	for (unsigned l = 0; l < nmaps; l++)
+		maps[l] = mkmap(size, n[l], e[l]);
+	assert_int_equal(view_flatten(size, (const struct extent_map *const *)maps,
+				      nmaps, &seg, &nseg), 0);
+	assert_int_equal(nseg, nwant);
+	for (size_t i = 0; i < nwant; i++) {
+		assert_int_equal(seg[i].off, want[i].off);
+		assert_int_equal(seg[i].layer, want[i].layer);
+	}
+	assert_int_equal(seg[nseg].off, size);
+	free(seg);
+	for (unsigned l = 0; l < nmaps; l++)
+		free(maps[l]);
+}
+
+static void test_flatten_fixed(void **state)
+{
+	static const struct extent dense[] = { { 0, 100 } };
+	static const struct extent a[] = { { 10, 20 }, { 50, 10 } };
+	static const struct extent b[] = { { 30, 20 } };	/* fills a's gap */
+	static const struct extent c[] = { { 0, 10 }, { 90, 10 } };
+	static const struct extent same[] = { { 10, 20 }, { 50, 10 } };
+	const struct extent *e1[] = { dense };
+	const size_t n1[] = { 1 };
+	const struct view_seg w1[] = { { 0, 0 } };
+	const struct extent *e2[] = { dense, NULL };
+	const size_t n2[] = { 0, 0 };
+	const struct view_seg w2[] = { { 0, VIEW_ZERO } };
+	const struct extent *e3[] = { a, b, c };
+	const size_t n3[] = { 2, 1, 2 };
+	const struct view_seg w3[] = {
+		{ 0, 2 }, { 10, 0 }, { 30, 1 }, { 50, 0 }, { 60, VIEW_ZERO },
+		{ 90, 2 },
+	};
+	/* the same extents in two layers: the higher one serves them */
+	const struct extent *e4[] = { same, a };
+	const size_t n4[] = { 2, 2 };
+	const struct view_seg w4[] = {
+		{ 0, VIEW_ZERO }, { 10, 1 }, { 30, VIEW_ZERO }, { 50, 1 },
+		{ 60, VIEW_ZERO },
+	};
+	/* a diff over a dense base, and an empty diff on top */
+	const struct extent *e5[] = { dense, b, NULL };
+	const size_t n5[] = { 1, 1, 0 };
+	const struct view_seg w5[] = { { 0, 0 }, { 30, 1 }, { 50, 0 } };
+
+	(void)state;
+	check_fixed(100, 1, n1, e1, w1, 1);
+	check_fixed(100, 2, n2, e2, w2, 1);
+	check_fixed(100, 3, n3, e3, w3, 6);
+	check_fixed(100, 2, n4, e4, w4, 5);
+	check_fixed(100, 3, n5, e5, w5, 3);
+	/* an empty file: no segment, just the sentinel at 0 */
+	check_fixed(0, 2, n2, e2, NULL, 0);
+	/* one byte */
+	{
+		static const struct extent one[] = { { 0, 1 } };
+		const struct extent *e6[] = { one, NULL };
+		const size_t n6[] = { 1, 0 };
+		const struct view_seg w6[] = { { 0, 0 } };
+
+		check_fixed(1, 2, n6, e6, w6, 1);
+	}
+}
+
+/* ---- view_map_read and view_seek on a hand-built view ---- */
+
+#define FD0 100		/* fake fds: layer l reads as FD0 + l */
+
+struct fake {
+	struct view v;
+	struct view_layer lay[160];
+};
+
+static void fake_view(struct fake *f, const struct model *m,
+		      struct view_seg *seg, size_t nseg)
+{
+	memset(f, 0, sizeof(*f));
+	assert_true(m->nmaps <= 160);
+	for (unsigned l = 0; l < m->nmaps; l++)
+		f->lay[l].fd = FD0 + (int)l;
+	f->v.size = m->size;
+	f->v.nlayers = m->nmaps;
+	f->v.layers = f->lay;
+	f->v.seg = seg;
+	f->v.nseg = nseg;
+	f->v.refs = 1;
+}
+
+/* The pieces the model says a read needs; returns their number. */
+static size_t model_read(const struct model *m, uint64_t off, uint64_t len,
+			 struct view_piece *p, size_t max)
+{
+	uint64_t end;
+	size_t k = 0;
+
+	if (off >= m->size || len == 0)
+		return 0;
+	end = len > m->size - off ? m->size : off + len;
+	while (off < end) {
+		uint64_t u = off / m->unit;
+		uint64_t re = m->run_end[u] * m->unit;
+		uint64_t n = (re < end ? re : end) - off;
+
+		if (k < max)
+			p[k] = (struct view_piece){
+				m->owner[u] == VIEW_ZERO ? -1 : FD0 + m->owner[u],
+				off, n };
+		k++;
+		off += n;
+	}
+	return k;
+}
+
+static void check_read(const struct model *m, const struct view *v,
+		       uint64_t off, uint64_t len)
+{
+	enum { MAXP = 64 };
+	struct view_piece got[MAXP + 1], want[MAXP];
+	size_t nw = model_read(m, off, len, want, MAXP);
+	size_t ng, lim = nw < MAXP ? nw : MAXP;
+
+	memset(got, 0x5a, (lim + 1) * sizeof(got[0]));
+	ng = view_map_read(v, off, len, got, MAXP);
+	CHECK(m, ng == nw, "read %llu+%llu: %zu pieces, want %zu",
+	      (unsigned long long)off, (unsigned long long)len, ng, nw);
+	for (size_t i = 0; i < lim; i++)
+		CHECK(m, got[i].fd == want[i].fd && got[i].off == want[i].off &&
+		      got[i].len == want[i].len, "read %llu+%llu piece %zu: "
+		      "fd %d %llu+%llu, want fd %d %llu+%llu",
+		      (unsigned long long)off, (unsigned long long)len, i,
+		      got[i].fd, (unsigned long long)got[i].off,
+		      (unsigned long long)got[i].len, want[i].fd,
+		      (unsigned long long)want[i].off,
+		      (unsigned long long)want[i].len);
+	/* nothing written past the count or past max */
+	CHECK(m, got[lim].fd == 0x5a5a5a5a, "piece written past %zu", lim);
+
+	/* with too small an array: the same count, only max pieces written */
+	if (nw >= 2 && nw <= MAXP) {
+		size_t max = nw - 1;
+
+		memset(got, 0x5a, (max + 1) * sizeof(got[0]));
+		CHECK(m, view_map_read(v, off, len, got, max) == nw,
+		      "count with max %zu", max);
+		for (size_t i = 0; i < max; i++)
+			CHECK(m, got[i].fd == want[i].fd &&
+			      got[i].off == want[i].off &&
+			      got[i].len == want[i].len,
+			      "piece %zu with max %zu", i, max);
+		CHECK(m, got[max].fd == 0x5a5a5a5a, "piece %zu written", max);
+		CHECK(m, view_map_read(v, off, len, NULL, 0) == nw,
+		      "count with no array");
+	}
+}
+
+static void check_seek(const struct model *m, const struct view *v,
+		       uint64_t off)
+{
+	uint64_t u = off / m->unit;
+	off_t wd, wh, gd, gh;
+
+	if (m->owner[u] != VIEW_ZERO)
+		wd = (off_t)off;
+	else
+		wd = m->next_data[u] == m->nunits ? -ENXIO :
+		     (off_t)(m->next_data[u] * m->unit);
+	if (m->owner[u] == VIEW_ZERO)
+		wh = (off_t)off;
+	else
+		wh = m->next_hole[u] == m->nunits ? (off_t)m->size :
+		     (off_t)(m->next_hole[u] * m->unit);
+	gd = view_seek(v, (off_t)off, SEEK_DATA);
+	gh = view_seek(v, (off_t)off, SEEK_HOLE);
+	CHECK(m, gd == wd, "SEEK_DATA %llu: %lld, want %lld",
+	      (unsigned long long)off, (long long)gd, (long long)wd);
+	CHECK(m, gh == wh, "SEEK_HOLE %llu: %lld, want %lld",
+	      (unsigned long long)off, (long long)gh, (long long)wh);
+}
+
+static void test_read_seek_random(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 5001; seed <= 6200; seed++) {
+		struct model m;
+		struct fake f;
+		struct view_seg *seg;
+		size_t nseg;
+		uint64_t s = seed * 31;
+
+		model_new(&m, seed, 17);
+		check_flatten(&m, &seg, &nseg);
+		fake_view(&f, &m, seg, nseg);
+
+		/* reads: unaligned, across boundaries, at and past EOF */
+		for (int i = 0; i < 40; i++) {
+			uint64_t off = unit_below(&s, m.size + 2);
+			uint64_t len = unit_below(&s, 4) ? unit_below(&s, 3 * m.unit + 2) :
+				       unit_below(&s, m.size + 2);
+
+			check_read(&m, &f.v, off, len);
+		}
+		for (size_t i = 0; i < nseg; i++) {
+			uint64_t b = seg[i].off;
+
+			check_read(&m, &f.v, b, seg[i + 1].off - b);
+			if (b)
+				check_read(&m, &f.v, b - 1, 2);
+			check_read(&m, &f.v, b, 0);
+		}
+		check_read(&m, &f.v, 0, m.size);
+		check_read(&m, &f.v, 0, UINT64_MAX);
+		check_read(&m, &f.v, m.size - 1, UINT64_MAX);
+		check_read(&m, &f.v, m.size - 1, 1);
+		check_read(&m, &f.v, m.size, 1);
+		check_read(&m, &f.v, m.size + 1000, 1);
+		check_read(&m, &f.v, UINT64_MAX, UINT64_MAX);
+
+		/* seeks: every byte of small files, else around boundaries */
+		if (m.size <= 700) {
+			for (uint64_t b = 0; b < m.size; b++)
+				check_seek(&m, &f.v, b);
+		} else {
+			/* view_seek walks segments, so sample at most
+			 * about 150 boundaries of long maps */
+			size_t step = nseg / 150 + 1;
+
+			for (size_t i = unit_below(&s, step); i < nseg; i += step) {
+				uint64_t b = seg[i].off;
+
+				check_seek(&m, &f.v, b);
+				if (b)
+					check_seek(&m, &f.v, b - 1);
+				if (b + 1 < m.size)
+					check_seek(&m, &f.v, b + 1);
+			}
+			for (int i = 0; i < 20; i++)
+				check_seek(&m, &f.v, unit_below(&s, m.size));
+			check_seek(&m, &f.v, m.size - 1);
+		}
+		CHECK(&m, view_seek(&f.v, (off_t)m.size, SEEK_DATA) == -ENXIO, "data at EOF");
+		CHECK(&m, view_seek(&f.v, (off_t)m.size, SEEK_HOLE) == -ENXIO, "hole at EOF");
+		CHECK(&m, view_seek(&f.v, (off_t)m.size + 5, SEEK_HOLE) == -ENXIO, "past EOF");
+		CHECK(&m, view_seek(&f.v, -1, SEEK_DATA) == -ENXIO, "negative");
+		CHECK(&m, view_seek(&f.v, 0, SEEK_SET) == -EINVAL, "SEEK_SET");
+		CHECK(&m, view_seek(&f.v, 0, SEEK_END) == -EINVAL, "SEEK_END");
+
+		free(seg);
+		model_free(&m);
+	}
+}
+
+/* A fixed layout, asserted number by number. */
+static void test_read_seek_fixed(void **state)
+{
+	/* base: [0,4P) data; diff: [P,2P); zero from 4P; size 6P + 10 */
+	static const struct extent base[] = { { 0, 4 * P } };
+	static const struct extent diff[] = { { P, P } };
+	struct extent_map *maps[2] = { mkmap(6 * P + 10, 1, base),
+				       mkmap(6 * P + 10, 1, diff) };
+	struct view_piece p[8];
+	struct view_seg *seg;
+	size_t nseg;
+	struct fake f;
+	struct model m = { .nmaps = 2, .size = 6 * P + 10 };
+
+	(void)state;
+	assert_int_equal(view_flatten(6 * P + 10,
+				      (const struct extent_map *const *)maps, 2,
+				      &seg, &nseg), 0);
+	assert_int_equal(nseg, 4);
+	fake_view(&f, &m, seg, nseg);
+
+	assert_int_equal(view_find(&f.v, 0), 0);
+	assert_int_equal(view_find(&f.v, P - 1), 0);
+	assert_int_equal(view_find(&f.v, P), 1);
+	assert_int_equal(view_find(&f.v, 4 * P), 3);
+	assert_int_equal(view_find(&f.v, 6 * P + 9), 3);
+
+	/* unaligned, across all four segments, clipped at EOF */
+	assert_int_equal(view_map_read(&f.v, 100, 100 * P, p, 8), 4);
+	assert_int_equal(p[0].fd, FD0);
+	assert_int_equal(p[0].off, 100);
+	assert_int_equal(p[0].len, P - 100);
+	assert_int_equal(p[1].fd, FD0 + 1);
+	assert_int_equal(p[1].off, P);
+	assert_int_equal(p[1].len, P);
+	assert_int_equal(p[2].fd, FD0);
+	assert_int_equal(p[2].off, 2 * P);
+	assert_int_equal(p[2].len, 2 * P);
+	assert_int_equal(p[3].fd, -1);
+	assert_int_equal(p[3].off, 4 * P);
+	assert_int_equal(p[3].len, 2 * P + 10);
+	/* inside one segment */
+	assert_int_equal(view_map_read(&f.v, P + 1, 10, p, 8), 1);
+	assert_int_equal(p[0].fd, FD0 + 1);
+	assert_int_equal(p[0].off, P + 1);
+	assert_int_equal(p[0].len, 10);
+	/* ending exactly at a boundary, and at EOF */
+	assert_int_equal(view_map_read(&f.v, 0, P, p, 8), 1);
+	assert_int_equal(p[0].len, P);
+	assert_int_equal(view_map_read(&f.v, 6 * P + 9, 1, p, 8), 1);
+	assert_int_equal(p[0].fd, -1);
+	assert_int_equal(p[0].off, 6 * P + 9);
+	assert_int_equal(p[0].len, 1);
+	/* len 0, at EOF, past EOF */
+	assert_int_equal(view_map_read(&f.v, 5, 0, p, 8), 0);
+	assert_int_equal(view_map_read(&f.v, 6 * P + 10, 1, p, 8), 0);
+	assert_int_equal(view_map_read(&f.v, 7 * P, 1, p, 8), 0);
+	/* max too small */
+	memset(p, 0, sizeof(p));
+	assert_int_equal(view_map_read(&f.v, 0, 6 * P + 10, p, 2), 4);
+	assert_int_equal(p[1].off, P);
+	assert_int_equal(p[2].len, 0);
+
+	/* seeks; the file ends in a hole */
+	assert_int_equal(view_seek(&f.v, 0, SEEK_DATA), 0);
+	assert_int_equal(view_seek(&f.v, 0, SEEK_HOLE), 4 * P);
+	assert_int_equal(view_seek(&f.v, P + 7, SEEK_HOLE), 4 * P);
+	assert_int_equal(view_seek(&f.v, P + 7, SEEK_DATA), P + 7);
+	assert_int_equal(view_seek(&f.v, 4 * P, SEEK_HOLE), 4 * P);
+	assert_int_equal(view_seek(&f.v, 5 * P, SEEK_HOLE), 5 * P);
+	assert_int_equal(view_seek(&f.v, 4 * P, SEEK_DATA), -ENXIO);
+	assert_int_equal(view_seek(&f.v, 6 * P + 9, SEEK_DATA), -ENXIO);
+	assert_int_equal(view_seek(&f.v, 6 * P + 10, SEEK_HOLE), -ENXIO);
+	assert_int_equal(view_seek(&f.v, 6 * P + 10, SEEK_DATA), -ENXIO);
+	free(seg);
+
+	/* a file that is data to the end: SEEK_HOLE answers its size */
+	maps[1]->n = 1;
+	maps[1]->ext[0] = (struct extent){ 4 * P, 2 * P + 10 };
+	assert_int_equal(view_flatten(6 * P + 10,
+				      (const struct extent_map *const *)maps, 2,
+				      &seg, &nseg), 0);
+	assert_int_equal(nseg, 2);
+	fake_view(&f, &m, seg, nseg);
+	assert_int_equal(view_seek(&f.v, 3, SEEK_HOLE), 6 * P + 10);
+	assert_int_equal(view_seek(&f.v, 6 * P + 9, SEEK_HOLE), 6 * P + 10);
+	assert_int_equal(view_seek(&f.v, 6 * P + 9, SEEK_DATA), 6 * P + 9);
+	free(seg);
+	free(maps[0]);
+	free(maps[1]);
+}
+
+/* ---- view_open on real layer files ---- */
+
+struct env {
+	struct cache *cache;
+	struct view_env *venv;
+};
+
+static struct env env_new(size_t budget)
+{
+	struct env e = { cache_new(budget), NULL };
+
+	assert_non_null(e.cache);
+	e.venv = view_env_new(e.cache, UNIT_PAGE);
+	assert_non_null(e.venv);
+	return e;
+}
+
+static void env_free(struct env *e)
+{
+	view_env_free(e->venv);
+	cache_free(e->cache);
+}
+
+/*
+ * Resolves NAME in dirfd and opens its view. The index comes from a scan of
+ * the directory, or, when names is not NULL, from that list with no d_type
+ * (as on a filesystem that reports DT_UNKNOWN), so that view_open itself
+ * must notice a layer that is not a regular file. Returns view_open's value.
+ */
+static int open_name(struct env *e, int dirfd, const char *name,
+		     const char *const *names, size_t nnames,
+		     struct view **v, char *why, size_t len)
+{
+	struct store_dir *d = NULL;
+	const struct store_group *g;
+	struct store_chain c = { 0 };
+	const char *cwhy = NULL;
+	int ret;
+
+	if (names)
+		assert_int_equal(store_dir_from_names(names, NULL, nnames, &d), 0);
+	else
+		assert_int_equal(store_dir_scan(dirfd, &d), 0);
+	g = store_dir_find(d, name);
+	assert_non_null(g);
+	ret = store_chain_resolve(g, &c, &cwhy);
+	if (ret)
+		fail_msg("chain of %s: %s", name, cwhy);
+	why[0] = '\0';
+	*v = NULL;
+	ret = view_open(e->venv, dirfd, &c, v, why, len);
+	store_chain_free(&c);
+	store_dir_free(d);	/* the view keeps no pointer into it */
+	return ret;
+}
+
+/* Reads [off, off+len) of the view the way the FUSE layer does. */
+static size_t view_pread(const struct view *v, uint64_t off, uint64_t len,
+			 unsigned char *buf)
+{
+	size_t n = view_map_read(v, off, len, NULL, 0), done = 0;
+	struct view_piece *p = calloc(n ? n : 1, sizeof(*p));
+	uint64_t at = off;
+
+	assert_non_null(p);
+	assert_int_equal(view_map_read(v, off, len, p, n), n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(p[i].off, at);		/* contiguous */
+		assert_true(p[i].len > 0);
+		if (p[i].fd < 0) {
+			memset(buf + done, 0, p[i].len);
+		} else {
+			ssize_t r = pread(p[i].fd, buf + done, p[i].len,
+					  (off_t)p[i].off);
+
+			assert_int_equal(r, (ssize_t)p[i].len);
+		}
+		done += p[i].len;
+		at += p[i].len;
+	}
+	free(p);
+	return done;
+}
+
+static void check_content(const struct view *v, const unsigned char *want,
+			  uint64_t size, uint64_t seed)
+{
+	unsigned char *buf = malloc(size + 1);
+	uint64_t s = seed;
+
+	assert_non_null(buf);
+	assert_int_equal(view_pread(v, 0, size + 100, buf), size);
+	for (uint64_t i = 0; i < size; i++)
+		if (buf[i] != want[i])
+			fail_msg("byte %llu: %#x, want %#x", (unsigned long long)i,
+				 buf[i], want[i]);
+	for (int i = 0; i < 300; i++) {
+		uint64_t off = unit_below(&s, size);
+		uint64_t len = 1 + unit_below(&s, i % 3 ? 3 * P : size);
+		uint64_t want_n = len < size - off ? len : size - off;
+
+		memset(buf, 0xcc, size);
+		assert_int_equal(view_pread(v, off, len, buf), want_n);
+		if (memcmp(buf, want + off, want_n))
+			fail_msg("read %llu+%llu differs",
+				 (unsigned long long)off, (unsigned long long)len);
+	}
+	free(buf);
+}
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void test_open_end_to_end(void **state)
+{
+	struct unit_dir *ud = *state;
+	const uint64_t size = 16 * P + 123;
+	const struct unit_range rbase[] = { { 0, 10 * P }, { 12 * P, 4 * P + 123 } };
+	const struct unit_range rold[] = { { 0, 4 * P } };
+	const struct unit_range rd1[] = { { 2 * P, 2 * P }, { 7 * P, P },
+					  { 16 * P, 123 } };
+	const struct unit_range rd2[] = { { 3 * P, P }, { 10 * P, P } };
+	const struct unit_range rd2z = { 5 * P, P };	/* a written zero page */
+	const struct unit_range rd3[] = { { 15 * P, 2 } };
+	unsigned char *want, *basecopy;
+	struct view *v = NULL, *v2 = NULL, *v3 = NULL;
+	struct cache_stats st;
+	struct env e;
+	char why[256];
+	int fd;
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	want = calloc(1, size);
+	basecopy = calloc(1, size);
+	e = env_new(1 << 20);
+	assert_non_null(want);
+	assert_non_null(basecopy);
+	/* The layers, merged into want in chain order as they are written. */
+	unit_sparse_file_c(ud->fd, "mem.0.base", size, rbase, 2, 0xba5e, want);
+	memcpy(basecopy, want, size);
+	unit_sparse_file_c(ud->fd, "mem.0.diff", size, rold, 1, 0x01d, NULL);
+	unit_sparse_file_c(ud->fd, "mem.1.diff", size, rd1, 3, 0xd1, want);
+	fd = unit_sparse_file(ud->fd, "mem.2.diff", size, rd2, 2, 0xd2, want);
+	{
+		unsigned char zero[UNIT_PAGE] = { 0 };
+
+		unit_pwrite_all(fd, zero, P, rd2z.off);
+		memset(want + rd2z.off, 0, P);
+	}
+	close(fd);
+	unit_sparse_file_c(ud->fd, "mem", 10, NULL, 0, 0, NULL);	/* shadowed */
+	unit_sparse_file_c(ud->fd, "vmstate.bin", P, rold, 0, 0, NULL);
+	/* the zero page hides base data */
+	assert_false(all_zero(basecopy + 5 * P, P));
+	assert_true(all_zero(want + 5 * P, P));
+	/* page 11 is a hole in every layer */
+	assert_true(all_zero(want + 11 * P, P));
+
+	assert_int_equal(open_name(&e, ud->fd, "mem", NULL, 0, &v, why,
+				   sizeof(why)), 0);
+	assert_non_null(v);
+	assert_int_equal(v->size, size);
+	assert_int_equal(v->nlayers, 3);
+	assert_string_equal(v->layers[0].fname, "mem.0.base");
+	assert_string_equal(v->layers[1].fname, "mem.1.diff");
+	assert_string_equal(v->layers[2].fname, "mem.2.diff");
+	assert_int_equal(v->seg[v->nseg].off, size);
+	assert_int_equal(v->data_bytes, size - P);
+	assert_int_equal(v->seg[view_find(v, 5 * P)].layer, 2);
+	assert_int_equal(v->seg[view_find(v, 3 * P)].layer, 2);
+	assert_int_equal(v->seg[view_find(v, 2 * P)].layer, 1);
+	assert_int_equal(v->seg[view_find(v, 16 * P + 5)].layer, 1);
+	assert_int_equal(v->seg[view_find(v, 10 * P)].layer, 2);
+	assert_int_equal(v->seg[view_find(v, 11 * P)].layer, VIEW_ZERO);
+	assert_int_equal(v->seg[view_find(v, 0)].layer, 0);
+	assert_int_equal(view_seek(v, 0, SEEK_HOLE), 11 * P);
+	assert_int_equal(view_seek(v, 11 * P, SEEK_DATA), 12 * P);
+	assert_int_equal(view_seek(v, 12 * P, SEEK_HOLE), size);
+	check_content(v, want, size, 1);
+	st = (struct cache_stats){ 0 };
+	cache_get_stats(e.cache, &st);
+	assert_int_equal(st.misses, 3);
+	assert_int_equal(st.entries, 3);
+
+	/* a second open of the same chain scans nothing */
+	assert_int_equal(open_name(&e, ud->fd, "mem", NULL, 0, &v2, why,
+				   sizeof(why)), 0);
+	cache_get_stats(e.cache, &st);
+	assert_int_equal(st.misses, 3);
+	assert_int_equal(st.hits, 3);
+	assert_int_equal(v2->nseg, v->nseg);
+	assert_memory_equal(v2->seg, v->seg, (v->nseg + 1) * sizeof(v->seg[0]));
+	view_put(v2);
+
+	/* a new diff is a new version; only it is scanned */
+	{
+		unsigned char *want3 = malloc(size);
+
+		assert_non_null(want3);
+		memcpy(want3, want, size);
+		unit_sparse_file_c(ud->fd, "mem.3.diff", size, rd3, 1, 0xd3, want3);
+		memset(want3 + 15 * P + 2, 0, P - 2);	/* rest of its page */
+		assert_int_equal(open_name(&e, ud->fd, "mem", NULL, 0, &v3, why,
+					   sizeof(why)), 0);
+		assert_int_equal(v3->nlayers, 4);
+		cache_get_stats(e.cache, &st);
+		assert_int_equal(st.misses, 4);
+		assert_int_equal(st.hits, 6);
+		check_content(v3, want3, size, 3);
+		free(want3);
+	}
+
+	/* the old version still reads the same, even with its layers gone */
+	view_get(v);
+	assert_int_equal(v->refs, 2);
+	view_put(v);
+	for (const char *const *n = (const char *const[]){ "mem.0.base",
+	     "mem.1.diff", "mem.2.diff", "mem.3.diff", NULL }; *n; n++)
+		assert_int_equal(unlinkat(ud->fd, *n, 0), 0);
+	check_content(v, want, size, 2);
+	view_put(v);
+	view_put(v3);
+	env_free(&e);
+	free(want);
+	free(basecopy);
+}
+
+/* A dense diff of a one-page file is fine: it cannot hide anything. */
+static void test_open_one_page(void **state)
+{
+	struct unit_dir *ud = *state;
+	const struct unit_range all = { 0, P };
+	unsigned char want[UNIT_PAGE];
+	struct env e = env_new(0);	/* keeps only referenced maps */
+	struct cache_stats st;
+	struct view *v = NULL;
+	char why[256];
+
+	unit_sparse_file_c(ud->fd, "p.0.base", P, &all, 1, 5, want);
+	unit_sparse_file_c(ud->fd, "p.1.diff", P, &all, 1, 6, want);
+	assert_int_equal(open_name(&e, ud->fd, "p", NULL, 0, &v, why,
+				   sizeof(why)), 0);
+	/* the view needs no map once flattened: it gave them all back */
+	cache_get_stats(e.cache, &st);
+	assert_int_equal(st.misses, 2);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.evictions, 2);
+	assert_int_equal(v->nseg, 1);
+	assert_int_equal(v->seg[0].layer, 1);
+	check_content(v, want, P, 4);
+	view_put(v);
+
+	/* and an empty base alone makes an empty view */
+	unit_sparse_file_c(ud->fd, "z.0.base", 0, NULL, 0, 0, NULL);
+	assert_int_equal(open_name(&e, ud->fd, "z", NULL, 0, &v, why,
+				   sizeof(why)), 0);
+	assert_int_equal(v->size, 0);
+	assert_int_equal(v->nseg, 0);
+	assert_int_equal(v->data_bytes, 0);
+	assert_int_equal(view_map_read(v, 0, 10, NULL, 0), 0);
+	assert_int_equal(view_seek(v, 0, SEEK_DATA), -ENXIO);
+	view_put(v);
+	env_free(&e);
+}
+
+static void expect_refused(struct env *e, struct unit_dir *ud,
+			   const char *const *names, size_t nnames,
+			   const char *has1, const char *has2)
+{
+	struct view *v = NULL;
+	char why[256];
+
+	assert_int_equal(open_name(e, ud->fd, "mem", names, nnames, &v, why,
+				   sizeof(why)), -EIO);
+	assert_null(v);
+	print_message("refused as expected: %s\n", why);
+	if (!strstr(why, has1) || !strstr(why, has2))
+		fail_msg("why \"%s\" lacks \"%s\" or \"%s\"", why, has1, has2);
+}
+
+static void test_open_sizes_differ(void **state)
+{
+	struct unit_dir *ud = *state;
+	const struct unit_range r = { P, P };
+	struct env e = env_new(1 << 20);
+
+	unit_sparse_file_c(ud->fd, "mem.0.base", 8 * P, &r, 1, 1, NULL);
+	unit_sparse_file_c(ud->fd, "mem.1.diff", 8 * P, &r, 1, 2, NULL);
+	unit_sparse_file_c(ud->fd, "mem.2.diff", 9 * P, &r, 1, 3, NULL);
+	expect_refused(&e, ud, NULL, 0, "mem.2.diff", "different sizes");
+	env_free(&e);
+}
+
+static void test_open_dense_diff(void **state)
+{
+	struct unit_dir *ud = *state;
+	const struct unit_range r = { P, P }, all = { 0, 8 * P };
+	struct cache_stats st;
+	struct env e;
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	e = env_new(0);		/* keeps only referenced maps */
+	unit_sparse_file_c(ud->fd, "mem.0.base", 8 * P, &all, 1, 1, NULL);
+	unit_sparse_file_c(ud->fd, "mem.1.diff", 8 * P, &r, 1, 2, NULL);
+	unit_sparse_file_c(ud->fd, "mem.2.diff", 8 * P, &all, 1, 3, NULL);
+	expect_refused(&e, ud, NULL, 0, "mem.2.diff", "no holes");
+	/* every map reference was given back: the budget of 0 let the
+	 * cache drop them all */
+	cache_get_stats(e.cache, &st);
+	assert_int_equal(st.misses, 3);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.evictions, 3);
+	env_free(&e);
+}
+
+static void test_open_symlink(void **state)
+{
+	struct unit_dir *ud = *state;
+	const struct unit_range r = { P, P };
+	static const char *const names[] = { "mem.0.base", "mem.1.diff", "real" };
+	static const char *const names2[] = { "mem.0.base", "mem.1.diff" };
+	struct env e = env_new(1 << 20);
+
+	unit_sparse_file_c(ud->fd, "mem.0.base", 8 * P, &r, 1, 1, NULL);
+	unit_sparse_file_c(ud->fd, "real", 8 * P, &r, 1, 2, NULL);
+	assert_int_equal(symlinkat("real", ud->fd, "mem.1.diff"), 0);
+	expect_refused(&e, ud, names, 3, "mem.1.diff", "symbolic link");
+	/* a symlinked base too */
+	assert_int_equal(unlinkat(ud->fd, "mem.1.diff", 0), 0);
+	assert_int_equal(renameat(ud->fd, "mem.0.base", ud->fd, "real0"), 0);
+	assert_int_equal(symlinkat("real0", ud->fd, "mem.0.base"), 0);
+	expect_refused(&e, ud, names2, 1, "mem.0.base", "symbolic link");
+	env_free(&e);
+}
+
+static void test_open_directory(void **state)
+{
+	struct unit_dir *ud = *state;
+	const struct unit_range r = { P, P };
+	static const char *const names[] = { "mem.0.base", "mem.1.diff" };
+	struct env e = env_new(1 << 20);
+
+	unit_sparse_file_c(ud->fd, "mem.0.base", 8 * P, &r, 1, 1, NULL);
+	assert_int_equal(mkdirat(ud->fd, "mem.1.diff", 0755), 0);
+	expect_refused(&e, ud, names, 2, "mem.1.diff", "not a regular file");
+	env_free(&e);
+}
+
+/* A layer that went away between the listing and the open. */
+static void test_open_missing_layer(void **state)
+{
+	struct unit_dir *ud = *state;
+	const struct unit_range r = { P, P };
+	static const char *const names[] = { "mem.0.base", "mem.1.diff",
+					     "mem.2.diff" };
+	struct env e = env_new(1 << 20);
+
+	unit_sparse_file_c(ud->fd, "mem.0.base", 8 * P, &r, 1, 1, NULL);
+	unit_sparse_file_c(ud->fd, "mem.2.diff", 8 * P, &r, 1, 1, NULL);
+	expect_refused(&e, ud, names, 3, "mem.1.diff", "No such file");
+	env_free(&e);
+}
+
+/* Diffs on a filesystem whose holes are coarser than a page (SPEC §5). */
+static void test_open_coarse_holes(void **state)
+{
+	struct unit_huge *h = *state;
+	const struct unit_range r = { 4 * P, P };
+	struct view *v = NULL;
+	struct env e;
+	char why[256];
+
+	UNIT_REQUIRE_HUGE(h);
+	e = env_new(1 << 20);
+	unit_sparse_file_c(h->dfd, "mem.0.base", 4 << 20, &r, 1, 1, NULL);
+	/* a base alone is fine there: no diff to misread */
+	assert_int_equal(open_name(&e, h->dfd, "mem", NULL, 0, &v, why,
+				   sizeof(why)), 0);
+	assert_int_equal(v->nlayers, 1);
+	view_put(v);
+	unit_sparse_file_c(h->dfd, "mem.1.diff", 4 << 20, &r, 1, 2, NULL);
+	assert_int_equal(open_name(&e, h->dfd, "mem", NULL, 0, &v, why,
+				   sizeof(why)), -EIO);
+	assert_null(v);
+	print_message("refused as expected: %s\n", why);
+	assert_non_null(strstr(why, "mem.1.diff"));
+	assert_non_null(strstr(why, "coarser"));
+	env_free(&e);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, unit_dir_setup, unit_dir_teardown)
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_flatten_fixed),
+		cmocka_unit_test(test_flatten_random),
+		cmocka_unit_test(test_read_seek_fixed),
+		cmocka_unit_test(test_read_seek_random),
+		T(test_open_end_to_end),
+		T(test_open_one_page),
+		T(test_open_sizes_differ),
+		T(test_open_dense_diff),
+		T(test_open_symlink),
+		T(test_open_directory),
+		T(test_open_missing_layer),
+		cmocka_unit_test_setup_teardown(test_open_coarse_holes,
+						unit_huge_setup,
+						unit_huge_teardown),
+	};
+#undef T
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
