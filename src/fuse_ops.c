@@ -45,7 +45,25 @@ static struct node *node_of(fuse_req_t req, fuse_ino_t ino)
 
 static fuse_ino_t ino_of(struct snapfs *fs, struct node *n)
 {
-	return n == node_root(fs->nodes) ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+	return (fuse_ino_t)node_id(fs->nodes, n);
+}
+
+/* How long the kernel may trust a name in dir without asking again. */
+static double entry_timeout_of(struct snapfs *fs, struct node *dir)
+{
+	return node_dir_watched(fs->nodes, dir) ? fs->entry_timeout : fs->revalidate;
+}
+
+void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name)
+{
+	struct snapfs *fs = ctx;
+	int ret;
+
+	ret = fuse_lowlevel_notify_inval_entry(fs->se, (fuse_ino_t)parent_id,
+					       name, strlen(name));
+	/* -ENOENT: the kernel has no such entry cached; nothing to drop. */
+	if (ret && ret != -ENOENT)
+		log_debug("invalidating %s: %s", name, strerror(-ret));
 }
 
 static double attr_timeout_of(struct snapfs *fs, const struct node *n)
@@ -70,14 +88,15 @@ static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
 		  conn->max_write);
 }
 
-static int reply_entry_for(fuse_req_t req, struct node *n, const struct stat *st)
+static int reply_entry_for(fuse_req_t req, struct node *dir, struct node *n,
+			   const struct stat *st)
 {
 	struct snapfs *fs = fs_of(req);
 	struct fuse_entry_param e = {
 		.ino = ino_of(fs, n),
 		.attr = *st,
 		.attr_timeout = attr_timeout_of(fs, n),
-		.entry_timeout = fs->entry_timeout,
+		.entry_timeout = entry_timeout_of(fs, dir),
 	};
 
 	return fuse_reply_entry(req, &e);
@@ -86,14 +105,18 @@ static int reply_entry_for(fuse_req_t req, struct node *n, const struct stat *st
 static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct snapfs *fs = fs_of(req);
-	struct node *n;
+	struct node *dir = node_of(req, parent), *n;
 	struct stat st;
 	int ret;
 
-	ret = node_lookup(fs->nodes, node_of(req, parent), name, &n, &st);
+	ret = node_lookup(fs->nodes, dir, name, &n, &st);
 	if (ret == -ENOENT) {
-		/* A negative entry, cached as long as a positive one. */
-		struct fuse_entry_param e = { .ino = 0, .entry_timeout = fs->entry_timeout };
+		/* A negative entry, cached as long as a positive one: the
+		 * watcher drops it when the name appears. */
+		struct fuse_entry_param e = {
+			.ino = 0,
+			.entry_timeout = entry_timeout_of(fs, dir),
+		};
 
 		fuse_reply_entry(req, &e);
 		return;
@@ -102,7 +125,7 @@ static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	if (reply_entry_for(req, n, &st) != 0)
+	if (reply_entry_for(req, dir, n, &st) != 0)
 		node_forget(fs->nodes, n, 1);	/* the kernel did not take it */
 }
 
@@ -232,7 +255,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			e.ino = ino_of(fs, n);
 			e.attr = st;
 			e.attr_timeout = attr_timeout_of(fs, n);
-			e.entry_timeout = fs->entry_timeout;
+			e.entry_timeout = entry_timeout_of(fs, dir);
 			len = fuse_add_direntry_plus(req, p, rem, de->name, &e, (off_t)i + 1);
 			if (len > rem) {
 				node_forget(fs->nodes, n, 1);
@@ -295,7 +318,12 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 	if (n->kind == NODE_VIEW) {
 		struct view *v;
 
-		ret = node_view(fs->nodes, n, &v);
+		/* A new open must never get an old version's bytes: if the
+		 * chain moved on, -ESTALE makes the kernel look the name up
+		 * again and open the new version. */
+		ret = node_version_check(fs->nodes, n);
+		if (ret == 0)
+			ret = node_view(fs->nodes, n, &v);
 		if (ret) {
 			fuse_reply_err(req, -ret);
 			return;
@@ -500,7 +528,7 @@ static void snapfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	}
 	if (n->kind == NODE_VIEW)
-		ret = node_view_listxattr(n, buf, size);
+		ret = node_view_listxattr(fs_of(req)->nodes, n, buf, size);
 	else
 		ret = store_xattr(n, NULL, buf, size, true);
 	reply_xattr(req, ret, buf, size);
@@ -530,10 +558,10 @@ static void snapfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_reply_err(req, EROFS);
 }
 
+/* Rollback: only the highest diff of a chain may go (SPEC §2). */
 static void snapfs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)parent; (void)name;
-	fuse_reply_err(req, EROFS);
+	fuse_reply_err(req, -node_unlink(fs_of(req)->nodes, node_of(req, parent), name));
 }
 
 static void snapfs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)

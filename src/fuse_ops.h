@@ -15,15 +15,21 @@
 
 /* Everything a request handler needs; fuse_req_userdata() returns it. */
 struct snapfs {
+	struct fuse_session *se;
 	struct node_table *nodes;
 	struct view_env *env;
 	struct cache *cache;
-	double entry_timeout;	/* names (a new version shows after this) */
+	double entry_timeout;	/* names in directories inotify watches */
+	double revalidate;	/* names in directories it cannot watch */
 	double attr_timeout;	/* attributes of ordinary STORE entries */
 	const char *zero;	/* a read-only buffer of zero_len zero bytes */
 	size_t zero_len;
 };
 
 extern const struct fuse_lowlevel_ops snapfs_ops;
+
+/* node_inval_fn for the node table: drops the kernel's entry for name in
+ * parent_id (ctx is the struct snapfs). */
+void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name);
 
 #endif

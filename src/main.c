@@ -34,7 +34,9 @@ struct options {
 	unsigned cache_mb;
 	unsigned page_size;
 	double entry_timeout;
+	double revalidate;
 	double attr_timeout;
+	int nowatch;
 	int ready_fd;
 	unsigned max_threads;
 	int allow_other;
@@ -46,6 +48,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("cache_mb=%u", cache_mb),
 	OPT("page_size=%u", page_size),
 	OPT("entry_timeout=%lf", entry_timeout),
+	OPT("revalidate=%lf", revalidate),
+	OPT("nowatch", nowatch),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -81,7 +85,11 @@ static void usage(const char *prog)
 	       "snapfs options:\n"
 	       "    -o cache_mb=N          memory for cached extent maps (default 64)\n"
 	       "    -o page_size=N         page size holes must resolve to (default 4096)\n"
-	       "    -o entry_timeout=SEC   how long names are cached (default 1.0)\n"
+	       "    -o entry_timeout=SEC   how long names are cached where changes\n"
+	       "                           are watched with inotify (default 60)\n"
+	       "    -o revalidate=SEC      how long names are cached where they are\n"
+	       "                           not (network filesystems; default 0.05)\n"
+	       "    -o nowatch             do not use inotify: revalidate everywhere\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -119,7 +127,7 @@ static int check_options(const struct options *o)
 		log_err("page_size=%u: must be a power of two >= 512", o->page_size);
 		return -1;
 	}
-	if (o->entry_timeout < 0 || o->attr_timeout < 0) {
+	if (o->entry_timeout < 0 || o->attr_timeout < 0 || o->revalidate < 0) {
 		log_err("timeouts must not be negative");
 		return -1;
 	}
@@ -162,7 +170,8 @@ int main(int argc, char *argv[])
 	struct options o = {
 		.cache_mb = 64,
 		.page_size = 4096,
-		.entry_timeout = 1.0,
+		.entry_timeout = 60.0,
+		.revalidate = 0.05,
 		.attr_timeout = 1.0,
 		.ready_fd = -1,
 		.max_threads = 16,
@@ -224,6 +233,7 @@ int main(int argc, char *argv[])
 	fs.zero = zero;
 	fs.zero_len = ZERO_LEN;
 	fs.entry_timeout = o.entry_timeout;
+	fs.revalidate = o.revalidate;
 	fs.attr_timeout = o.attr_timeout;
 	fs.cache = cache_new((size_t)o.cache_mb << 20);
 	if (!fs.cache)
@@ -231,7 +241,7 @@ int main(int argc, char *argv[])
 	fs.env = view_env_new(fs.cache, o.page_size);
 	if (!fs.env)
 		goto out_cache;
-	ret = node_table_new(o.store, fs.env, &fs.nodes);
+	ret = node_table_new(o.store, fs.env, snapfs_inval_entry, &fs, &fs.nodes);
 	if (ret) {
 		log_err("%s: cannot open the store: %s", o.store, strerror(-ret));
 		ret = 1;
@@ -242,6 +252,9 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, &snapfs_ops, sizeof(snapfs_ops), &fs);
 	if (!se)
 		goto out_nodes;
+	fs.se = se;
+	if (!o.nowatch)
+		node_table_watch(fs.nodes);	/* failure: logged, timeouts only */
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, copts.mountpoint) != 0)
@@ -266,6 +279,7 @@ int main(int argc, char *argv[])
 	}
 	/* A signal (positive) or a clean unmount (0) is a normal stop. */
 	ret = ret < 0 ? 1 : 0;
+	node_table_unwatch(fs.nodes);
 
 out_unmount:
 	fuse_session_unmount(se);

@@ -22,12 +22,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/statfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "node.h"
+#include "watch.h"
 
 /* First synthetic inode number: the high bit keeps versions clear of the
  * inode numbers STORE's filesystems hand out. */
@@ -37,6 +40,9 @@
  * missed a change made in the same timestamp tick; it is rescanned. */
 #define RACY_NS 20000000LL
 
+/* Watch descriptors to directories: a small chained hash. */
+#define WD_BUCKETS 1024
+
 struct node_table {
 	pthread_mutex_t lock;
 	struct node **buckets;		/* protected by lock */
@@ -45,6 +51,11 @@ struct node_table {
 	uint64_t next_vino;		/* protected by lock */
 	struct node *root;
 	struct view_env *env;
+	struct watch *watch;		/* NULL: timeouts only */
+	node_inval_fn inval;
+	void *inval_ctx;
+	struct node *wd_buckets[WD_BUCKETS];	/* protected by lock */
+	bool watch_limit_logged;	/* protected by lock */
 };
 
 static size_t hash_of(const struct node_table *t, dev_t dev, ino_t ino)
@@ -78,14 +89,15 @@ static void node_destroy(struct node *n)
 	free(n->layer_names);
 	free(n->layer_ids);
 	free(n->error);
+	free(n->build_error);
 	free(n->name);
 	free(n->path);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 }
 
-int node_table_new(const char *store, struct view_env *env,
-		   struct node_table **out)
+int node_table_new(const char *store, struct view_env *env, node_inval_fn inval,
+		   void *inval_ctx, struct node_table **out)
 {
 	struct node_table *t;
 	struct node *root;
@@ -117,6 +129,8 @@ int node_table_new(const char *store, struct view_env *env,
 	t->next_vino = VINO_BASE;
 	t->root = root;
 	t->env = env;
+	t->inval = inval;
+	t->inval_ctx = inval_ctx;
 	*out = t;
 	return 0;
 nomem:
@@ -132,6 +146,7 @@ void node_table_free(struct node_table *t)
 {
 	if (!t)
 		return;
+	watch_stop(t->watch);
 	/* Versions reference their directories: free them first. Every node
 	 * but the root is in the hash, current or not. */
 	for (int pass = 0; pass < 2; pass++) {
@@ -183,23 +198,40 @@ static char *path_join(const struct node *dir, const char *name)
 
 /* ---- reference counting ---- */
 
-/* Called with t->lock held: unlinks n if nothing holds it any more and
- * returns true if the caller must destroy it (after unlocking). */
+static void wd_unlink_locked(struct node_table *t, struct node *dir)
+{
+	struct node **pp = &t->wd_buckets[(unsigned)dir->wd % WD_BUCKETS];
+
+	while (*pp && *pp != dir)
+		pp = &(*pp)->wdnext;
+	if (*pp)
+		*pp = dir->wdnext;
+	dir->wdnext = NULL;
+}
+
+static struct node *wd_find_locked(struct node_table *t, int wd)
+{
+	struct node *d = t->wd_buckets[(unsigned)wd % WD_BUCKETS];
+
+	while (d && d->wd != wd)
+		d = d->wdnext;
+	return d;
+}
+
+/*
+ * Called with t->lock held: unlinks n if nothing holds it any more and
+ * returns true if the caller must destroy it (after unlocking). The current
+ * version of a name is kept even then, dormant: the name keeps its inode
+ * number and its remembered error until its chain changes.
+ */
 static bool release_locked(struct node_table *t, struct node *n)
 {
 	if (n->nlookup || n->refs || n == t->root)
 		return false;
-	if (n->kind == NODE_VIEW) {
-		if (n->current) {
-			struct node **pp = &n->parent->versions;
-
-			while (*pp && *pp != n)
-				pp = &(*pp)->vnext;
-			if (*pp)
-				*pp = n->vnext;
-			n->current = false;
-		}
-	}
+	if (n->kind == NODE_VIEW && n->current)
+		return false;
+	if (n->kind == NODE_DIR && n->wd > 0)
+		wd_unlink_locked(t, n);
 	{
 		struct node **pp = &t->buckets[hash_of(t, n->dev, n->ino)];
 
@@ -219,6 +251,8 @@ static void destroy_chain(struct node_table *t, struct node *n)
 		struct node *parent = n->kind == NODE_VIEW ? n->parent : NULL;
 		bool more = false;
 
+		if (n->kind == NODE_DIR && n->wd > 0 && t->watch)
+			watch_remove(t->watch, n->wd);
 		node_destroy(n);
 		if (!parent)
 			break;
@@ -232,14 +266,32 @@ static void destroy_chain(struct node_table *t, struct node *n)
 
 void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
 {
-	bool dead;
+	bool dead, dormant;
 
 	pthread_mutex_lock(&t->lock);
 	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
 	dead = release_locked(t, n);
+	dormant = !dead && n->kind == NODE_VIEW && !n->nlookup && !n->refs;
 	pthread_mutex_unlock(&t->lock);
-	if (dead)
+	if (dead) {
 		destroy_chain(t, n);
+	} else if (dormant) {
+		/* The kernel no longer knows this version: close its layers
+		 * (open handles hold their own references to the view). A
+		 * later lookup and open build the view again. */
+		struct view *v;
+
+		pthread_mutex_lock(&n->lock);
+		v = n->view;
+		n->view = NULL;
+		pthread_mutex_unlock(&n->lock);
+		view_put(v);
+	}
+}
+
+uint64_t node_id(const struct node_table *t, const struct node *n)
+{
+	return n == t->root ? 1 : (uint64_t)(uintptr_t)n;
 }
 
 void node_ref(struct node_table *t, struct node *n)
@@ -279,16 +331,26 @@ static bool ts_eq(const struct timespec *a, const struct timespec *b)
  * and the scan started clearly after that mtime (a change within the same
  * timestamp tick as the scan would otherwise go unseen).
  */
-static int dir_refresh_locked(struct node *dir, bool force)
+static void dir_watch_locked(struct node_table *t, struct node *dir);
+
+static int dir_refresh_locked(struct node_table *t, struct node *dir, bool force)
 {
 	struct store_dir *idx;
 	struct timespec now;
 	struct stat st;
+	bool stale;
 	int ret;
 
+	/* Watch before the first scan, so no change falls between them. */
+	if (dir->wd == 0)
+		dir_watch_locked(t, dir);
+	pthread_mutex_lock(&t->lock);
+	stale = dir->index_stale;
+	dir->index_stale = false;
+	pthread_mutex_unlock(&t->lock);
 	if (fstat(dir->fd, &st) < 0)
 		return -errno;
-	if (!force && dir->index && ts_eq(&st.st_mtim, &dir->index_mtime) &&
+	if (!force && !stale && dir->index && ts_eq(&st.st_mtim, &dir->index_mtime) &&
 	    ts_eq(&st.st_ctim, &dir->index_ctime) &&
 	    ts_ns(&dir->index_scanned) - ts_ns(&st.st_mtim) > RACY_NS)
 		return 0;
@@ -358,7 +420,12 @@ static int probe_chain(struct node *dir, const struct store_group *g,
 		return ret;
 	if (ret) {
 		/* Show every layer of the group, so the operator sees them. */
-		cp->error = strdup(why);
+		if (chain.culprit) {
+			if (asprintf(&cp->error, "layer %s: %s", chain.culprit->fname, why) < 0)
+				cp->error = NULL;
+		} else {
+			cp->error = strdup(why);
+		}
 		if (!cp->error)
 			return -ENOMEM;
 		n = g->nlayers;
@@ -478,18 +545,49 @@ static void report_rewritten_layers(const struct node *old, const struct node *f
 	}
 }
 
-static int lookup_layered(struct node_table *t, struct node *dir,
-			  const char *name, struct node **out, struct stat *st)
+/*
+ * Takes the current version of name out of dir's list (table lock held).
+ * Returns it if nothing else holds it, for the caller to destroy after
+ * unlocking; NULL otherwise (it lives on while the kernel or a handle has it).
+ */
+static struct node *retire_locked(struct node_table *t, struct node *dir,
+				  const char *name, const struct node *successor)
+{
+	struct node **pp = &dir->versions;
+
+	for (; *pp; pp = &(*pp)->vnext) {
+		struct node *old = *pp;
+
+		if (strcmp(old->name, name) != 0)
+			continue;
+		if (successor)
+			report_rewritten_layers(old, successor);
+		*pp = old->vnext;
+		old->current = false;
+		old->vnext = NULL;
+		return release_locked(t, old) ? old : NULL;
+	}
+	return NULL;
+}
+
+/*
+ * The current version of the layered file name in dir, made anew if its
+ * chain changed (SPEC §3). lookups is added to its lookup count (1 for a
+ * FUSE lookup, 0 for a listing). Returns 0, -ENOENT if name is not a
+ * layered file (any version it had is retired), or another -errno.
+ */
+static int version_get(struct node_table *t, struct node *dir, const char *name,
+		       uint64_t lookups, struct node **out, struct stat *st)
 {
 	struct chain_probe cp = { 0 };
-	struct node *v, *fresh = NULL;
+	struct node *v, *fresh = NULL, *dead = NULL;
 	int ret, tries = 0;
 
 	for (;;) {
 		const struct store_group *g;
 
 		pthread_mutex_lock(&dir->lock);
-		ret = dir_refresh_locked(dir, tries > 0);
+		ret = dir_refresh_locked(t, dir, tries > 0);
 		g = ret ? NULL : store_dir_find(dir->index, name);
 		if (!ret && !g)
 			ret = -ENOENT;
@@ -499,51 +597,59 @@ static int lookup_layered(struct node_table *t, struct node *dir,
 		if (ret != -EAGAIN)
 			break;
 		chain_probe_free(&cp);
-		if (++tries == 3)
-			return -ENOENT;
+		if (++tries == 3) {
+			ret = -ENOENT;
+			break;
+		}
 	}
 	if (ret) {
 		chain_probe_free(&cp);
+		if (ret == -ENOENT) {
+			pthread_mutex_lock(&t->lock);
+			dead = retire_locked(t, dir, name, NULL);
+			pthread_mutex_unlock(&t->lock);
+			if (dead)
+				destroy_chain(t, dead);
+		}
 		return ret;
 	}
 
-	pthread_mutex_lock(&t->lock);
-	for (v = dir->versions; v; v = v->vnext)
-		if (strcmp(v->name, name) == 0)
-			break;
-	if (v && version_matches(v, &cp)) {
-		v->nlookup++;
-		*st = v->vattr;
+	for (int pass = 0; pass < 2; pass++) {
+		/* On the second pass cp's arrays belong to fresh. */
+		struct chain_probe want = cp;
+
+		if (fresh) {
+			want.n = fresh->nlayers;
+			want.names = fresh->layer_names;
+			want.ids = fresh->layer_ids;
+			want.error = fresh->error;
+		}
+		pthread_mutex_lock(&t->lock);
+		for (v = dir->versions; v; v = v->vnext)
+			if (strcmp(v->name, name) == 0)
+				break;
+		if (v && version_matches(v, &want)) {
+			v->nlookup += lookups;
+			*st = v->vattr;
+			pthread_mutex_unlock(&t->lock);
+			chain_probe_free(&cp);
+			if (fresh)	/* another thread made the same version */
+				node_destroy(fresh);
+			*out = v;
+			return 0;
+		}
+		if (pass == 1)
+			break;		/* keep the lock: fresh goes in now */
 		pthread_mutex_unlock(&t->lock);
-		chain_probe_free(&cp);
-		*out = v;
-		return 0;
-	}
-	pthread_mutex_unlock(&t->lock);
-
-	fresh = version_new(dir, name, &cp);
-	chain_probe_free(&cp);
-	if (!fresh)
-		return -ENOMEM;
-
-	pthread_mutex_lock(&t->lock);
-	/* Retire the old current version (it lives on while referenced). */
-	{
-		struct node **pp = &dir->versions;
-
-		while (*pp) {
-			if (strcmp((*pp)->name, name) == 0) {
-				struct node *old = *pp;
-
-				report_rewritten_layers(old, fresh);
-				*pp = old->vnext;
-				old->current = false;
-				old->vnext = NULL;
-				continue;
-			}
-			pp = &(*pp)->vnext;
+		fresh = version_new(dir, name, &cp);
+		if (!fresh) {
+			chain_probe_free(&cp);
+			return -ENOMEM;
 		}
 	}
+	chain_probe_free(&cp);
+
+	dead = retire_locked(t, dir, name, fresh);
 	fresh->vino = t->next_vino++;
 	fresh->vattr.st_ino = (ino_t)fresh->vino;
 	/* Versions sit in the hash under (0, vino), clear of STORE's entries
@@ -551,13 +657,15 @@ static int lookup_layered(struct node_table *t, struct node *dir,
 	fresh->dev = 0;
 	fresh->ino = (ino_t)fresh->vino;
 	hash_insert_locked(t, fresh);
-	fresh->nlookup = 1;
+	fresh->nlookup = lookups;
 	fresh->current = true;
 	fresh->vnext = dir->versions;
 	dir->versions = fresh;
 	dir->refs++;
 	*st = fresh->vattr;
 	pthread_mutex_unlock(&t->lock);
+	if (dead)
+		destroy_chain(t, dead);
 	if (fresh->error)
 		log_err("%s: unusable: %s", fresh->path, fresh->error);
 	*out = fresh;
@@ -586,7 +694,7 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/'))
 		return -ENOENT;
 
-	ret = lookup_layered(t, parent, name, out, st);
+	ret = version_get(t, parent, name, 1, out, st);
 	if (ret != -ENOENT)
 		return ret;
 
@@ -669,7 +777,7 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 		*out = n->view;
 		goto out;
 	}
-	if (n->error || n->view_failed) {
+	if (n->error || n->build_error) {
 		ret = -EIO;
 		goto out;
 	}
@@ -705,8 +813,7 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 		view_get(n->view);
 		*out = n->view;
 	} else if (ret == -EIO) {
-		n->view_failed = true;
-		n->error = strdup(why);
+		n->build_error = strdup(why);
 		log_err("%s: unusable: %s", n->path, why);
 	} else if (ret == -ESTALE) {
 		log_warn("%s: %s; the next lookup shows the new version",
@@ -777,7 +884,7 @@ int node_list_dir(struct node_table *t, struct node *n,
 	}
 
 	pthread_mutex_lock(&n->lock);
-	ret = dir_refresh_locked(n, false);
+	ret = dir_refresh_locked(t, n, false);
 	if (ret) {
 		pthread_mutex_unlock(&n->lock);
 		closedir(dp);
@@ -797,19 +904,25 @@ int node_list_dir(struct node_table *t, struct node *n,
 		if (ret)
 			break;
 	}
-	for (size_t i = 0; !ret && i < n->index->ngroups; i++) {
-		const char *name = n->index->groups[i].name;
-		uint64_t ino = 0;
+	/* Layered names come after the real entries; their versions are
+	 * resolved below, without the directory lock, so that readdir shows
+	 * the inode numbers that stat will. */
+	size_t first_layered = nd;
 
-		pthread_mutex_lock(&t->lock);
-		for (struct node *v = n->versions; v; v = v->vnext)
-			if (strcmp(v->name, name) == 0)
-				ino = v->vino;
-		pthread_mutex_unlock(&t->lock);
-		ret = dirent_add(&d, &nd, &cap, name, DT_REG, ino ? ino : VINO_BASE - 1);
-	}
+	for (size_t i = 0; !ret && i < n->index->ngroups; i++)
+		ret = dirent_add(&d, &nd, &cap, n->index->groups[i].name, DT_REG, 0);
 	pthread_mutex_unlock(&n->lock);
 	closedir(dp);
+	for (size_t i = first_layered; !ret && i < nd; i++) {
+		struct node *v;
+		struct stat st;
+		int r = version_get(t, n, d[i].name, 0, &v, &st);
+
+		if (r == 0)
+			d[i].ino = v->vino;	/* v stays current: not freed */
+		else if (r != -ENOENT)
+			ret = r;
+	}
 	if (ret) {
 		node_dirents_free(d, nd);
 		return ret;
@@ -894,10 +1007,14 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 	}
 	if (strcmp(name, XA_ERROR) == 0) {
 		char *err = NULL;
+		struct view *v;
 
+		/* Some causes are only found when the layers are opened. */
+		if (node_view(t, n, &v) == 0)
+			view_put(v);
 		pthread_mutex_lock(&n->lock);
-		if (n->error)
-			err = strdup(n->error);
+		if (n->error || n->build_error)
+			err = strdup(n->error ? n->error : n->build_error);
 		pthread_mutex_unlock(&n->lock);
 		if (!err)
 			return -ENODATA;
@@ -908,15 +1025,275 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 	return -ENODATA;
 }
 
-ssize_t node_view_listxattr(struct node *n, char *buf, size_t size)
+ssize_t node_view_listxattr(struct node_table *t, struct node *n, char *buf,
+			    size_t size)
 {
 	static const char names[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_DATA "\0";
 	static const char names_err[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_ERROR "\0";
+	struct view *v;
 	bool err;
 
+	if (node_view(t, n, &v) == 0)
+		view_put(v);
+
 	pthread_mutex_lock(&n->lock);
-	err = n->error != NULL;
+	err = n->error || n->build_error;
 	pthread_mutex_unlock(&n->lock);
 	return err ? xattr_reply(names_err, sizeof(names_err) - 1, buf, size)
 		   : xattr_reply(names, sizeof(names) - 1, buf, size);
+}
+
+/* ---- change notification (SPEC §2: a published layer shows without a
+ * remount) ---- */
+
+/* Filesystems whose changes can come from elsewhere, unseen by inotify. */
+static bool fs_is_remote(int fd)
+{
+	struct statfs sf;
+
+	if (fstatfs(fd, &sf) < 0)
+		return false;
+	switch ((unsigned long)sf.f_type) {
+	case 0x6969:		/* NFS */
+	case 0x517b:		/* SMB */
+	case 0xff534d42:	/* CIFS */
+	case 0xfe534d42:	/* SMB2 */
+	case 0x65735546:	/* FUSE */
+	case 0x00c36400:	/* Ceph */
+	case 0x01021997:	/* 9p */
+	case 0x01161970:	/* GFS2 */
+	case 0x7461636f:	/* OCFS2 */
+	case 0x47504653:	/* GPFS */
+	case 0x5346414f:	/* AFS */
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Called with dir->lock held, the first time dir is looked into. */
+static void dir_watch_locked(struct node_table *t, struct node *dir)
+{
+	int wd;
+
+	if (!t->watch || fs_is_remote(dir->fd)) {
+		dir->wd = -1;
+		return;
+	}
+	wd = watch_add(t->watch, dir->fd);
+	pthread_mutex_lock(&t->lock);
+	if (wd < 0) {
+		dir->wd = -1;
+		if (!t->watch_limit_logged) {
+			t->watch_limit_logged = true;
+			pthread_mutex_unlock(&t->lock);
+			log_warn("%s: cannot watch for changes (%s)%s; names there "
+				 "are revalidated by timeout", dir->path[0] ? dir->path : ".",
+				 strerror(-wd), wd == -ENOSPC ? ": raise "
+				 "fs.inotify.max_user_watches" : "");
+			return;
+		}
+	} else {
+		/* One inotify instance gives one wd per inode: a directory
+		 * seen again under a new node takes the mapping over. */
+		struct node *prev = wd_find_locked(t, wd);
+
+		if (prev && prev != dir) {
+			wd_unlink_locked(t, prev);
+			prev->wd = -1;
+		}
+		if (prev != dir) {
+			dir->wd = wd;
+			dir->wdnext = t->wd_buckets[(unsigned)wd % WD_BUCKETS];
+			t->wd_buckets[(unsigned)wd % WD_BUCKETS] = dir;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+bool node_dir_watched(struct node_table *t, struct node *dir)
+{
+	(void)t;
+	return dir->kind == NODE_DIR && dir->wd > 0;
+}
+
+/* What to invalidate for one event: the entry itself and, for a layer,
+ * its layered NAME. */
+struct inval_item {
+	uint64_t parent;
+	char *name;
+};
+
+static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
+{
+	struct node_table *t = ctx;
+	struct inval_item *items = NULL;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&t->lock);
+	if (wd < 0) {
+		/* Queue overflow: every index is suspect, every layered name
+		 * may have a new chain. */
+		for (size_t b = 0; b < t->nbuckets; b++) {
+			for (struct node *d = t->buckets[b]; d; d = d->hnext) {
+				if (d->kind != NODE_DIR && d != t->root)
+					continue;
+				d->index_stale = true;
+			}
+		}
+		t->root->index_stale = true;
+		for (size_t b = 0; b <= t->nbuckets; b++) {
+			struct node *d = b < t->nbuckets ? t->buckets[b] : t->root;
+
+			for (; d; d = b < t->nbuckets ? d->hnext : NULL) {
+				if (d->kind != NODE_DIR)
+					continue;
+				for (struct node *v = d->versions; v; v = v->vnext) {
+					if (n == cap) {
+						size_t nc = cap ? cap * 2 : 64;
+						struct inval_item *ni = realloc(items, nc * sizeof(*ni));
+
+						if (!ni)
+							goto out_locked;
+						items = ni;
+						cap = nc;
+					}
+					items[n].parent = node_id(t, d);
+					items[n].name = strdup(v->name);
+					if (items[n].name)
+						n++;
+				}
+			}
+		}
+		log_warn("change watcher: event queue overflowed; every layered "
+			 "file is checked again");
+	} else {
+		struct node *d = wd_find_locked(t, wd);
+		struct store_name sn;
+
+		if (!d)
+			goto out_locked;
+		if (mask & IN_IGNORED) {	/* directory gone or unwatched */
+			wd_unlink_locked(t, d);
+			d->wd = -1;
+			goto out_locked;
+		}
+		d->index_stale = true;
+		if (!name[0])
+			goto out_locked;
+		items = calloc(2, sizeof(*items));
+		if (!items)
+			goto out_locked;
+		items[n].parent = node_id(t, d);
+		items[n].name = strdup(name);
+		if (items[n].name)
+			n++;
+		if (store_parse_name(name, &sn)) {
+			items[n].parent = node_id(t, d);
+			items[n].name = strndup(name, sn.name_len);
+			if (items[n].name)
+				n++;
+		}
+	}
+out_locked:
+	pthread_mutex_unlock(&t->lock);
+	/* The kernel may wait on a directory lock a request holds: never
+	 * invalidate with a lock of ours held. */
+	for (size_t i = 0; i < n; i++) {
+		t->inval(t->inval_ctx, items[i].parent, items[i].name);
+		free(items[i].name);
+	}
+	free(items);
+}
+
+int node_table_watch(struct node_table *t)
+{
+	int ret;
+
+	if (!t->inval)
+		return -EINVAL;
+	ret = watch_start(watch_event, t, &t->watch);
+	if (ret)
+		log_warn("cannot watch STORE for changes: %s; names are "
+			 "revalidated by timeout", strerror(-ret));
+	return ret;
+}
+
+void node_table_unwatch(struct node_table *t)
+{
+	struct watch *w = t->watch;
+
+	t->watch = NULL;	/* before stopping: destroy paths test it */
+	watch_stop(w);
+}
+
+/* ---- rollback and open-time freshness ---- */
+
+int node_unlink(struct node_table *t, struct node *dir, const char *name)
+{
+	const struct store_group *g;
+	const struct store_layer *top = NULL, *l = NULL;
+	struct store_name sn;
+	char *nm = NULL;
+	int ret;
+
+	if (dir->kind != NODE_DIR)
+		return -ENOTDIR;
+	if (!store_parse_name(name, &sn))
+		return -EROFS;		/* a view or an ordinary entry */
+	nm = strndup(name, sn.name_len);
+	if (!nm)
+		return -ENOMEM;
+
+	pthread_mutex_lock(&dir->lock);
+	ret = dir_refresh_locked(t, dir, true);
+	g = ret ? NULL : store_dir_find(dir->index, nm);
+	if (!ret && g) {
+		for (size_t i = 0; i < g->nlayers; i++)
+			if (strcmp(g->layers[i].fname, name) == 0)
+				l = &g->layers[i];
+		top = &g->layers[g->nlayers - 1];
+	}
+	if (!ret && !l) {
+		ret = -ENOENT;
+	} else if (!ret && (l != top || l->kind != STORE_DIFF || l->overflow ||
+		   (g->nlayers > 1 && g->layers[g->nlayers - 2].seq == l->seq))) {
+		/* Only the newest diff can go: anything else would change a
+		 * chain's content in the middle, not roll it back. */
+		ret = -EBUSY;
+	} else if (!ret && unlinkat(dir->fd, name, 0) < 0) {
+		ret = -errno;
+	}
+	pthread_mutex_unlock(&dir->lock);
+
+	if (ret == -EBUSY)
+		log_warn("%s%s%s: refusing to unlink: only the highest diff of a "
+			 "chain may be removed (rollback)", dir->path,
+			 dir->path[0] ? "/" : "", name);
+	else if (ret == 0)
+		log_info("%s%s%s: removed: %s rolled back by one layer", dir->path,
+			 dir->path[0] ? "/" : "", name, nm);
+	if (ret == 0) {
+		pthread_mutex_lock(&t->lock);
+		dir->index_stale = true;
+		pthread_mutex_unlock(&t->lock);
+	}
+	free(nm);
+	return ret;
+}
+
+int node_version_check(struct node_table *t, struct node *n)
+{
+	struct node *cur;
+	struct stat st;
+	int ret;
+
+	if (n->kind != NODE_VIEW)
+		return 0;
+	ret = version_get(t, n->parent, n->name, 0, &cur, &st);
+	if (ret == -ENOENT)
+		return -ESTALE;		/* the layered file is gone */
+	if (ret)
+		return ret;
+	return cur == n ? 0 : -ESTALE;
 }

@@ -52,9 +52,14 @@ struct node {
 	/* NODE_DIR: the directory's layered-file index, refreshed when the
 	 * directory's mtime or ctime moves. */
 	pthread_mutex_t lock;	/* protects index, index_*, and for views
-				   view and view_failed */
+				   view and build_error */
 	struct store_dir *index;
 	struct timespec index_mtime, index_ctime, index_scanned;
+	bool index_stale;	/* set by the watcher: rescan before use;
+				   protected by node_table.lock */
+	int wd;			/* inotify watch, 0 if none yet, -1 if the
+				   directory cannot be watched */
+	struct node *wdnext;	/* wd hash chain, protected by table lock */
 	char *path;		/* relative to STORE ("." for the root), for
 				   log lines; dirs and views only */
 	struct node *versions;	/* current version per NAME: list through
@@ -70,17 +75,57 @@ struct node {
 	size_t nlayers;
 	char **layer_names;	/* chain, base first */
 	struct layer_id *layer_ids;
-	char *error;		/* chain unusable: the cause; fixed */
+	char *error;		/* chain unusable by its names: the cause;
+				   fixed, part of the version's identity */
 	struct view *view;	/* built on first use under lock */
-	bool view_failed;	/* build failed; error holds why */
+	char *build_error;	/* layers unusable once opened: the cause;
+				   set once under lock, then fixed */
 };
 
 /*
- * Creates the table with STORE's root opened as the root node. Returns 0 or
- * -errno (STORE missing or not a directory).
+ * Tells the FUSE layer that the name in directory parent_id (a node id as
+ * node_id() gives it) may have changed: it drops the kernel's cached entry.
+ * Called on the watcher thread with no lock held.
  */
-int node_table_new(const char *store, struct view_env *env,
-		   struct node_table **out);
+typedef void (*node_inval_fn)(void *ctx, uint64_t parent_id, const char *name);
+
+/*
+ * Creates the table with STORE's root opened as the root node. With inval
+ * set, directories are watched with inotify once looked into, and changes
+ * are reported through inval; without it, names are only revalidated by
+ * timeouts. Returns 0 or -errno (STORE missing or not a directory).
+ */
+int node_table_new(const char *store, struct view_env *env, node_inval_fn inval,
+		   void *inval_ctx, struct node_table **out);
+
+/* Starts watching (a thread); call once the FUSE session can take
+ * notifications. Returns 0 or -errno; on error, nothing is watched. */
+int node_table_watch(struct node_table *t);
+
+/* Stops the watch thread; call before the FUSE session goes away. */
+void node_table_unwatch(struct node_table *t);
+
+/* The id the FUSE layer uses for n: FUSE_ROOT_ID (1) for the root, else
+ * the node's address. */
+uint64_t node_id(const struct node_table *t, const struct node *n);
+
+/* True if changes in directory dir are seen at once (inotify), so its
+ * names may be cached long; false where only timeouts revalidate them. */
+bool node_dir_watched(struct node_table *t, struct node *dir);
+
+/*
+ * Rollback through the mount (SPEC §2): removes name from STORE if it is
+ * the highest diff of its chain. Returns 0; -EBUSY (logged) for any other
+ * layer; -EROFS for entries that are not layers; -ENOENT.
+ */
+int node_unlink(struct node_table *t, struct node *dir, const char *name);
+
+/*
+ * For an open of version n: 0 if n is still what a lookup of its name
+ * would return now, -ESTALE if its chain has changed (the kernel then looks
+ * the name up again and opens the new version), or another -errno.
+ */
+int node_version_check(struct node_table *t, struct node *n);
 
 /* Frees every node; nothing may use the table any more. */
 void node_table_free(struct node_table *t);
@@ -138,6 +183,7 @@ int node_open_file(struct node *n, int flags);
  * Returns the length, -ENODATA, -ERANGE, or -EIO. */
 ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 			   const char *name, char *buf, size_t size);
-ssize_t node_view_listxattr(struct node *n, char *buf, size_t size);
+ssize_t node_view_listxattr(struct node_table *t, struct node *n, char *buf,
+			    size_t size);
 
 #endif

@@ -290,10 +290,10 @@ static bool layer_type_ok(const struct store_layer *l, const char **why)
 	case DT_UNKNOWN:	/* checked again when the layer is opened */
 		return true;
 	case DT_LNK:
-		*why = "a layer is a symbolic link (layers are never followed)";
+		*why = "it is a symbolic link (layers are never followed)";
 		return false;
 	default:
-		*why = "a layer is not a regular file";
+		*why = "it is not a regular file";
 		return false;
 	}
 }
@@ -306,10 +306,12 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 
 	chain->nlayers = 0;
 	chain->layers = NULL;
+	chain->culprit = NULL;
 
 	for (i = 0; i < g->nlayers; i++) {
 		if (g->layers[i].overflow) {
-			*why = "a layer's <seq> does not fit in 64 bits";
+			chain->culprit = &g->layers[i];
+			*why = "its <seq> does not fit in 64 bits";
 			return -EIO;
 		}
 	}
@@ -327,6 +329,7 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 	}
 	if (i > 0 && g->layers[i - 1].kind == STORE_BASE &&
 	    g->layers[i - 1].seq == base->seq) {
+		chain->culprit = base;
 		*why = "two base layers have the same <seq>";
 		return -EIO;
 	}
@@ -339,6 +342,7 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 			continue;
 		if (i > first + 1 && g->layers[i - 1].seq == l->seq &&
 		    g->layers[i - 1].kind == STORE_DIFF) {
+			chain->culprit = l;
 			*why = "two diff layers have the same <seq>";
 			return -EIO;
 		}
@@ -353,7 +357,10 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 			chain->layers[chain->nlayers++] = &g->layers[i];
 	for (i = 0; i < chain->nlayers; i++) {
 		if (!layer_type_ok(chain->layers[i], why)) {
+			const struct store_layer *bad = chain->layers[i];
+
 			store_chain_free(chain);
+			chain->culprit = bad;
 			return -EIO;
 		}
 	}

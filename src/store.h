@@ -79,13 +79,16 @@ struct store_chain {
 	size_t nlayers;				/* base + diffs */
 	const struct store_layer **layers;	/* base first; owned array,
 						   layers point into the group */
+	const struct store_layer *culprit;	/* on -EIO: the layer at fault,
+						   if one is */
 };
 
 /*
  * Resolves the chain of group g (SPEC §2): the base with the highest seq and
  * every diff with a greater seq, in increasing order. Returns 0 and fills
  * *chain (free with store_chain_free()), or a negative errno with *why set
- * to a static sentence for the log and for user.snapfs.error:
+ * to a static sentence for the log and for user.snapfs.error, about
+ * chain->culprit when that is set:
  *   -EIO    no base at or below the diffs, a <seq> that overflows, two
  *           layers with the same seq and kind, a layer that is not a regular
  *           file (a symlink is never followed);

@@ -103,15 +103,15 @@ mk_sparse "$S/top.1.diff" "$SZ"
 BROKEN+=("top:no base")
 
 # check_broken MNT NAME KEYWORD: EIO on open (twice), one log line naming
-# ./NAME with the keyword, and user.snapfs.error naming the cause.
+# NAME with the keyword, and user.snapfs.error naming the cause.
 check_broken() {
 	local mnt=$1 name=$2 kw=$3 err n
 	expect_err "Input/output error" cat "$mnt/$name"
 	expect_err "Input/output error" cat "$mnt/$name"
-	n=$(log_count "./$name: ")
+	n=$(log_count " $name: ")
 	[ "$n" = 1 ] || fail "$name: $n log lines name it, want exactly 1"
-	n=$(log_count "./$name: unusable: " "$kw")
-	[ "$n" = 1 ] || fail "$name: the log line does not give the cause \"$kw\": $(grep -F "./$name: " "$T/snapfs.log")"
+	n=$(log_count " $name: unusable: " "$kw")
+	[ "$n" = 1 ] || fail "$name: the log line does not give the cause \"$kw\": $(grep -F " $name: " "$T/snapfs.log")"
 	err=$(xattr "$mnt/$name" user.snapfs.error 2>&1) ||
 		fail "$name: user.snapfs.error unreadable: $err"
 	case $err in
@@ -194,7 +194,7 @@ for b in "${BROKEN[@]}"; do
 	name=${b%%:*}
 	expect_err "Input/output error" cat "$M/$name"
 	expect_err "Input/output error" cat "$M/$name"
-	n=$(log_count "./$name: ")
+	n=$(log_count " $name: ")
 	[ "$n" = 1 ] || fail "$name: logged $n times after two opens with entry_timeout=0, want 1"
 done
 umount_snapfs "$M"

@@ -1,10 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# fio checks every block it reads through the mount: fio writes a file with
-# crc32c verify headers, the test splits it into a chain whose merge is that
-# file (a base with ~20% of its pages garbled, three sparse diffs that put
-# them back, some garbled again above and restored higher still), and fio
-# reads the view at random with the psync and mmap engines, verifying all.
+# fio verifies every block it reads through the mount: a file fio stamped
+# with crc32c headers is split into a chain (a base with ~20% of its pages
+# garbled, three sparse diffs that restore them, some garbled again and
+# restored higher up) and read at random with the psync and mmap engines.
 . ./tests/mount/lib.sh
 setup
 

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The inotify reader. Stopping uses an eventfd polled beside the inotify fd,
+ * so the thread never has to be cancelled in the middle of a callback.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "watch.h"
+
+#define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | \
+		    IN_CLOSE_WRITE | IN_ATTRIB | IN_MODIFY | IN_DELETE_SELF | \
+		    IN_MOVE_SELF | IN_ONLYDIR)
+
+struct watch {
+	int ifd;
+	int stopfd;
+	pthread_t thread;
+	watch_fn fn;
+	void *ctx;
+};
+
+static void *watch_thread(void *arg)
+{
+	struct watch *w = arg;
+	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = w->ifd, .events = POLLIN },
+			{ .fd = w->stopfd, .events = POLLIN },
+		};
+		ssize_t len;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("change watcher: poll: %s", strerror(errno));
+			break;
+		}
+		if (p[1].revents)
+			break;
+		len = read(w->ifd, buf, sizeof(buf));
+		if (len < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			log_err("change watcher: read: %s", strerror(errno));
+			break;
+		}
+		for (char *q = buf; q < buf + len;) {
+			const struct inotify_event *ev = (const struct inotify_event *)q;
+
+			if (ev->mask & IN_Q_OVERFLOW)
+				w->fn(w->ctx, -1, "", ev->mask);
+			else
+				w->fn(w->ctx, ev->wd, ev->len ? ev->name : "", ev->mask);
+			q += sizeof(*ev) + ev->len;
+		}
+	}
+	return NULL;
+}
+
+int watch_start(watch_fn fn, void *ctx, struct watch **out)
+{
+	struct watch *w = calloc(1, sizeof(*w));
+	int ret;
+
+	if (!w)
+		return -ENOMEM;
+	w->fn = fn;
+	w->ctx = ctx;
+	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (w->ifd < 0) {
+		ret = -errno;
+		goto fail_free;
+	}
+	w->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (w->stopfd < 0) {
+		ret = -errno;
+		goto fail_ifd;
+	}
+	ret = -pthread_create(&w->thread, NULL, watch_thread, w);
+	if (ret)
+		goto fail_stopfd;
+	*out = w;
+	return 0;
+
+fail_stopfd:
+	close(w->stopfd);
+fail_ifd:
+	close(w->ifd);
+fail_free:
+	free(w);
+	return ret;
+}
+
+void watch_stop(struct watch *w)
+{
+	uint64_t one = 1;
+
+	if (!w)
+		return;
+	if (write(w->stopfd, &one, sizeof(one)) != sizeof(one))
+		log_err("change watcher: cannot signal stop: %s", strerror(errno));
+	pthread_join(w->thread, NULL);
+	close(w->stopfd);
+	close(w->ifd);
+	free(w);
+}
+
+int watch_add(struct watch *w, int fd)
+{
+	char path[64];
+	int wd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
+	return wd < 0 ? -errno : wd;
+}
+
+void watch_remove(struct watch *w, int wd)
+{
+	inotify_rm_watch(w->ifd, wd);
+}
