@@ -245,13 +245,113 @@ struct probe {
 	uint64_t gran;
 };
 
+/*
+ * Open layers, keyed by identity: versions of one chain share their common
+ * layers' fds, so the daemon holds one fd per distinct live layer however
+ * many versions and opens use it (and a layer no view uses is closed).
+ */
+#define LAYER_BUCKETS 256
+
+struct layer_file {
+	struct layer_id id;
+	int fd;
+	unsigned refs;			/* protected by view_env.lock */
+	struct layer_file *next;	/* protected by view_env.lock */
+};
+
 struct view_env {
 	struct cache *cache;
 	unsigned page_size;
 	pthread_mutex_t lock;
 	struct probe *probes;	/* protected by lock */
 	size_t nprobes;		/* protected by lock */
+	struct layer_file *layers[LAYER_BUCKETS];	/* protected by lock */
+	size_t nlayers;		/* protected by lock */
 };
+
+static unsigned layer_bucket(const struct layer_id *id)
+{
+	uint64_t h = id->ino * 0x9e3779b97f4a7c15ULL ^ id->dev;
+
+	return (unsigned)((h ^ (h >> 32)) % LAYER_BUCKETS);
+}
+
+/* Takes a reference on the open layer of identity id, or NULL. */
+static struct layer_file *layer_find_get(struct view_env *env, const struct layer_id *id)
+{
+	struct layer_file *lf;
+
+	pthread_mutex_lock(&env->lock);
+	for (lf = env->layers[layer_bucket(id)]; lf; lf = lf->next)
+		if (layer_id_equal(&lf->id, id))
+			break;
+	if (lf)
+		lf->refs++;
+	pthread_mutex_unlock(&env->lock);
+	return lf;
+}
+
+/* Registers fd as the open layer of identity id, or, if another thread got
+ * there first, closes fd and takes a reference on that one. NULL: ENOMEM. */
+static struct layer_file *layer_insert(struct view_env *env, const struct layer_id *id, int fd)
+{
+	struct layer_file *lf = calloc(1, sizeof(*lf)), *o;
+
+	if (!lf)
+		return NULL;
+	lf->id = *id;
+	lf->fd = fd;
+	lf->refs = 1;
+	pthread_mutex_lock(&env->lock);
+	for (o = env->layers[layer_bucket(id)]; o; o = o->next)
+		if (layer_id_equal(&o->id, id))
+			break;
+	if (o) {
+		o->refs++;
+	} else {
+		lf->next = env->layers[layer_bucket(id)];
+		env->layers[layer_bucket(id)] = lf;
+		env->nlayers++;
+	}
+	pthread_mutex_unlock(&env->lock);
+	if (o) {
+		close(fd);
+		free(lf);
+		return o;
+	}
+	return lf;
+}
+
+static void layer_put(struct view_env *env, struct layer_file *lf)
+{
+	bool last;
+
+	pthread_mutex_lock(&env->lock);
+	last = --lf->refs == 0;
+	if (last) {
+		struct layer_file **pp = &env->layers[layer_bucket(&lf->id)];
+
+		while (*pp != lf)
+			pp = &(*pp)->next;
+		*pp = lf->next;
+		env->nlayers--;
+	}
+	pthread_mutex_unlock(&env->lock);
+	if (last) {
+		close(lf->fd);
+		free(lf);
+	}
+}
+
+size_t view_env_open_layers(struct view_env *env)
+{
+	size_t n;
+
+	pthread_mutex_lock(&env->lock);
+	n = env->nlayers;
+	pthread_mutex_unlock(&env->lock);
+	return n;
+}
 
 struct view_env *view_env_new(struct cache *cache, unsigned page_size)
 {
@@ -333,8 +433,8 @@ static int env_granularity(struct view_env *env, int dirfd, int difffd,
 static void view_free(struct view *v)
 {
 	for (unsigned i = 0; i < v->nlayers; i++) {
-		if (v->layers[i].fd >= 0)
-			close(v->layers[i].fd);
+		if (v->layers[i].lf)
+			layer_put(v->env, v->layers[i].lf);
 		free(v->layers[i].fname);
 	}
 	free(v->layers);
@@ -353,15 +453,52 @@ void view_put(struct view *v)
 		view_free(v);
 }
 
-static int open_layer(int dirfd, const char *fname, struct view_layer *l,
-		      char *why, size_t len)
+static int layer_check(const struct stat *st, const char *fname, char *why, size_t len)
 {
-	struct stat st;
+	if (S_ISLNK(st->st_mode)) {
+		snprintf(why, len, "layer %s is a symbolic link "
+			 "(layers are never followed)", fname);
+		return -EIO;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(why, len, "layer %s is not a regular file", fname);
+		return -EIO;
+	}
+	return 0;
+}
 
-	l->fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-	if (l->fd < 0 && errno == EPERM)	/* O_NOATIME needs ownership */
-		l->fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (l->fd < 0) {
+/*
+ * Opens layer fname of dirfd into l, sharing the fd of an identical layer
+ * another view holds. The identity is taken from the open fd itself, so a
+ * file replaced between the stat and the open is seen as what was opened.
+ */
+static int open_layer(struct view_env *env, int dirfd, const char *fname,
+		      struct view_layer *l, char *why, size_t len)
+{
+	struct layer_id id;
+	struct stat st;
+	int fd, ret;
+
+	l->fname = strdup(fname);
+	if (!l->fname)
+		return -ENOMEM;
+	if (fstatat(dirfd, fname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		ret = layer_check(&st, fname, why, len);
+		if (ret)
+			return ret;
+		layer_id_from_stat(&id, &st);
+		l->lf = layer_find_get(env, &id);
+		if (l->lf) {
+			l->fd = l->lf->fd;
+			l->id = id;
+			return 0;
+		}
+	}
+
+	fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)	/* O_NOATIME needs ownership */
+		fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
 		int e = errno;
 
 		if (e == EMFILE || e == ENFILE || e == ENOMEM) {
@@ -373,20 +510,27 @@ static int open_layer(int dirfd, const char *fname, struct view_layer *l,
 				 "(layers are never followed)", fname);
 		else
 			snprintf(why, len, "cannot open layer %s: %s", fname,
-				 strerror(errno));
+				 strerror(e));
 		return -EIO;
 	}
-	if (fstat(l->fd, &st) < 0) {
+	if (fstat(fd, &st) < 0) {
 		snprintf(why, len, "cannot stat layer %s: %s", fname, strerror(errno));
+		close(fd);
 		return -EIO;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(why, len, "layer %s is not a regular file", fname);
-		return -EIO;
+	ret = layer_check(&st, fname, why, len);
+	if (ret) {
+		close(fd);
+		return ret;
 	}
 	layer_id_from_stat(&l->id, &st);
-	l->fname = strdup(fname);
-	return l->fname ? 0 : -ENOMEM;
+	l->lf = layer_insert(env, &l->id, fd);
+	if (!l->lf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	l->fd = l->lf->fd;
+	return 0;
 }
 
 int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
@@ -402,6 +546,7 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	if (!v)
 		return -ENOMEM;
 	v->refs = 1;
+	v->env = env;
 	v->layers = calloc(n, sizeof(*v->layers));
 	ents = calloc(n, sizeof(*ents));
 	maps = calloc(n, sizeof(*maps));
@@ -412,7 +557,7 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	v->nlayers = n;
 
 	for (unsigned i = 0; i < n; i++) {
-		ret = open_layer(dirfd, chain->layers[i]->fname, &v->layers[i], why, len);
+		ret = open_layer(env, dirfd, chain->layers[i]->fname, &v->layers[i], why, len);
 		if (ret)
 			goto fail;
 	}

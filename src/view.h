@@ -26,10 +26,14 @@ struct view_seg {
 	int32_t layer;		/* index into view.layers, or VIEW_ZERO */
 };
 
+struct layer_file;	/* an open layer, shared by every view that uses it */
+
 struct view_layer {
-	int fd;			/* O_RDONLY, read with pread/splice only */
+	int fd;			/* O_RDONLY, read with pread/splice only;
+				   owned by lf, shared with other views */
 	char *fname;
 	struct layer_id id;
+	struct layer_file *lf;
 };
 
 struct view {
@@ -40,6 +44,7 @@ struct view {
 	struct view_seg *seg;	/* nseg + 1 entries: seg[nseg].off == size */
 	uint64_t data_bytes;	/* bytes not served as zero */
 	unsigned refs;		/* atomic */
+	struct view_env *env;
 };
 
 /*
@@ -57,7 +62,12 @@ int view_flatten(uint64_t size, const struct extent_map *const *maps,
 struct view_env;
 
 struct view_env *view_env_new(struct cache *cache, unsigned page_size);
+/* Frees the environment; every view built with it must be gone. */
 void view_env_free(struct view_env *env);
+
+/* Number of layer files held open (each once, however many views and
+ * versions share it). */
+size_t view_env_open_layers(struct view_env *env);
 
 /*
  * Opens every layer of chain (entries of directory dirfd; never through a
