@@ -7,7 +7,7 @@
 #
 #   contrib/install-deps.sh                     (as root; quick if nothing is missing)
 #   autoreconf -fi                              in the source tree
-#   configure --enable-werror --enable-sanitizers   in BUILD_DIR (default build-ci/)
+#   configure --enable-werror --enable-sanitizers --enable-fault-injection   in BUILD_DIR (default build-ci/)
 #   make -j$(nproc) && make -j2 check           on failure: prints test-suite.log
 #   make distcheck                              only with RUN_DISTCHECK=1
 #
@@ -89,7 +89,7 @@ fi
 step "autoreconf -fi"
 (cd "$srcdir" && autoreconf -fi)
 
-step "configure --enable-werror --enable-sanitizers ${CONFIGURE_FLAGS:-}"
+step "configure --enable-werror --enable-sanitizers --enable-fault-injection ${CONFIGURE_FLAGS:-}"
 # Start from scratch, but only ever remove a directory configure made.
 if [ -e "$builddir" ]; then
 	if [ "$builddir" = "$srcdir" ] ||
@@ -101,7 +101,7 @@ fi
 mkdir -p "$builddir"
 cd "$builddir"
 # shellcheck disable=SC2086 # CONFIGURE_FLAGS is a list of words
-"$srcdir/configure" --enable-werror --enable-sanitizers ${CONFIGURE_FLAGS:-} ||
+"$srcdir/configure" --enable-werror --enable-sanitizers --enable-fault-injection ${CONFIGURE_FLAGS:-} ||
 	die "configure failed: see $builddir/config.log"
 
 step "make -j$jobs"

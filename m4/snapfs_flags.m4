@@ -38,3 +38,13 @@ AC_DEFUN([SNAPFS_PTHREAD], [
   AC_SUBST([PTHREAD_CFLAGS])
   AC_SUBST([PTHREAD_LIBS])
 ])
+# SNAPFS_ENABLE_FAULTS: --enable-fault-injection builds the compactor's
+# numbered fault points (SNAPFS_FAULT=STEP:kill|fail), for test builds only.
+AC_DEFUN([SNAPFS_ENABLE_FAULTS], [
+  AC_ARG_ENABLE([fault-injection],
+    [AS_HELP_STRING([--enable-fault-injection], [honour SNAPFS_FAULT in the compactor (test builds)])],
+    [], [enable_fault_injection=no])
+  AS_IF([test "x$enable_fault_injection" = xyes],
+    [AC_DEFINE([SNAPFS_FAULT_INJECTION], [1], [Define to honour SNAPFS_FAULT])])
+  AM_CONDITIONAL([FAULT_INJECTION], [test "x$enable_fault_injection" = xyes])
+])

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The compactor (SPEC §6): merges a chain's base and its oldest diffs into a
+ * new base, NAME.<s>.base with <s> the seq of the last diff merged, so that
+ * the newest diffs stay and can still be rolled back. The same code serves
+ * the daemon's background thread and the one-shot snapfs-compact command.
+ */
+#ifndef SNAPFS_COMPACT_H
+#define SNAPFS_COMPACT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "store.h"
+
+/* Prefix of the compactor's staging files; never a layer name. */
+#define COMPACT_TMP_PREFIX ".snapfs-compact."
+
+/* How data is copied into the new base, chosen per filesystem. */
+enum compact_method {
+	COMPACT_PREAD,		/* pread/pwrite */
+	COMPACT_CFR,		/* copy_file_range */
+	COMPACT_CLONE_RANGE,	/* FICLONERANGE where block-aligned */
+};
+
+struct compact_opts {
+	unsigned threshold;	/* compact chains with more diffs than this */
+	unsigned keep;		/* diffs that stay above the new base */
+	uint64_t rate;		/* bytes/s of data written, 0 = unlimited */
+	bool dry_run;		/* plan and report, change nothing */
+};
+
+/* What a compaction did, for logs, xattrs and tests. */
+struct compact_result {
+	char new_base[256];	/* file name of the new base */
+	size_t merged;		/* layers merged (old base + diffs) */
+	bool reflinked;		/* base copied with FICLONE */
+	enum compact_method method;
+	uint64_t bytes_copied;	/* data written into the new base */
+	uint64_t ranges;	/* ranges applied */
+	double seconds;
+};
+
+/*
+ * How many leading layers of chain a compaction merges: 0 if the chain has
+ * no more than opts->threshold diffs, else 1 + (diffs - keep).
+ */
+size_t compact_plan(const struct store_chain *chain, const struct compact_opts *opts);
+
+/*
+ * Compacts the first nmerge layers of chain (layers of directory dirfd)
+ * into a new base, crash-safely: the new base is written under a staging
+ * name (COMPACT_TMP_PREFIX...), fsynced, renamed into place, the directory
+ * fsynced, and only then are the merged layers unlinked. At every point
+ * each chain of the store reads the same bytes as before. The data of the
+ * merged layers is read through their extent maps (taken from cache); the
+ * base is reflinked where the filesystem can (FICLONE), else copied
+ * sparsely. name is NAME (for messages). Returns 0, or -errno with the
+ * staging file removed and the chain untouched (-ENOSPC, -EIO, ...).
+ */
+int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
+		  size_t nmerge, struct cache *cache, const struct compact_opts *opts,
+		  struct compact_result *res);
+
+/*
+ * Removes staging files a crash left in directory dirfd. Returns how many
+ * were removed, or -errno.
+ */
+int compact_cleanup(int dirfd);
+
+/*
+ * Unlinks the layers of group g whose seq is below `below` (superseded by
+ * a newer base; compaction leaves the ones it merged already removed).
+ * Returns how many were removed.
+ */
+int compact_prune(int dirfd, const struct store_group *g, uint64_t below);
+
+/* True if a directory entry name is a compactor staging file. */
+bool compact_is_tmp(const char *fname);
+
+const char *compact_method_name(enum compact_method m);
+
+#endif

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * snapfs-compact: compacts the chains of an unmounted STORE with the same
+ * code the daemon's background compactor uses, printing one progress line
+ * per chain; --dry-run only says what it would do.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "compact.h"
+#include "log.h"
+#include "store.h"
+
+struct run {
+	struct compact_opts opts;
+	struct cache *cache;
+	int quiet;
+	unsigned chains, compacted, failed;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: snapfs-compact [options] STORE\n\n"
+		"Merges the base and oldest diffs of every chain in STORE deeper than\n"
+		"the threshold into a new base, keeping the newest diffs. STORE must\n"
+		"not be mounted by snapfs (the daemon compacts by itself).\n\n"
+		"  -t, --threshold N   compact chains with more than N diffs (default 8)\n"
+		"  -k, --keep K        diffs that stay above the new base (default 2)\n"
+		"  -r, --rate MB       write at most MB MiB/s (default: unlimited)\n"
+		"  -n, --dry-run       print what would be done, change nothing\n"
+		"  -q, --quiet         print only errors and the summary\n"
+		"  -h, --help          this text\n"
+		"  -V, --version       version\n");
+}
+
+static void do_dir(struct run *r, int dirfd, const char *path);
+
+static void do_chain(struct run *r, int dirfd, const char *path,
+		     const struct store_group *g)
+{
+	struct store_chain chain;
+	struct compact_result res;
+	const char *why = NULL;
+	uint64_t old_base;
+	size_t nmerge;
+	int ret;
+
+	r->chains++;
+	ret = store_chain_resolve(g, &chain, &why);
+	if (ret) {
+		printf("%s%s%s: skipped: %s\n", path, *path ? "/" : "", g->name,
+		       why ? why : strerror(-ret));
+		return;
+	}
+	nmerge = compact_plan(&chain, &r->opts);
+	if (!nmerge) {
+		store_chain_free(&chain);
+		return;
+	}
+	old_base = chain.layers[0]->seq;
+	if (!r->quiet || r->opts.dry_run)
+		printf("%s%s%s: %s %zu layers (%s .. %s) into %s.%llu.base, keeping %zu diffs",
+		       path, *path ? "/" : "", g->name,
+		       r->opts.dry_run ? "would merge" : "merging", nmerge,
+		       chain.layers[0]->fname, chain.layers[nmerge - 1]->fname, g->name,
+		       (unsigned long long)chain.layers[nmerge - 1]->seq,
+		       chain.nlayers - nmerge);
+	fflush(stdout);
+	ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
+	if (ret) {
+		printf("%s\n", r->quiet && !r->opts.dry_run ? "" : ": FAILED");
+		fprintf(stderr, "snapfs-compact: %s%s%s: %s\n", path, *path ? "/" : "",
+			g->name, strerror(-ret));
+		r->failed++;
+	} else if (r->opts.dry_run) {
+		printf("\n");
+		r->compacted++;
+	} else {
+		compact_prune(dirfd, g, old_base);
+		r->compacted++;
+		if (!r->quiet)
+			printf(": done, %.1f MiB written in %u ranges, %.2f s (%s, %s)\n",
+			       (double)res.bytes_copied / (1 << 20), (unsigned)res.ranges,
+			       res.seconds, res.reflinked ? "base reflinked" : "base copied",
+			       compact_method_name(res.method));
+	}
+	store_chain_free(&chain);
+}
+
+static void do_dir(struct run *r, int dirfd, const char *path)
+{
+	struct store_dir *idx;
+	DIR *d;
+	struct dirent *de;
+	int fd, ret;
+
+	if (!r->opts.dry_run) {
+		ret = compact_cleanup(dirfd);
+		if (ret > 0)
+			printf("%s: removed %d staging file(s) left by an interrupted compaction\n",
+			       *path ? path : ".", ret);
+	}
+	ret = store_dir_scan(dirfd, &idx);
+	if (ret) {
+		fprintf(stderr, "snapfs-compact: %s: %s\n", *path ? path : ".", strerror(-ret));
+		r->failed++;
+		return;
+	}
+	for (size_t i = 0; i < idx->ngroups; i++)
+		do_chain(r, dirfd, path, &idx->groups[i]);
+
+	/* Subdirectories, never through a symlink. */
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		store_dir_free(idx);
+		return;
+	}
+	while ((de = readdir(d))) {
+		char *sub;
+		int sfd;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    store_dir_find(idx, de->d_name))
+			continue;
+		sfd = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sfd < 0)
+			continue;	/* not a directory */
+		if (asprintf(&sub, "%s%s%s", path, *path ? "/" : "", de->d_name) >= 0) {
+			do_dir(r, sfd, sub);
+			free(sub);
+		}
+		close(sfd);
+	}
+	closedir(d);
+	store_dir_free(idx);
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "threshold", required_argument, NULL, 't' },
+		{ "keep", required_argument, NULL, 'k' },
+		{ "rate", required_argument, NULL, 'r' },
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct run r = { .opts = { .threshold = 8, .keep = 2 } };
+	int c, fd;
+
+	while ((c = getopt_long(argc, argv, "t:k:r:nqhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			r.opts.threshold = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'k':
+			r.opts.keep = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'r':
+			r.opts.rate = strtoull(optarg, NULL, 10) << 20;
+			break;
+		case 'n':
+			r.opts.dry_run = true;
+			break;
+		case 'q':
+			r.quiet = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("snapfs-compact %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	if (r.opts.keep > r.opts.threshold) {
+		fprintf(stderr, "snapfs-compact: --keep must not exceed --threshold\n");
+		return 2;
+	}
+	fd = open(argv[optind], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "snapfs-compact: %s: %s\n", argv[optind], strerror(errno));
+		return 1;
+	}
+	r.cache = cache_new(64 << 20);
+	if (!r.cache) {
+		close(fd);
+		return 1;
+	}
+	do_dir(&r, fd, "");
+	printf("snapfs-compact: %u chains, %u %s, %u failed\n", r.chains, r.compacted,
+	       r.opts.dry_run ? "to compact (dry run)" : "compacted", r.failed);
+	cache_free(r.cache);
+	close(fd);
+	return r.failed ? 1 : 0;
+}
