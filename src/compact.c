@@ -108,6 +108,7 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
 
 struct copier {
 	enum compact_method method;
+	const int *stop;
 	uint64_t rate;
 	uint64_t bytes;
 	struct timespec start;
@@ -125,12 +126,17 @@ static double elapsed(const struct timespec *start)
 	       (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
+static bool stopped(const struct copier *c)
+{
+	return c->stop && __atomic_load_n(c->stop, __ATOMIC_RELAXED);
+}
+
 /* Sleeps as long as needed to keep the average under the rate limit. */
 static void throttle(struct copier *c)
 {
 	double due, now;
 
-	if (!c->rate)
+	if (!c->rate || stopped(c))
 		return;
 	due = (double)c->bytes / (double)c->rate;
 	now = elapsed(&c->start);
@@ -145,6 +151,8 @@ static void throttle(struct copier *c)
 static int copy_pread(struct copier *c, int in, int out, uint64_t off, uint64_t len)
 {
 	while (len) {
+		if (stopped(c))
+			return -ECANCELED;
 		size_t n = len < COPY_CHUNK ? (size_t)len : COPY_CHUNK;
 		ssize_t r = pread(in, c->buf, n, (off_t)off);
 
@@ -171,6 +179,8 @@ static int copy_pread(struct copier *c, int in, int out, uint64_t off, uint64_t 
 static int copy_cfr(struct copier *c, int in, int out, uint64_t off, uint64_t len)
 {
 	while (len) {
+		if (stopped(c))
+			return -ECANCELED;
 		size_t n = len < COPY_CHUNK ? (size_t)len : COPY_CHUNK;
 		loff_t ioff = (loff_t)off, ooff = (loff_t)off;
 		ssize_t r = copy_file_range(in, &ioff, out, &ooff, n, 0);
@@ -391,6 +401,7 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	c.method = method_for(out);
 	c.blksize = bst.st_blksize > 0 ? (unsigned)bst.st_blksize : 4096;
 	c.rate = opts->rate;
+	c.stop = opts->stop;
 	if (ioctl(out, FICLONE, fds[0]) == 0) {
 		res->reflinked = true;
 	} else if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EXDEV ||
@@ -442,11 +453,23 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		goto out;
 
 	/* 5: publish; never over an existing file. */
-	if (renameat2(dirfd, tmp, dirfd, res->new_base, RENAME_NOREPLACE) < 0) {
-		ret = -errno;
+	if (stopped(&c)) {
+		ret = -ECANCELED;
 		goto out;
 	}
-	renamed = true;
+	if (opts->publish_lock)
+		pthread_mutex_lock(opts->publish_lock);
+	if (renameat2(dirfd, tmp, dirfd, res->new_base, RENAME_NOREPLACE) < 0) {
+		ret = -errno;
+	} else {
+		renamed = true;
+		if (opts->published)
+			opts->published(opts->ctx, res->new_base);
+	}
+	if (opts->publish_lock)
+		pthread_mutex_unlock(opts->publish_lock);
+	if (ret)
+		goto out;
 	if ((ret = fault_point(5)))
 		goto out;
 

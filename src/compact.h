@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "cache.h"
@@ -30,6 +31,14 @@ struct compact_opts {
 	unsigned keep;		/* diffs that stay above the new base */
 	uint64_t rate;		/* bytes/s of data written, 0 = unlimited */
 	bool dry_run;		/* plan and report, change nothing */
+	const int *stop;	/* if set and nonzero (read atomically), give
+				   up with -ECANCELED before the rename */
+	/* Held around the rename into place and the call of published(), so
+	 * that whoever else takes it sees the old chain or the new one with
+	 * published() already done; may be NULL. */
+	pthread_mutex_t *publish_lock;
+	void (*published)(void *ctx, const char *new_base);
+	void *ctx;
 };
 
 /* What a compaction did, for logs, xattrs and tests. */

@@ -37,6 +37,10 @@ struct options {
 	double revalidate;
 	double attr_timeout;
 	int nowatch;
+	char *compact;
+	unsigned compact_threshold;
+	unsigned keep_diffs;
+	unsigned compact_rate;
 	int ready_fd;
 	unsigned max_threads;
 	int allow_other;
@@ -50,6 +54,10 @@ static const struct fuse_opt option_spec[] = {
 	OPT("entry_timeout=%lf", entry_timeout),
 	OPT("revalidate=%lf", revalidate),
 	OPT("nowatch", nowatch),
+	OPT("compact=%s", compact),
+	OPT("compact_threshold=%u", compact_threshold),
+	OPT("keep_diffs=%u", keep_diffs),
+	OPT("compact_rate=%u", compact_rate),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -90,6 +98,12 @@ static void usage(const char *prog)
 	       "    -o revalidate=SEC      how long names are cached where they are\n"
 	       "                           not (network filesystems; default 0.05)\n"
 	       "    -o nowatch             do not use inotify: revalidate everywhere\n"
+	       "    -o compact=on|off      background compaction (default on)\n"
+	       "    -o compact_threshold=N compact chains with more than N diffs\n"
+	       "                           (default 8)\n"
+	       "    -o keep_diffs=K        diffs kept above the new base (default 2)\n"
+	       "    -o compact_rate=MB     compaction writes at most MB MiB/s\n"
+	       "                           (default 256; 0: unlimited)\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -125,6 +139,15 @@ static int check_options(const struct options *o)
 	}
 	if (o->page_size < 512 || (o->page_size & (o->page_size - 1))) {
 		log_err("page_size=%u: must be a power of two >= 512", o->page_size);
+		return -1;
+	}
+	if (o->compact && strcmp(o->compact, "on") != 0 && strcmp(o->compact, "off") != 0) {
+		log_err("compact=%s: must be on or off", o->compact);
+		return -1;
+	}
+	if (o->keep_diffs > o->compact_threshold) {
+		log_err("keep_diffs=%u must not exceed compact_threshold=%u",
+			o->keep_diffs, o->compact_threshold);
 		return -1;
 	}
 	if (o->entry_timeout < 0 || o->attr_timeout < 0 || o->revalidate < 0) {
@@ -175,6 +198,9 @@ int main(int argc, char *argv[])
 		.attr_timeout = 1.0,
 		.ready_fd = -1,
 		.max_threads = 16,
+		.compact_threshold = 8,
+		.keep_diffs = 2,
+		.compact_rate = 256,
 	};
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_loop_config *loop = NULL;
@@ -255,6 +281,15 @@ int main(int argc, char *argv[])
 	fs.se = se;
 	if (!o.nowatch)
 		node_table_watch(fs.nodes);	/* failure: logged, timeouts only */
+	if (!o.compact || strcmp(o.compact, "off") != 0) {
+		struct compact_opts co = {
+			.threshold = o.compact_threshold,
+			.keep = o.keep_diffs,
+			.rate = (uint64_t)o.compact_rate << 20,
+		};
+
+		node_table_compact(fs.nodes, &co);	/* failure: logged */
+	}
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, copts.mountpoint) != 0)
@@ -279,6 +314,7 @@ int main(int argc, char *argv[])
 	}
 	/* A signal (positive) or a clean unmount (0) is a normal stop. */
 	ret = ret < 0 ? 1 : 0;
+	node_table_stop_compact(fs.nodes);
 	node_table_unwatch(fs.nodes);
 
 out_unmount:
@@ -299,6 +335,7 @@ out_args:
 	fuse_loop_cfg_destroy(loop);
 	free(copts.mountpoint);
 	free(o.store);
+	free(o.compact);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -3,8 +3,10 @@
  * The inode table and the versions of layered files (see node.h for the
  * model).
  *
- * Lock order: node.lock (a directory's index, a version's view build) may be
- * held while taking node_table.lock; never the other way round. The table
+ * Lock order: a directory's node.lock, then a version's node.lock, then
+ * node_table.lock; never the other way round. The compactor holds the
+ * directory's lock only around the rename of a new base and the update of
+ * the version's identity, so lookups wait at most for that. The table
  * lock guards only memory (hash chains, counts, version lists) and is never
  * held across I/O, close() or the freeing of a node: nodes to free are
  * unlinked under the lock and destroyed after it is dropped.
@@ -23,11 +25,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/statfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "compact.h"
 #include "log.h"
 #include "node.h"
 #include "watch.h"
@@ -56,6 +61,20 @@ struct node_table {
 	void *inval_ctx;
 	struct node *wd_buckets[WD_BUCKETS];	/* protected by lock */
 	bool watch_limit_logged;	/* protected by lock */
+
+	/* Background compaction (SPEC §6). */
+	struct compact_opts copts;
+	bool compacting;		/* the thread runs */
+	pthread_t cthread;
+	pthread_cond_t ccond;		/* signals cjobs or cstop */
+	struct cjob *cjobs;		/* protected by lock */
+	int cstop;			/* atomic; also protected by lock */
+};
+
+/* A version waiting for the compactor; holds a reference on it. */
+struct cjob {
+	struct node *v;
+	struct cjob *next;
 };
 
 static size_t hash_of(const struct node_table *t, dev_t dev, ino_t ino)
@@ -146,6 +165,7 @@ void node_table_free(struct node_table *t)
 {
 	if (!t)
 		return;
+	node_table_stop_compact(t);
 	watch_stop(t->watch);
 	/* Versions reference their directories: free them first. Every node
 	 * but the root is in the hash, current or not. */
@@ -355,6 +375,15 @@ static int dir_refresh_locked(struct node_table *t, struct node *dir, bool force
 	    ts_ns(&dir->index_scanned) - ts_ns(&st.st_mtim) > RACY_NS)
 		return 0;
 
+	if (!dir->index) {
+		/* First look at this directory since the start: staging files
+		 * of a compaction that a crash interrupted are garbage. */
+		int n = compact_cleanup(dir->fd);
+
+		if (n > 0)
+			log_info("%s: removed %d staging file(s) of an interrupted "
+				 "compaction", dir->path[0] ? dir->path : ".", n);
+	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	ret = store_dir_scan(dir->fd, &idx);
 	if (ret)
@@ -545,6 +574,31 @@ static void report_rewritten_layers(const struct node *old, const struct node *f
 	}
 }
 
+/* Number of diffs in a version's chain (layers past the base). */
+static size_t version_depth(const struct node *v)
+{
+	return v->error || !v->nlayers ? 0 : v->nlayers - 1;
+}
+
+/* Queues v for compaction if its chain is deeper than the threshold. */
+static void compact_enqueue_locked(struct node_table *t, struct node *v)
+{
+	struct cjob *j;
+
+	if (!t->compacting || v->error || v->cstate != COMPACT_IDLE ||
+	    version_depth(v) <= t->copts.threshold)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return;		/* retried when the next version appears */
+	j->v = v;
+	v->refs++;
+	v->cstate = COMPACT_PENDING;
+	j->next = t->cjobs;
+	t->cjobs = j;
+	pthread_cond_signal(&t->ccond);
+}
+
 /*
  * Takes the current version of name out of dir's list (table lock held).
  * Returns it if nothing else holds it, for the caller to destroy after
@@ -663,6 +717,7 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 	dir->versions = fresh;
 	dir->refs++;
 	*st = fresh->vattr;
+	compact_enqueue_locked(t, fresh);
 	pthread_mutex_unlock(&t->lock);
 	if (dead)
 		destroy_chain(t, dead);
@@ -691,7 +746,8 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 
 	if (parent->kind != NODE_DIR)
 		return -ENOTDIR;
-	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/'))
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/') ||
+	    compact_is_tmp(name))
 		return -ENOENT;
 
 	ret = version_get(t, parent, name, 1, out, st);
@@ -897,8 +953,9 @@ int node_list_dir(struct node_table *t, struct node *n,
 			ret = -errno;
 			break;
 		}
-		/* A plain entry named like a layered file is hidden by it. */
-		if (store_dir_find(n->index, de->d_name))
+		/* A plain entry named like a layered file is hidden by it;
+		 * compaction staging files are not shown at all. */
+		if (store_dir_find(n->index, de->d_name) || compact_is_tmp(de->d_name))
 			continue;
 		ret = dirent_add(&d, &nd, &cap, de->d_name, de->d_type, de->d_ino);
 		if (ret)
@@ -950,6 +1007,7 @@ int node_open_file(struct node *n, int flags)
 #define XA_DEPTH "user.snapfs.depth"
 #define XA_DATA "user.snapfs.data_bytes"
 #define XA_ERROR "user.snapfs.error"
+#define XA_COMPACT "user.snapfs.compaction"
 
 static ssize_t xattr_reply(const char *val, size_t len, char *buf, size_t size)
 {
@@ -971,13 +1029,16 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 		size_t len = 0;
 		char *s, *p;
 
+		/* A compaction may replace the layer list: hold the lock. */
+		pthread_mutex_lock(&n->lock);
 		for (size_t i = 0; i < n->nlayers; i++)
 			len += strlen(n->layer_names[i]) + 1;
 		s = p = malloc(len + 1);
+		for (size_t i = 0; s && i < n->nlayers; i++)
+			p += sprintf(p, "%s%s", i ? "," : "", n->layer_names[i]);
+		pthread_mutex_unlock(&n->lock);
 		if (!s)
 			return -ENOMEM;
-		for (size_t i = 0; i < n->nlayers; i++)
-			p += sprintf(p, "%s%s", i ? "," : "", n->layer_names[i]);
 		ret = xattr_reply(s, (size_t)(p - s), buf, size);
 		free(s);
 		return ret;
@@ -985,6 +1046,7 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 	if (strcmp(name, XA_DEPTH) == 0) {
 		size_t diffs = 0;
 
+		pthread_mutex_lock(&n->lock);
 		for (size_t i = 0; i < n->nlayers; i++) {
 			struct store_name sn;
 
@@ -992,6 +1054,7 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 			    sn.kind == STORE_DIFF)
 				diffs++;
 		}
+		pthread_mutex_unlock(&n->lock);
 		snprintf(num, sizeof(num), "%zu", diffs);
 		return xattr_reply(num, strlen(num), buf, size);
 	}
@@ -1004,6 +1067,16 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 		snprintf(num, sizeof(num), "%llu", (unsigned long long)v->data_bytes);
 		view_put(v);
 		return xattr_reply(num, strlen(num), buf, size);
+	}
+	if (strcmp(name, XA_COMPACT) == 0) {
+		const char *state;
+
+		pthread_mutex_lock(&t->lock);
+		state = !t->compacting ? "off" :
+			n->cstate == COMPACT_RUNNING ? "running" :
+			n->cstate == COMPACT_PENDING ? "pending" : "idle";
+		pthread_mutex_unlock(&t->lock);
+		return xattr_reply(state, strlen(state), buf, size);
 	}
 	if (strcmp(name, XA_ERROR) == 0) {
 		char *err = NULL;
@@ -1028,7 +1101,8 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 ssize_t node_view_listxattr(struct node_table *t, struct node *n, char *buf,
 			    size_t size)
 {
-	static const char names[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_DATA "\0";
+	static const char names[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_DATA "\0"
+				    XA_COMPACT "\0";
 	static const char names_err[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_ERROR "\0";
 	struct view *v;
 	bool err;
@@ -1296,4 +1370,221 @@ int node_version_check(struct node_table *t, struct node *n)
 	if (ret)
 		return ret;
 	return cur == n ? 0 : -ESTALE;
+}
+
+/* ---- background compaction ---- */
+
+struct publish_ctx {
+	struct node_table *t;
+	struct node *v;
+	size_t nmerge;
+};
+
+/*
+ * Called by compact_chain() right after the new base is renamed into place,
+ * with the directory's lock held: the version now *is* the new base plus
+ * its kept diffs. Its inode, attributes, page cache and open views stay as
+ * they are (the content is the same); the next lookup matches it again.
+ */
+static void compact_published(void *ctx, const char *new_base)
+{
+	struct publish_ctx *pc = ctx;
+	struct node *v = pc->v;
+	size_t n = v->nlayers - pc->nmerge + 1;
+	char **names = calloc(n, sizeof(*names)), **old_names;
+	struct layer_id *ids = calloc(n, sizeof(*ids)), *old_ids;
+	size_t old_n;
+	struct stat st;
+
+	if (!names || !ids || fstatat(v->parent->fd, new_base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !(names[0] = strdup(new_base))) {
+		/* The next lookup will simply make a new version. */
+		log_warn("%s: cannot record the compacted chain; the file gets a "
+			 "new inode number", v->path);
+		free(names);
+		free(ids);
+		return;
+	}
+	layer_id_from_stat(&ids[0], &st);
+	for (size_t i = 1; i < n; i++) {
+		names[i] = v->layer_names[pc->nmerge + i - 1];
+		ids[i] = v->layer_ids[pc->nmerge + i - 1];
+	}
+	pthread_mutex_lock(&v->lock);
+	pthread_mutex_lock(&pc->t->lock);
+	old_names = v->layer_names;
+	old_ids = v->layer_ids;
+	old_n = v->nlayers;
+	v->layer_names = names;
+	v->layer_ids = ids;
+	v->nlayers = n;
+	v->parent->index_stale = true;
+	pthread_mutex_unlock(&pc->t->lock);
+	pthread_mutex_unlock(&v->lock);
+	for (size_t i = 0; i < pc->nmerge; i++)
+		free(old_names[i]);
+	(void)old_n;
+	free(old_names);
+	free(old_ids);
+}
+
+/* Compacts version v if it is still current and deep enough. */
+static void compact_version(struct node_table *t, struct node *v)
+{
+	struct node *dir = v->parent;
+	struct store_layer *layers = NULL;
+	struct store_chain chain = { 0 };
+	struct compact_result res;
+	struct publish_ctx pc = { t, v, 0 };
+	struct compact_opts o = t->copts;
+	uint64_t old_base = 0;
+	char **prune = NULL;
+	size_t nprune = 0;
+	int ret;
+
+	/* The chain this version was made of, copied: compact_published()
+	 * replaces the version's list while compact_chain() still needs the
+	 * old names. Only this thread changes a version's layers, so they can
+	 * be read here without the table lock. */
+	layers = calloc(v->nlayers, sizeof(*layers));
+	chain.layers = calloc(v->nlayers, sizeof(*chain.layers));
+	if (!layers || !chain.layers)
+		goto out;
+	chain.nlayers = v->nlayers;
+	for (size_t i = 0; i < v->nlayers; i++) {
+		struct store_name sn;
+
+		if (!store_parse_name(v->layer_names[i], &sn))
+			goto out;
+		layers[i].fname = strdup(v->layer_names[i]);
+		if (!layers[i].fname)
+			goto out;
+		layers[i].seq = sn.seq;
+		layers[i].kind = sn.kind;
+		chain.layers[i] = &layers[i];
+	}
+	pc.nmerge = compact_plan(&chain, &o);
+	if (!pc.nmerge)
+		goto out;
+	old_base = layers[0].seq;
+
+	pthread_mutex_lock(&t->lock);
+	if (!v->current) {	/* a newer version has its own job */
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	v->cstate = COMPACT_RUNNING;
+	pthread_mutex_unlock(&t->lock);
+
+	o.stop = &t->cstop;
+	o.publish_lock = &dir->lock;
+	o.published = compact_published;
+	o.ctx = &pc;
+	ret = compact_chain(dir->fd, v->name, &chain, pc.nmerge,
+			    view_env_cache(t->env), &o, &res);
+	if (ret == -ECANCELED) {
+		log_info("%s: compaction stopped; the store is unchanged", v->path);
+		goto out;
+	}
+	if (ret) {
+		log_err("%s: compaction failed: %s; the store is unchanged",
+			v->path, strerror(-ret));
+		goto out;
+	}
+	log_info("%s: compacted %zu layers into %s: %.1f MiB written in %.2f s "
+		 "(%s, %s)", v->path, res.merged, res.new_base,
+		 (double)res.bytes_copied / (1 << 20), res.seconds,
+		 res.reflinked ? "base reflinked" : "base copied",
+		 compact_method_name(res.method));
+
+	/* Older layers below the merged base were superseded already. */
+	pthread_mutex_lock(&dir->lock);
+	if (dir_refresh_locked(t, dir, true) == 0) {
+		const struct store_group *g = store_dir_find(dir->index, v->name);
+
+		prune = g ? calloc(g->nlayers, sizeof(*prune)) : NULL;
+		for (size_t i = 0; prune && i < g->nlayers; i++)
+			if (!g->layers[i].overflow && g->layers[i].seq < old_base)
+				prune[nprune++] = strdup(g->layers[i].fname);
+	}
+	pthread_mutex_unlock(&dir->lock);
+	for (size_t i = 0; i < nprune; i++) {
+		if (prune[i] && unlinkat(dir->fd, prune[i], 0) < 0 && errno != ENOENT)
+			log_warn("%s: cannot remove superseded layer %s: %s", v->path,
+				 prune[i], strerror(errno));
+		free(prune[i]);
+	}
+out:
+	free(prune);
+	for (size_t i = 0; layers && i < chain.nlayers; i++)
+		free(layers[i].fname);
+	free(chain.layers);
+	free(layers);
+	pthread_mutex_lock(&t->lock);
+	v->cstate = COMPACT_IDLE;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void *compact_thread(void *arg)
+{
+	struct node_table *t = arg;
+
+	/* Page faults of running VMs come first: lowest CPU and I/O class. */
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+	syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IDLE */);
+
+	pthread_mutex_lock(&t->lock);
+	for (;;) {
+		struct cjob *j;
+
+		while (!t->cjobs && !t->cstop)
+			pthread_cond_wait(&t->ccond, &t->lock);
+		if (t->cstop)
+			break;
+		j = t->cjobs;
+		t->cjobs = j->next;
+		pthread_mutex_unlock(&t->lock);
+		compact_version(t, j->v);
+		node_unref(t, j->v);
+		free(j);
+		pthread_mutex_lock(&t->lock);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+int node_table_compact(struct node_table *t, const struct compact_opts *opts)
+{
+	int ret;
+
+	t->copts = *opts;
+	pthread_cond_init(&t->ccond, NULL);
+	t->compacting = true;
+	ret = -pthread_create(&t->cthread, NULL, compact_thread, t);
+	if (ret) {
+		t->compacting = false;
+		log_err("cannot start the compactor: %s", strerror(-ret));
+	}
+	return ret;
+}
+
+void node_table_stop_compact(struct node_table *t)
+{
+	struct cjob *j;
+
+	if (!t->compacting)
+		return;
+	pthread_mutex_lock(&t->lock);
+	__atomic_store_n(&t->cstop, 1, __ATOMIC_RELAXED);
+	pthread_cond_signal(&t->ccond);
+	pthread_mutex_unlock(&t->lock);
+	pthread_join(t->cthread, NULL);
+	t->compacting = false;
+	while ((j = t->cjobs)) {
+		t->cjobs = j->next;
+		j->v->cstate = COMPACT_IDLE;
+		node_unref(t, j->v);
+		free(j);
+	}
+	pthread_cond_destroy(&t->ccond);
 }

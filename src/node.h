@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "compact.h"
 #include "store.h"
 #include "view.h"
 
@@ -80,6 +81,8 @@ struct node {
 	struct view *view;	/* built on first use under lock */
 	char *build_error;	/* layers unusable once opened: the cause;
 				   set once under lock, then fixed */
+	enum { COMPACT_IDLE, COMPACT_PENDING, COMPACT_RUNNING } cstate;
+				/* protected by node_table.lock */
 };
 
 /*
@@ -104,6 +107,17 @@ int node_table_watch(struct node_table *t);
 
 /* Stops the watch thread; call before the FUSE session goes away. */
 void node_table_unwatch(struct node_table *t);
+
+/*
+ * Starts the background compactor with opts (threshold, keep, rate): it
+ * compacts the chains of versions looked up so far and later, one at a
+ * time, on its own thread at idle I/O priority. Returns 0 or -errno.
+ */
+int node_table_compact(struct node_table *t, const struct compact_opts *opts);
+
+/* Stops the compactor: a compaction under way gives up before its rename,
+ * leaving the store as it was. */
+void node_table_stop_compact(struct node_table *t);
 
 /* The id the FUSE layer uses for n: FUSE_ROOT_ID (1) for the root, else
  * the node's address. */

@@ -343,6 +343,11 @@ static void layer_put(struct view_env *env, struct layer_file *lf)
 	}
 }
 
+struct cache *view_env_cache(struct view_env *env)
+{
+	return env->cache;
+}
+
 size_t view_env_open_layers(struct view_env *env)
 {
 	size_t n;

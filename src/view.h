@@ -65,6 +65,9 @@ struct view_env *view_env_new(struct cache *cache, unsigned page_size);
 /* Frees the environment; every view built with it must be gone. */
 void view_env_free(struct view_env *env);
 
+/* The map cache views are built with. */
+struct cache *view_env_cache(struct view_env *env);
+
 /* Number of layer files held open (each once, however many views and
  * versions share it). */
 size_t view_env_open_layers(struct view_env *env);
