@@ -1207,21 +1207,15 @@ static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 	pthread_mutex_lock(&t->lock);
 	if (wd < 0) {
 		/* Queue overflow: every index is suspect, every layered name
-		 * may have a new chain. */
-		for (size_t b = 0; b < t->nbuckets; b++) {
-			for (struct node *d = t->buckets[b]; d; d = d->hnext) {
-				if (d->kind != NODE_DIR && d != t->root)
-					continue;
-				d->index_stale = true;
-			}
-		}
-		t->root->index_stale = true;
+		 * may have a new chain. The root is the one directory that is
+		 * not in the hash. */
 		for (size_t b = 0; b <= t->nbuckets; b++) {
 			struct node *d = b < t->nbuckets ? t->buckets[b] : t->root;
 
 			for (; d; d = b < t->nbuckets ? d->hnext : NULL) {
 				if (d->kind != NODE_DIR)
 					continue;
+				d->index_stale = true;
 				for (struct node *v = d->versions; v; v = v->vnext) {
 					if (n == cap) {
 						size_t nc = cap ? cap * 2 : 64;
