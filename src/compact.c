@@ -308,6 +308,18 @@ static void log_path_once(dev_t dev, bool reflinked, enum compact_method m)
 
 /* ---- the compaction ---- */
 
+/* True if layer fname of dirfd still has identity id. */
+static bool layer_unchanged(int dirfd, const char *fname, const struct layer_id *id)
+{
+	struct layer_id now;
+	struct stat st;
+
+	if (fstatat(dirfd, fname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	layer_id_from_stat(&now, &st);
+	return layer_id_equal(&now, id);
+}
+
 static int open_layers(int dirfd, const struct store_chain *chain, size_t n,
 		       int *fds, struct layer_id *ids)
 {
@@ -345,6 +357,8 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	bool renamed = false;
 	struct stat bst;
 
+	unsigned page_size = opts->page_size ? opts->page_size : 4096;
+
 	memset(res, 0, sizeof(*res));
 	if (nmerge < 2 || nmerge > chain->nlayers)
 		return -EINVAL;
@@ -378,6 +392,26 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		if (ret)
 			goto out;
 		maps[i] = cache_entry_map(ents[i]);
+		/* A diff without holes would put zeros over the base: such a
+		 * chain is refused at open, and must not be made a base. */
+		if (i > 0 && extent_map_is_dense(maps[i]) && size > page_size) {
+			log_err("%s: not compacting: diff %s has no holes", name,
+				chain->layers[i]->fname);
+			ret = -EIO;
+			goto out;
+		}
+	}
+	{
+		uint64_t gran;
+
+		if (extent_probe_granularity(dirfd, page_size, &gran) == 0 &&
+		    gran > page_size) {
+			log_err("%s: not compacting: holes on this filesystem are "
+				"%llu bytes, coarser than the %u-byte page", name,
+				(unsigned long long)gran, page_size);
+			ret = -EIO;
+			goto out;
+		}
 	}
 	ret = view_flatten(size, maps, (unsigned)nmerge, &seg, &nseg);
 	if (ret)
@@ -391,6 +425,16 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	out = openat(dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
 		     bst.st_mode & 07777);
 	if (out < 0) {
+		ret = -errno;
+		goto out;
+	}
+	/* The new base is what the old one was to its readers: same owner
+	 * and mode, whatever the umask. */
+	if (fchown(out, bst.st_uid, bst.st_gid) < 0 && errno != EPERM) {
+		ret = -errno;
+		goto out;
+	}
+	if (fchmod(out, bst.st_mode & 07777) < 0) {
 		ret = -errno;
 		goto out;
 	}
@@ -459,10 +503,16 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	}
 	if (opts->publish_lock)
 		pthread_mutex_lock(opts->publish_lock);
-	if (renameat2(dirfd, tmp, dirfd, res->new_base, RENAME_NOREPLACE) < 0) {
+	/* A merged layer rolled back or replaced while we copied: the new
+	 * base would bring it back. Checked under the lock lookups take. */
+	for (size_t i = 0; i < nmerge && !ret; i++)
+		if (!layer_unchanged(dirfd, chain->layers[i]->fname, &ids[i]))
+			ret = -EAGAIN;
+	if (!ret && renameat2(dirfd, tmp, dirfd, res->new_base, RENAME_NOREPLACE) < 0) {
 		ret = -errno;
-	} else {
+	} else if (!ret) {
 		renamed = true;
+		res->published = true;
 		if (opts->published)
 			opts->published(opts->ctx, res->new_base);
 	}
@@ -482,8 +532,11 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	if ((ret = fault_point(6)))
 		goto out;
 
-	/* 7: the merged layers are superseded now. */
+	/* 7: the merged layers are superseded now (only the very files that
+	 * were merged: a name reused meanwhile is left alone). */
 	for (size_t i = 0; i < nmerge; i++) {
+		if (!layer_unchanged(dirfd, chain->layers[i]->fname, &ids[i]))
+			continue;
 		if (unlinkat(dirfd, chain->layers[i]->fname, 0) < 0 && errno != ENOENT)
 			log_warn("%s: cannot remove superseded layer %s: %s", name,
 				 chain->layers[i]->fname, strerror(errno));
@@ -541,14 +594,15 @@ int compact_cleanup(int dirfd)
 	return n;
 }
 
-int compact_prune(int dirfd, const struct store_group *g, uint64_t below)
+int compact_prune(int dirfd, const struct store_group *g, uint64_t base)
 {
 	int n = 0;
 
 	for (size_t i = 0; i < g->nlayers; i++) {
 		const struct store_layer *l = &g->layers[i];
 
-		if (l->overflow || l->seq >= below)
+		if (l->overflow || l->seq > base ||
+		    (l->seq == base && l->kind == STORE_BASE))
 			continue;
 		if (unlinkat(dirfd, l->fname, 0) == 0)
 			n++;

@@ -31,6 +31,8 @@ struct compact_opts {
 	unsigned keep;		/* diffs that stay above the new base */
 	uint64_t rate;		/* bytes/s of data written, 0 = unlimited */
 	bool dry_run;		/* plan and report, change nothing */
+	unsigned page_size;	/* holes must resolve to this (SPEC §5);
+				   0 means 4096 */
 	const int *stop;	/* if set and nonzero (read atomically), give
 				   up with -ECANCELED before the rename */
 	/* Held around the rename into place and the call of published(), so
@@ -50,6 +52,9 @@ struct compact_result {
 	uint64_t bytes_copied;	/* data written into the new base */
 	uint64_t ranges;	/* ranges applied */
 	double seconds;
+	bool published;		/* the new base is in place (also when a
+				   later step failed: content is unchanged,
+				   superseded layers may remain) */
 };
 
 /*
@@ -66,8 +71,13 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * each chain of the store reads the same bytes as before. The data of the
  * merged layers is read through their extent maps (taken from cache); the
  * base is reflinked where the filesystem can (FICLONE), else copied
- * sparsely. name is NAME (for messages). Returns 0, or -errno with the
- * staging file removed and the chain untouched (-ENOSPC, -EIO, ...).
+ * sparsely. name is NAME (for messages). The chain is checked as opening
+ * it would (SPEC §5: equal sizes, diffs with holes, page-exact holes) and
+ * refused with -EIO otherwise; the merged layers are checked again right
+ * before the rename, and a change (a rollback meanwhile) gives -EAGAIN.
+ * Returns 0, or -errno with the staging file removed and the chain
+ * untouched (-ENOSPC, -EIO, ...); res->published tells whether the failure
+ * came after the new base was in place.
  */
 int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		  size_t nmerge, struct cache *cache, const struct compact_opts *opts,
@@ -80,11 +90,11 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 int compact_cleanup(int dirfd);
 
 /*
- * Unlinks the layers of group g whose seq is below `below` (superseded by
- * a newer base; compaction leaves the ones it merged already removed).
- * Returns how many were removed.
+ * Unlinks the layers of group g that the chain based on its base of seq
+ * `base` supersedes: every layer of a lower seq, and a diff of the same
+ * seq. Returns how many were removed.
  */
-int compact_prune(int dirfd, const struct store_group *g, uint64_t below);
+int compact_prune(int dirfd, const struct store_group *g, uint64_t base);
 
 /* True if a directory entry name is a compactor staging file. */
 bool compact_is_tmp(const char *fname);

@@ -46,6 +46,17 @@ static void usage(FILE *f)
 
 static void do_dir(struct run *r, int dirfd, const char *path);
 
+static int parse_number(const char *s, unsigned long long *out)
+{
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		return -1;
+	*out = strtoull(s, &end, 10);
+	return errno || *end ? -1 : 0;
+}
+
 static void do_chain(struct run *r, int dirfd, const char *path,
 		     const struct store_group *g)
 {
@@ -65,10 +76,19 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 	}
 	nmerge = compact_plan(&chain, &r->opts);
 	if (!nmerge) {
+		/* Layers below the base are superseded: the compactor's to
+		 * remove (also those a crash left after a compaction). */
+		if (!r->opts.dry_run) {
+			int n = compact_prune(dirfd, g, chain.layers[0]->seq);
+
+			if (n > 0 && !r->quiet)
+				printf("%s%s%s: removed %d superseded layer(s)\n", path,
+				       *path ? "/" : "", g->name, n);
+		}
 		store_chain_free(&chain);
 		return;
 	}
-	old_base = chain.layers[0]->seq;
+	old_base = chain.layers[nmerge - 1]->seq;	/* the new base's seq */
 	if (!r->quiet || r->opts.dry_run)
 		printf("%s%s%s: %s %zu layers (%s .. %s) into %s.%llu.base, keeping %zu diffs",
 		       path, *path ? "/" : "", g->name,
@@ -79,9 +99,12 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 	fflush(stdout);
 	ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
 	if (ret) {
-		printf("%s\n", r->quiet && !r->opts.dry_run ? "" : ": FAILED");
-		fprintf(stderr, "snapfs-compact: %s%s%s: %s\n", path, *path ? "/" : "",
-			g->name, strerror(-ret));
+		if (!r->quiet)
+			printf(": FAILED\n");
+		fprintf(stderr, "snapfs-compact: %s%s%s: %s%s\n", path, *path ? "/" : "",
+			g->name, strerror(-ret), res.published ?
+			" (after the new base was in place: content unchanged, "
+			"superseded layers remain)" : "; the store is unchanged");
 		r->failed++;
 	} else if (r->opts.dry_run) {
 		printf("\n");
@@ -113,6 +136,7 @@ static void do_dir(struct run *r, int dirfd, const char *path)
 	}
 	ret = store_dir_scan(dirfd, &idx);
 	if (ret) {
+		/* Reported, counted as a failure: never skipped in silence. */
 		fprintf(stderr, "snapfs-compact: %s: %s\n", *path ? path : ".", strerror(-ret));
 		r->failed++;
 		return;
@@ -137,8 +161,14 @@ static void do_dir(struct run *r, int dirfd, const char *path)
 		    store_dir_find(idx, de->d_name))
 			continue;
 		sfd = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sfd < 0)
+		if (sfd < 0) {
+			if (errno != ENOTDIR && errno != ELOOP) {
+				fprintf(stderr, "snapfs-compact: %s%s%s: %s\n", path,
+					*path ? "/" : "", de->d_name, strerror(errno));
+				r->failed++;
+			}
 			continue;	/* not a directory */
+		}
 		if (asprintf(&sub, "%s%s%s", path, *path ? "/" : "", de->d_name) >= 0) {
 			do_dir(r, sfd, sub);
 			free(sub);
@@ -162,18 +192,25 @@ int main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	struct run r = { .opts = { .threshold = 8, .keep = 2 } };
+	unsigned long long v;
 	int c, fd;
 
 	while ((c = getopt_long(argc, argv, "t:k:r:nqhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
-			r.opts.threshold = (unsigned)strtoul(optarg, NULL, 10);
-			break;
 		case 'k':
-			r.opts.keep = (unsigned)strtoul(optarg, NULL, 10);
-			break;
 		case 'r':
-			r.opts.rate = strtoull(optarg, NULL, 10) << 20;
+			if (parse_number(optarg, &v) < 0 || v > (c == 'r' ? 1ULL << 40 : 1ULL << 20)) {
+				fprintf(stderr, "snapfs-compact: -%c %s: not a number in range\n",
+					c, optarg);
+				return 2;
+			}
+			if (c == 't')
+				r.opts.threshold = (unsigned)v;
+			else if (c == 'k')
+				r.opts.keep = (unsigned)v;
+			else
+				r.opts.rate = v << 20;
 			break;
 		case 'n':
 			r.opts.dry_run = true;

@@ -344,6 +344,51 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		close(ret);
 }
 
+/*
+ * Replies with one writev of iovecs that point into the layers' mappings
+ * and the zero buffer: one system call and one copy however many segments
+ * the request spans. Returns false (nothing sent) if a piece has no
+ * mapping or there are too many pieces; the caller then splices.
+ */
+static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
+			    const struct view_piece *p, size_t n)
+{
+	struct iovec stack_iov[STACK_PIECES * 2], *iov = stack_iov;
+	size_t niov = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].fd >= 0 && !p[i].map)
+			return false;
+		niov += p[i].fd >= 0 ? 1 : (p[i].len + fs->zero_len - 1) / fs->zero_len;
+	}
+	if (niov > 1000)	/* IOV_MAX less libfuse's header */
+		return false;
+	if (niov > STACK_PIECES * 2) {
+		iov = malloc(niov * sizeof(*iov));
+		if (!iov)
+			return false;
+	}
+	niov = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].fd >= 0) {
+			iov[niov].iov_base = (void *)(p[i].map + p[i].off);
+			iov[niov++].iov_len = (size_t)p[i].len;
+			continue;
+		}
+		for (uint64_t left = p[i].len; left;) {
+			size_t chunk = left < fs->zero_len ? (size_t)left : fs->zero_len;
+
+			iov[niov].iov_base = (void *)fs->zero;
+			iov[niov++].iov_len = chunk;
+			left -= chunk;
+		}
+	}
+	fuse_reply_iov(req, iov, (int)niov);
+	if (iov != stack_iov)
+		free(iov);
+	return true;
+}
+
 static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			    size_t size, off_t off)
 {
@@ -362,6 +407,11 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 	}
 	if (n == 0) {
 		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
+		if (pieces != stack_p)
+			free(pieces);
 		return;
 	}
 	/* Zero pieces longer than the zero buffer take several buffers. */

@@ -8,6 +8,7 @@
 #define SNAPFS_FUSE_OPS_H
 
 #include <fuse_lowlevel.h>
+#include <stdbool.h>
 
 #include "cache.h"
 #include "node.h"
@@ -23,6 +24,8 @@ struct snapfs {
 	double revalidate;	/* names in directories it cannot watch */
 	double attr_timeout;	/* attributes of ordinary STORE entries */
 	const char *zero;	/* a read-only buffer of zero_len zero bytes */
+	bool reply_splice;	/* answer view reads by splicing from the
+				   layers' fds instead of from their maps */
 	size_t zero_len;
 };
 

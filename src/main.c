@@ -41,6 +41,7 @@ struct options {
 	unsigned compact_threshold;
 	unsigned keep_diffs;
 	unsigned compact_rate;
+	char *read_reply;
 	int ready_fd;
 	unsigned max_threads;
 	int allow_other;
@@ -58,6 +59,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("compact_threshold=%u", compact_threshold),
 	OPT("keep_diffs=%u", keep_diffs),
 	OPT("compact_rate=%u", compact_rate),
+	OPT("read_reply=%s", read_reply),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -104,6 +106,8 @@ static void usage(const char *prog)
 	       "    -o keep_diffs=K        diffs kept above the new base (default 2)\n"
 	       "    -o compact_rate=MB     compaction writes at most MB MiB/s\n"
 	       "                           (default 256; 0: unlimited)\n"
+	       "    -o read_reply=splice|mmap  answer reads by splicing from the\n"
+	       "                           layers (default) or from mappings\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -143,6 +147,11 @@ static int check_options(const struct options *o)
 	}
 	if (o->compact && strcmp(o->compact, "on") != 0 && strcmp(o->compact, "off") != 0) {
 		log_err("compact=%s: must be on or off", o->compact);
+		return -1;
+	}
+	if (o->read_reply && strcmp(o->read_reply, "mmap") != 0 &&
+	    strcmp(o->read_reply, "splice") != 0) {
+		log_err("read_reply=%s: must be mmap or splice", o->read_reply);
 		return -1;
 	}
 	if (o->keep_diffs > o->compact_threshold) {
@@ -260,6 +269,7 @@ int main(int argc, char *argv[])
 	fs.zero_len = ZERO_LEN;
 	fs.entry_timeout = o.entry_timeout;
 	fs.revalidate = o.revalidate;
+	fs.reply_splice = !o.read_reply || strcmp(o.read_reply, "splice") == 0;
 	fs.attr_timeout = o.attr_timeout;
 	fs.cache = cache_new((size_t)o.cache_mb << 20);
 	if (!fs.cache)
@@ -279,17 +289,6 @@ int main(int argc, char *argv[])
 	if (!se)
 		goto out_nodes;
 	fs.se = se;
-	if (!o.nowatch)
-		node_table_watch(fs.nodes);	/* failure: logged, timeouts only */
-	if (!o.compact || strcmp(o.compact, "off") != 0) {
-		struct compact_opts co = {
-			.threshold = o.compact_threshold,
-			.keep = o.keep_diffs,
-			.rate = (uint64_t)o.compact_rate << 20,
-		};
-
-		node_table_compact(fs.nodes, &co);	/* failure: logged */
-	}
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, copts.mountpoint) != 0)
@@ -299,6 +298,21 @@ int main(int argc, char *argv[])
 	if (!copts.foreground)
 		snapfs_log_to_syslog();
 	fuse_daemonize(copts.foreground);
+
+	/* Threads only now: fuse_daemonize() forks, and threads do not
+	 * survive a fork. */
+	if (!o.nowatch)
+		node_table_watch(fs.nodes);	/* failure: logged, timeouts only */
+	if (!o.compact || strcmp(o.compact, "off") != 0) {
+		struct compact_opts co = {
+			.threshold = o.compact_threshold,
+			.keep = o.keep_diffs,
+			.rate = (uint64_t)o.compact_rate << 20,
+			.page_size = o.page_size,
+		};
+
+		node_table_compact(fs.nodes, &co);	/* failure: logged */
+	}
 
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se);
@@ -336,6 +350,7 @@ out_args:
 	free(copts.mountpoint);
 	free(o.store);
 	free(o.compact);
+	free(o.read_reply);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -637,6 +637,12 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 	struct node *v, *fresh = NULL, *dead = NULL;
 	int ret, tries = 0;
 
+	/*
+	 * dir->lock is held from the probe to the version's insertion: the
+	 * chain seen and the version chosen are one snapshot, and the
+	 * compactor (which renames under the same lock and updates the
+	 * version's identity) cannot fall in between.
+	 */
 	for (;;) {
 		const struct store_group *g;
 
@@ -647,11 +653,12 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 			ret = -ENOENT;
 		if (!ret)
 			ret = probe_chain(dir, g, &cp);
-		pthread_mutex_unlock(&dir->lock);
 		if (ret != -EAGAIN)
 			break;
+		pthread_mutex_unlock(&dir->lock);
 		chain_probe_free(&cp);
 		if (++tries == 3) {
+			pthread_mutex_lock(&dir->lock);
 			ret = -ENOENT;
 			break;
 		}
@@ -662,47 +669,36 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 			pthread_mutex_lock(&t->lock);
 			dead = retire_locked(t, dir, name, NULL);
 			pthread_mutex_unlock(&t->lock);
-			if (dead)
-				destroy_chain(t, dead);
 		}
+		pthread_mutex_unlock(&dir->lock);
+		if (dead)
+			destroy_chain(t, dead);
 		return ret;
 	}
 
-	for (int pass = 0; pass < 2; pass++) {
-		/* On the second pass cp's arrays belong to fresh. */
-		struct chain_probe want = cp;
-
-		if (fresh) {
-			want.n = fresh->nlayers;
-			want.names = fresh->layer_names;
-			want.ids = fresh->layer_ids;
-			want.error = fresh->error;
-		}
-		pthread_mutex_lock(&t->lock);
-		for (v = dir->versions; v; v = v->vnext)
-			if (strcmp(v->name, name) == 0)
-				break;
-		if (v && version_matches(v, &want)) {
-			v->nlookup += lookups;
-			*st = v->vattr;
-			pthread_mutex_unlock(&t->lock);
-			chain_probe_free(&cp);
-			if (fresh)	/* another thread made the same version */
-				node_destroy(fresh);
-			*out = v;
-			return 0;
-		}
-		if (pass == 1)
-			break;		/* keep the lock: fresh goes in now */
+	pthread_mutex_lock(&t->lock);
+	for (v = dir->versions; v; v = v->vnext)
+		if (strcmp(v->name, name) == 0)
+			break;
+	if (v && version_matches(v, &cp)) {
+		v->nlookup += lookups;
+		*st = v->vattr;
 		pthread_mutex_unlock(&t->lock);
-		fresh = version_new(dir, name, &cp);
-		if (!fresh) {
-			chain_probe_free(&cp);
-			return -ENOMEM;
-		}
+		pthread_mutex_unlock(&dir->lock);
+		chain_probe_free(&cp);
+		*out = v;
+		return 0;
 	}
-	chain_probe_free(&cp);
+	pthread_mutex_unlock(&t->lock);
 
+	fresh = version_new(dir, name, &cp);
+	chain_probe_free(&cp);
+	if (!fresh) {
+		pthread_mutex_unlock(&dir->lock);
+		return -ENOMEM;
+	}
+
+	pthread_mutex_lock(&t->lock);
 	dead = retire_locked(t, dir, name, fresh);
 	fresh->vino = t->next_vino++;
 	fresh->vattr.st_ino = (ino_t)fresh->vino;
@@ -719,6 +715,7 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 	*st = fresh->vattr;
 	compact_enqueue_locked(t, fresh);
 	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&dir->lock);
 	if (dead)
 		destroy_chain(t, dead);
 	if (fresh->error)
@@ -874,7 +871,7 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 	} else if (ret == -ESTALE) {
 		log_warn("%s: %s; the next lookup shows the new version",
 			 n->path, why);
-		ret = -EIO;
+		/* -ESTALE: the kernel looks the name up again and retries. */
 	} else {
 		/* Out of memory or file descriptors: not the chain's fault,
 		 * so nothing is remembered and the next open tries again. */
@@ -1203,6 +1200,7 @@ static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 	struct node_table *t = ctx;
 	struct inval_item *items = NULL;
 	size_t n = 0, cap = 0;
+	bool overflow = false;
 
 	pthread_mutex_lock(&t->lock);
 	if (wd < 0) {
@@ -1233,8 +1231,7 @@ static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 				}
 			}
 		}
-		log_warn("change watcher: event queue overflowed; every layered "
-			 "file is checked again");
+		overflow = true;
 	} else {
 		struct node *d = wd_find_locked(t, wd);
 		struct store_name sn;
@@ -1246,7 +1243,12 @@ static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 			d->wd = -1;
 			goto out_locked;
 		}
-		d->index_stale = true;
+		/* Only entries coming and going change the index; a write
+		 * or attribute change is seen by the identity check of the
+		 * next lookup. */
+		if (mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+			    IN_DELETE_SELF | IN_MOVE_SELF))
+			d->index_stale = true;
 		if (!name[0])
 			goto out_locked;
 		items = calloc(2, sizeof(*items));
@@ -1265,6 +1267,9 @@ static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 	}
 out_locked:
 	pthread_mutex_unlock(&t->lock);
+	if (overflow)
+		log_warn("change watcher: event queue overflowed; every layered "
+			 "file is checked again");
 	/* The kernel may wait on a directory lock a request holds: never
 	 * invalidate with a lock of ours held. */
 	for (size_t i = 0; i < n; i++) {
@@ -1387,6 +1392,7 @@ static void compact_published(void *ctx, const char *new_base)
 	size_t n = v->nlayers - pc->nmerge + 1;
 	char **names = calloc(n, sizeof(*names)), **old_names;
 	struct layer_id *ids = calloc(n, sizeof(*ids)), *old_ids;
+	struct view *old_view;
 	size_t old_n;
 	struct stat st;
 
@@ -1414,7 +1420,12 @@ static void compact_published(void *ctx, const char *new_base)
 	v->nlayers = n;
 	v->parent->index_stale = true;
 	pthread_mutex_unlock(&pc->t->lock);
+	/* New opens build the view on the new base; open handles keep the
+	 * old layers (their own references) until they close. */
+	old_view = v->view;
+	v->view = NULL;
 	pthread_mutex_unlock(&v->lock);
+	view_put(old_view);
 	for (size_t i = 0; i < pc->nmerge; i++)
 		free(old_names[i]);
 	(void)old_n;
@@ -1431,7 +1442,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	struct compact_result res;
 	struct publish_ctx pc = { t, v, 0 };
 	struct compact_opts o = t->copts;
-	uint64_t old_base = 0;
+	uint64_t new_base_seq = 0;
 	char **prune = NULL;
 	size_t nprune = 0;
 	int ret;
@@ -1460,7 +1471,16 @@ static void compact_version(struct node_table *t, struct node *v)
 	pc.nmerge = compact_plan(&chain, &o);
 	if (!pc.nmerge)
 		goto out;
-	old_base = layers[0].seq;
+	/* Only a chain that opens cleanly is compacted: one that is refused
+	 * (SPEC §5) must stay refused, not be baked into a base. */
+	{
+		struct view *chk;
+
+		if (node_view(t, v, &chk) != 0)
+			goto out;
+		view_put(chk);
+	}
+	new_base_seq = layers[pc.nmerge - 1].seq;
 
 	pthread_mutex_lock(&t->lock);
 	if (!v->current) {	/* a newer version has its own job */
@@ -1480,6 +1500,17 @@ static void compact_version(struct node_table *t, struct node *v)
 		log_info("%s: compaction stopped; the store is unchanged", v->path);
 		goto out;
 	}
+	if (ret == -EAGAIN) {
+		log_info("%s: compaction abandoned: a merged layer changed "
+			 "meanwhile; the store is unchanged", v->path);
+		goto out;
+	}
+	if (ret && res.published) {
+		log_err("%s: compaction incomplete after the new base was in place: "
+			"%s; content unchanged, superseded layers remain", v->path,
+			strerror(-ret));
+		goto out;
+	}
 	if (ret) {
 		log_err("%s: compaction failed: %s; the store is unchanged",
 			v->path, strerror(-ret));
@@ -1491,15 +1522,20 @@ static void compact_version(struct node_table *t, struct node *v)
 		 res.reflinked ? "base reflinked" : "base copied",
 		 compact_method_name(res.method));
 
-	/* Older layers below the merged base were superseded already. */
+	/* Everything else the new base supersedes: older chains below the
+	 * merged base, a diff of the new base's own seq. */
 	pthread_mutex_lock(&dir->lock);
 	if (dir_refresh_locked(t, dir, true) == 0) {
 		const struct store_group *g = store_dir_find(dir->index, v->name);
 
 		prune = g ? calloc(g->nlayers, sizeof(*prune)) : NULL;
-		for (size_t i = 0; prune && i < g->nlayers; i++)
-			if (!g->layers[i].overflow && g->layers[i].seq < old_base)
-				prune[nprune++] = strdup(g->layers[i].fname);
+		for (size_t i = 0; prune && i < g->nlayers; i++) {
+			const struct store_layer *l = &g->layers[i];
+
+			if (!l->overflow && (l->seq < new_base_seq ||
+			    (l->seq == new_base_seq && l->kind == STORE_DIFF)))
+				prune[nprune++] = strdup(l->fname);
+		}
 	}
 	pthread_mutex_unlock(&dir->lock);
 	for (size_t i = 0; i < nprune; i++) {

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -211,6 +212,7 @@ size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
 			int32_t l = v->seg[i].layer;
 
 			p[k].fd = l == VIEW_ZERO ? -1 : v->layers[l].fd;
+			p[k].map = l == VIEW_ZERO ? NULL : v->layers[l].map;
 			p[k].off = off;
 			p[k].len = n;
 		}
@@ -255,6 +257,7 @@ struct probe {
 struct layer_file {
 	struct layer_id id;
 	int fd;
+	void *map;			/* MAP_SHARED, PROT_READ; or NULL */
 	unsigned refs;			/* protected by view_env.lock */
 	struct layer_file *next;	/* protected by view_env.lock */
 };
@@ -302,6 +305,17 @@ static struct layer_file *layer_insert(struct view_env *env, const struct layer_
 	lf->id = *id;
 	lf->fd = fd;
 	lf->refs = 1;
+	/*
+	 * Replies are written from this mapping (one writev per request, one
+	 * copy, however many layers a request spans). Only the kernel reads
+	 * it, inside writev: a layer truncated by a misbehaving producer then
+	 * fails that reply with EIO instead of raising SIGBUS here.
+	 */
+	if (id->size > 0 && id->size <= SIZE_MAX) {
+		lf->map = mmap(NULL, (size_t)id->size, PROT_READ, MAP_SHARED, fd, 0);
+		if (lf->map == MAP_FAILED)
+			lf->map = NULL;
+	}
 	pthread_mutex_lock(&env->lock);
 	for (o = env->layers[layer_bucket(id)]; o; o = o->next)
 		if (layer_id_equal(&o->id, id))
@@ -315,6 +329,8 @@ static struct layer_file *layer_insert(struct view_env *env, const struct layer_
 	}
 	pthread_mutex_unlock(&env->lock);
 	if (o) {
+		if (lf->map)
+			munmap(lf->map, (size_t)id->size);
 		close(fd);
 		free(lf);
 		return o;
@@ -338,6 +354,8 @@ static void layer_put(struct view_env *env, struct layer_file *lf)
 	}
 	pthread_mutex_unlock(&env->lock);
 	if (last) {
+		if (lf->map)
+			munmap(lf->map, (size_t)lf->id.size);
 		close(lf->fd);
 		free(lf);
 	}
@@ -495,6 +513,7 @@ static int open_layer(struct view_env *env, int dirfd, const char *fname,
 		l->lf = layer_find_get(env, &id);
 		if (l->lf) {
 			l->fd = l->lf->fd;
+			l->map = l->lf->map;
 			l->id = id;
 			return 0;
 		}
@@ -535,6 +554,7 @@ static int open_layer(struct view_env *env, int dirfd, const char *fname,
 		return -ENOMEM;
 	}
 	l->fd = l->lf->fd;
+	l->map = l->lf->map;
 	return 0;
 }
 

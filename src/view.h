@@ -31,6 +31,9 @@ struct layer_file;	/* an open layer, shared by every view that uses it */
 struct view_layer {
 	int fd;			/* O_RDONLY, read with pread/splice only;
 				   owned by lf, shared with other views */
+	const char *map;	/* the whole layer mapped read-only and
+				   shared, owned by lf; NULL if it could not
+				   be mapped (or is empty) */
 	char *fname;
 	struct layer_id id;
 	struct layer_file *lf;
@@ -91,9 +94,13 @@ void view_put(struct view *v);
  * off must be below v->size. */
 size_t view_find(const struct view *v, uint64_t off);
 
-/* One contiguous piece of a read: from fd at off, or zeros when fd < 0. */
+/*
+ * One contiguous piece of a read: from fd at off (also readable at
+ * map + off when map is set), or zeros when fd < 0.
+ */
 struct view_piece {
 	int fd;
+	const char *map;
 	uint64_t off;
 	uint64_t len;
 };

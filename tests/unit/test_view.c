@@ -351,8 +351,8 @@ static size_t model_read(const struct model *m, uint64_t off, uint64_t len,
 
 		if (k < max)
 			p[k] = (struct view_piece){
-				m->owner[u] == VIEW_ZERO ? -1 : FD0 + m->owner[u],
-				off, n };
+				.fd = m->owner[u] == VIEW_ZERO ? -1 : FD0 + m->owner[u],
+				.off = off, .len = n };
 		k++;
 		off += n;
 	}
