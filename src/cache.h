@@ -21,6 +21,8 @@ struct layer_id {
 	uint64_t size;
 	int64_t mtime_ns;
 	int64_t ctime_ns;
+	int64_t btime_ns;	/* birth time where known, else 0; not part
+				   of equality (fstat does not give it) */
 };
 
 void layer_id_from_stat(struct layer_id *id, const struct stat *st);

@@ -292,6 +292,8 @@ void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
 	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
 	dead = release_locked(t, n);
 	dormant = !dead && n->kind == NODE_VIEW && !n->nlookup && !n->refs;
+	if (dormant)
+		n->refs++;	/* keeps it while we drop its view */
 	pthread_mutex_unlock(&t->lock);
 	if (dead) {
 		destroy_chain(t, n);
@@ -306,6 +308,7 @@ void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
 		n->view = NULL;
 		pthread_mutex_unlock(&n->lock);
 		view_put(v);
+		node_unref(t, n);
 	}
 }
 
@@ -485,12 +488,21 @@ static int probe_chain(struct node *dir, const struct store_group *g,
 	for (size_t i = 0; i < cp->n; i++) {
 		struct stat st;
 
+		struct statx stx;
+
 		if (fstatat(dir->fd, cp->names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT)
 				return -EAGAIN;
 			return -errno;
 		}
 		layer_id_from_stat(&cp->ids[i], &st);
+		/* Birth time, where the filesystem keeps one, tells a layer
+		 * rewritten in place from a new file that reuses a deleted
+		 * layer's inode number (a rollback, then a new diff). */
+		if (statx(dir->fd, cp->names[i], AT_SYMLINK_NOFOLLOW, STATX_BTIME, &stx) == 0 &&
+		    (stx.stx_mask & STATX_BTIME))
+			cp->ids[i].btime_ns = (int64_t)stx.stx_btime.tv_sec * 1000000000 +
+					      stx.stx_btime.tv_nsec;
 		if (i == 0 || (cp->error && i == cp->n - 1))
 			cp->top = st;
 		if (ts_ns(&st.st_mtim) > ts_ns(&cp->newest_mtime))
@@ -566,7 +578,8 @@ static void report_rewritten_layers(const struct node *old, const struct node *f
 			const struct layer_id *a = &old->layer_ids[j], *b = &fresh->layer_ids[i];
 
 			if (strcmp(old->layer_names[j], fresh->layer_names[i]) == 0 &&
-			    a->dev == b->dev && a->ino == b->ino && !layer_id_equal(a, b))
+			    a->dev == b->dev && a->ino == b->ino && !layer_id_equal(a, b) &&
+			    (!a->btime_ns || !b->btime_ns || a->btime_ns == b->btime_ns))
 				log_err("%s: layer %s was changed after it was published "
 					"(layers must be immutable); new opens see it "
 					"re-scanned", fresh->path, fresh->layer_names[i]);
@@ -657,7 +670,7 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 			break;
 		pthread_mutex_unlock(&dir->lock);
 		chain_probe_free(&cp);
-		if (++tries == 3) {
+		if (++tries == 10) {	/* layers keep vanishing under us */
 			pthread_mutex_lock(&dir->lock);
 			ret = -ENOENT;
 			break;
@@ -714,12 +727,14 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 	dir->refs++;
 	*st = fresh->vattr;
 	compact_enqueue_locked(t, fresh);
+	/* Logged before unlocking: a version taken without a lookup count
+	 * can be retired and freed by another thread as soon as we do. */
+	if (fresh->error)
+		log_err("%s: unusable: %s", fresh->path, fresh->error);
 	pthread_mutex_unlock(&t->lock);
 	pthread_mutex_unlock(&dir->lock);
 	if (dead)
 		destroy_chain(t, dead);
-	if (fresh->error)
-		log_err("%s: unusable: %s", fresh->path, fresh->error);
 	*out = fresh;
 	return 0;
 }
@@ -815,6 +830,22 @@ int node_getattr(struct node_table *t, struct node *n, struct stat *st)
 
 /* ---- views ---- */
 
+/* True if a layer of version n is gone or no longer the file it was. */
+static bool layers_moved_on(const struct node *n)
+{
+	for (size_t i = 0; i < n->nlayers; i++) {
+		struct layer_id id;
+		struct stat st;
+
+		if (fstatat(n->parent->fd, n->layer_names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return true;
+		layer_id_from_stat(&id, &st);
+		if (!layer_id_equal(&id, &n->layer_ids[i]))
+			return true;
+	}
+	return false;
+}
+
 int node_view(struct node_table *t, struct node *n, struct view **out)
 {
 	struct store_chain chain = { 0 };
@@ -865,12 +896,18 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 	if (ret == 0) {
 		view_get(n->view);
 		*out = n->view;
+	} else if (ret == -EIO && layers_moved_on(n)) {
+		/* A layer went away or changed since the lookup (a rollback, a
+		 * compaction): not this chain's fault; the kernel looks the
+		 * name up again and finds the version that exists now. */
+		ret = -ESTALE;
 	} else if (ret == -EIO) {
 		n->build_error = strdup(why);
 		log_err("%s: unusable: %s", n->path, why);
 	} else if (ret == -ESTALE) {
-		log_warn("%s: %s; the next lookup shows the new version",
-			 n->path, why);
+		/* A race with a publish, rollback or compaction, not a fault. */
+		log_debug("%s: %s; the next lookup shows the new version",
+			  n->path, why);
 		/* -ESTALE: the kernel looks the name up again and retries. */
 	} else {
 		/* Out of memory or file descriptors: not the chain's fault,
@@ -973,7 +1010,7 @@ int node_list_dir(struct node_table *t, struct node *n,
 		int r = version_get(t, n, d[i].name, 0, &v, &st);
 
 		if (r == 0)
-			d[i].ino = v->vino;	/* v stays current: not freed */
+			d[i].ino = st.st_ino;	/* v itself may be gone already */
 		else if (r != -ENOENT)
 			ret = r;
 	}

@@ -132,6 +132,7 @@ restart() {
 # fault_case FS DIR STEP ACT: one fault-injected run on a fresh store in DIR.
 fault_case() {
 	local fs=$1 dir=$2 step=$3 act=$4 store=$2/store rc want nst nexp what nlog
+	local path old nb d
 	what="$fs $step:$act"
 	if [ -n "$CASES" ]; then
 		want_case "$fs" || return 0
@@ -165,6 +166,18 @@ fault_case() {
 		chain_state "$store" >"$T/after"
 		cmp -s "$T/before" "$T/after" ||
 			fail "$what: the store changed: $(diff "$T/before" "$T/after" | head -6)"
+	else
+		# the first chain: new base in place, old base gone only after 7
+		read -r path old nb < <(sed -n 's/^\(.*\): merging [0-9]* layers (\([^ ]*\) \.\. [^)]*) into \([^ ,]*\), keeping.*/\1 \2 \3/p' \
+			"$T/fault.out" | head -n 1)
+		d=$(dirname "$path")
+		[ -n "$nb" ] && [ -f "$store/$d/$nb" ] ||
+			fail "$what: no new base after step $step: $(head -n 1 "$T/fault.out")"
+		if [ "$act" = kill ] && [ "$step" = 7 ]; then
+			[ ! -e "$store/$d/$old" ] || fail "$what: the old base $old is still there"
+		elif [ "$act" = kill ] && [ ! -e "$store/$d/$old" ]; then
+			fail "$what: the old base $old was removed before step 7"
+		fi
 	fi
 	# Every view as before; snapfs's first look at the directory removes
 	# the staging file.
