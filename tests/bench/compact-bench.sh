@@ -23,8 +23,10 @@
 #   CB_SIZE_MB=2048          base size;  CB_DIFFS=10;  CB_DIRTY_PCT=2
 #   CB_REPS=3                runs per measurement (median reported)
 #   CB_FS="xfs btrfs ext4"   CB_METHODS="pread cfr clone"
-#   CB_XFS_COW4K=1           on XFS also pread/pwrite with a one-block COW
-#                            extent size hint (pread_cow4k, see doc/compaction.md)
+#   CB_XFS_COW4K=0           1: on XFS also pread/pwrite with a one-block COW
+#                            extent size hint set on the directory (pread_cow4k;
+#                            the same as pread since the compactor sets that
+#                            hint itself, see doc/compaction.md)
 #   CB_CACHE=cold            cold: the layers are dropped from the page cache
 #                            before every run (POSIX_FADV_DONTNEED on each
 #                            file; loop devices use direct I/O, so nothing is
@@ -149,7 +151,8 @@ settle() {
 		"$READBENCH" warm $(layers) >/dev/null
 	else
 		for f in $(layers); do
-			xfs_io -r -c 'fadvise -d' "$f"
+			xfs_io -r -c "fadvise -d 0 $(stat -c %s "$f")" "$f" ||
+				die "cannot drop $f from the page cache"
 		done
 	fi
 }
@@ -238,7 +241,7 @@ one_run() {
 # methods FS: the variants measured on FS.
 methods() {
 	echo "$CB_METHODS"
-	[ "$1" = xfs ] && [ "${CB_XFS_COW4K:-1}" = 1 ] && echo pread_cow4k
+	[ "$1" = xfs ] && [ "${CB_XFS_COW4K:-0}" = 1 ] && echo pread_cow4k
 }
 
 for fs in $CB_FS; do
