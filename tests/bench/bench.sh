@@ -155,7 +155,9 @@ run() {
 	echo "$out" | awk '{ print $2 }'
 }
 
-# mount_fs KIND SRC MNT: starts daemon KIND (snapfs|pt) in the foreground and
+# mount_fs KIND SRC MNT: starts daemon KIND in the foreground (snapfs; pt,
+# the passthrough ceiling as snapfs is configured, with splice page moves;
+# ptn, the passthrough without page moves) and
 # waits for its ready_fd byte; sets MPID.  Dies if it never gets ready.
 mount_fs() {
 	fifo=$W/ready.fifo
@@ -166,6 +168,8 @@ mount_fs() {
 	if [ "$1" = snapfs ]; then
 		# shellcheck disable=SC2086
 		"$SNAPFS" -f -o ready_fd=3 $SNAPFS_OPTS "$2" "$3" 3>"$fifo" 2>>"$LOG" &
+	elif [ "$1" = ptn ]; then
+		"$PASSTHROUGH" -f -o ready_fd=3 -o nomove "$2" "$3" 3>"$fifo" 2>>"$LOG" &
 	else
 		"$PASSTHROUGH" -f -o ready_fd=3 "$2" "$3" 3>"$fifo" 2>>"$LOG" &
 	fi
@@ -338,6 +342,16 @@ done
 
 # ---- 5. read patterns: direct, passthrough ceiling, snapfs ------------------
 
+# one_run KIND D PAT ARGS R: appends one measurement to the samples of KIND.
+one_run() {
+	# shellcheck disable=SC2086
+	case $1 in
+	pt) fuse_run pt "$W/flat$2" "$READBENCH" "$3" @ $4 -s "$5"; sp="$sp $FR" ;;
+	ptn) fuse_run ptn "$W/flat$2" "$READBENCH" "$3" @ $4 -s "$5"; spn="$spn $FR" ;;
+	snapfs) fuse_run snapfs "$W/store$2" "$READBENCH" "$3" @ $4 -s "$5"; ss="$ss $FR" ;;
+	esac
+}
+
 for d in $BENCH_DEPTHS; do
 	for pat in seq rand fault; do
 		case $pat in
@@ -345,38 +359,34 @@ for d in $BENCH_DEPTHS; do
 		rand) args="-n $BENCH_RAND_COUNT" ;;
 		fault) args="-n $BENCH_FAULT_COUNT" ;;
 		esac
-		sd="" sp="" ss=""
+		sd="" sp="" spn="" ss=""
 		r=1
 		while [ "$r" -le "$BENCH_REPS" ]; do
 			warm "$d" flat
-			# the same pages for all three within a run, other pages per run
+			# the same pages for all within a run, other pages per run
 			# shellcheck disable=SC2086
 			sd="$sd $(run "$READBENCH" $pat "$W/flat$d/$NAME" $args -s $r)"
-			if [ $((r % 2)) = 1 ]; then
-				# shellcheck disable=SC2086
-				fuse_run pt "$W/flat$d" "$READBENCH" $pat @ $args -s $r
-				sp="$sp $FR"
-				# shellcheck disable=SC2086
-				fuse_run snapfs "$W/store$d" "$READBENCH" $pat @ $args -s $r
-				ss="$ss $FR"
-			else
-				# shellcheck disable=SC2086
-				fuse_run snapfs "$W/store$d" "$READBENCH" $pat @ $args -s $r
-				ss="$ss $FR"
-				# shellcheck disable=SC2086
-				fuse_run pt "$W/flat$d" "$READBENCH" $pat @ $args -s $r
-				sp="$sp $FR"
-			fi
+			# the FUSE daemons take turns at going first
+			case $((r % 3)) in
+			1) order="pt snapfs ptn" ;;
+			2) order="snapfs ptn pt" ;;
+			0) order="ptn pt snapfs" ;;
+			esac
+			for k in $order; do
+				one_run "$k" "$d" "$pat" "$args" "$r"
+			done
 			r=$((r + 1))
 		done
-		note "depth $d $pat: direct$sd | passthrough$sp | snapfs$ss"
+		note "depth $d $pat: direct$sd | passthrough$sp | passthrough-nomove$spn | snapfs$ss"
 		# shellcheck disable=SC2086
 		eval "direct_${pat}_$d=$(median $sd)"
 		# shellcheck disable=SC2086
 		eval "pt_${pat}_$d=$(median $sp)"
 		# shellcheck disable=SC2086
+		eval "ptn_${pat}_$d=$(median $spn)"
+		# shellcheck disable=SC2086
 		eval "snap_${pat}_$d=$(median $ss)"
-		eval "samples_${pat}_$d=\"direct$sd; passthrough$sp; snapfs$ss\""
+		eval "samples_${pat}_$d=\"direct$sd; passthrough$sp; passthrough without moves$spn; snapfs$ss\""
 	done
 done
 
@@ -433,16 +443,17 @@ report() {
 	echo "- snapfs: $snapver${SNAPFS_OPTS:+, options: $SNAPFS_OPTS}"
 	echo "- layers: ${BENCH_SIZE_MB} MiB dense base, diffs with ${BENCH_DIRTY_PCT}% scattered dirty 4 KiB pages each, on $fstype ($BENCH_DIR); page cache warm: the data ranges of the layers and the merged file are re-read before every run (this machine proactively evicts page cache idle for ~1 min, and spliced reads may move pages out of the backing files)"
 	echo "- every number is the median of $BENCH_REPS runs; every FUSE run is on a fresh mount (cold FUSE page cache, warm backing files); keep_cache on in both daemons"
+	echo "- passthrough FUSE: tests/bench/passthrough_ro over the merged file, answering reads as snapfs does (splice with FUSE_BUF_SPLICE_MOVE, keep_cache, 16 threads); *no page moves*: the same daemon with -o nomove (informative; the targets are against the former)"
 	echo "- rand: $BENCH_RAND_COUNT distinct random 4 KiB preads; fault: mmap(MAP_PRIVATE, PROT_READ), $BENCH_FAULT_COUNT distinct random pages touched (time per page touched, lower is better)"
 	echo
 	echo "### Reads (ratios are speed ratios: > 1 means snapfs is faster; for faults the µs are inverted)"
 	echo
-	echo "| depth | pattern | direct | passthrough FUSE | snapfs | snapfs / direct | snapfs / passthrough | target ≥ 0.90 |"
-	echo "|---:|---|---:|---:|---:|---:|---:|:---:|"
+	echo "| depth | pattern | direct | passthrough FUSE | snapfs | snapfs / direct | snapfs / passthrough | target ≥ 0.90 | passthrough, no page moves | snapfs / that |"
+	echo "|---:|---|---:|---:|---:|---:|---:|:---:|---:|---:|"
 	for d in $BENCH_DEPTHS; do
 		for pat in seq rand fault; do
-			a="" b="" c=""
-			eval "a=\$direct_${pat}_$d b=\$pt_${pat}_$d c=\$snap_${pat}_$d"
+			a="" b="" c="" n=""
+			eval "a=\$direct_${pat}_$d b=\$pt_${pat}_$d c=\$snap_${pat}_$d n=\$ptn_${pat}_$d"
 			case $pat in
 			seq) label="seq 1 MiB read"; f="%.2f GB/s"; inv="" ;;
 			rand) label="random 4 KiB pread"; f="%.0f IOPS"; inv="" ;;
@@ -451,7 +462,7 @@ report() {
 			rp=$(ratio "$c" "$b" "$inv")
 			res=$(check "$rp" ge 0.9)
 			[ "$res" = PASS ] || verdict=FAIL
-			echo "| $d | $label | $(fmt "$a" "$f") | $(fmt "$b" "$f") | $(fmt "$c" "$f") | $(ratio "$c" "$a" "$inv") | $rp | $res |"
+			echo "| $d | $label | $(fmt "$a" "$f") | $(fmt "$b" "$f") | $(fmt "$c" "$f") | $(ratio "$c" "$a" "$inv") | $rp | $res | $(fmt "$n" "$f") | $(ratio "$c" "$n" "$inv") |"
 		done
 	done
 	echo
