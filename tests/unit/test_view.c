@@ -785,7 +785,11 @@ static void test_open_end_to_end(void **state)
 	assert_int_equal(st.misses, 3);
 	assert_int_equal(st.hits, 3);
 	assert_int_equal(v2->nseg, v->nseg);
-	assert_memory_equal(v2->seg, v->seg, (v->nseg + 1) * sizeof(v->seg[0]));
+	/* field by field: struct view_seg has padding memcmp would see */
+	for (size_t i = 0; i <= v->nseg; i++) {
+		assert_int_equal(v2->seg[i].off, v->seg[i].off);
+		assert_int_equal(v2->seg[i].layer, v->seg[i].layer);
+	}
 	view_put(v2);
 
 	/* a new diff is a new version; only it is scanned */
