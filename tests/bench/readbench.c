@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../tools/rng.h"
+
 #define PAGE	4096u
 #define CHUNK	(1u << 20)
 
@@ -69,54 +71,8 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* xoshiro256** seeded through splitmix64: fast, and the same on every host. */
-struct rng {
-	uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static void rng_init(struct rng *r, uint64_t seed)
-{
-	for (int i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&seed);
-}
-
-static inline uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-static inline uint64_t rng_next(struct rng *r)
-{
-	uint64_t *s = r->s;
-	uint64_t result = rotl(s[1] * 5, 7) * 9;
-	uint64_t t = s[1] << 17;
-
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return result;
-}
-
-/* Uniform in [0, n), n > 0 (the modulo bias is irrelevant at these sizes). */
-static uint64_t rng_below(struct rng *r, uint64_t n)
-{
-	return rng_next(r) % n;
-}
-
 /* Fills @len bytes (a multiple of 8) with random, never all-zero, data. */
-static void rng_fill(struct rng *r, void *buf, size_t len)
+static void fill_nonzero(struct rng *r, void *buf, size_t len)
 {
 	uint64_t *p = buf;
 
@@ -166,7 +122,7 @@ static uint32_t *random_pages(uint64_t npages, uint64_t *count, uint64_t seed)
 		die("allocating", NULL);
 	for (uint64_t i = 0; i < npages; i++)
 		idx[i] = (uint32_t)i;
-	rng_init(&r, seed);
+	rng_seed(&r, seed);
 	for (uint64_t i = 0; i < *count; i++) {
 		uint64_t j = i + rng_below(&r, npages - i);
 		uint32_t t = idx[i];
@@ -423,14 +379,14 @@ static int mode_gen(const char *file, uint64_t mib, uint64_t seed, double pct)
 		die("creating", tmp);
 	if (ftruncate(fd, (off_t)size) < 0)
 		die("sizing", tmp);
-	rng_init(&r, seed);
+	rng_seed(&r, seed);
 	buf = xmalloc_aligned(CHUNK);
 
 	if (pct < 0) {
 		for (uint64_t off = 0; off < size; off += CHUNK) {
 			size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
 
-			rng_fill(&r, buf, len);
+			fill_nonzero(&r, buf, len);
 			write_all(fd, buf, len, (off_t)off, tmp);
 		}
 	} else {
@@ -455,7 +411,7 @@ static int mode_gen(const char *file, uint64_t mib, uint64_t seed, double pct)
 		for (uint64_t p = 0; p < npages; p++) {
 			if (!(dirty[p / 8] & (1u << (p % 8))))
 				continue;
-			rng_fill(&r, buf, PAGE);
+			fill_nonzero(&r, buf, PAGE);
 			write_all(fd, buf, PAGE, (off_t)(p * PAGE), tmp);
 		}
 		free(dirty);
