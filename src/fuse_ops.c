@@ -76,8 +76,11 @@ static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
 	(void)userdata;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
-	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
-		conn->want |= FUSE_CAP_SPLICE_MOVE;
+	/* No SPLICE_MOVE: on this kernel the moves happen, and they steal
+	 * the layers' page-cache pages into the view's cache; the base is
+	 * shared by every version and every VM restored from it, so it must
+	 * stay cached (doc/performance.md, measured slower with moves too). */
+	conn->want &= ~FUSE_CAP_SPLICE_MOVE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	/* A version's data never changes: do not let attribute refreshes of
@@ -448,7 +451,7 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			left -= chunk;
 		}
 	}
-	fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+	fuse_reply_data(req, bv, 0);
 	free(bv);
 	if (pieces != stack_p)
 		free(pieces);
@@ -468,7 +471,7 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv.buf[0].fd = (int)fi->fh;
 		bv.buf[0].pos = off;
-		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+		fuse_reply_data(req, &bv, 0);
 	}
 }
 

@@ -327,6 +327,8 @@ int main(int argc, char *argv[])
 		ret = fuse_session_loop_mt(se, loop);
 	}
 	/* A signal (positive) or a clean unmount (0) is a normal stop. */
+	if (ret < 0)
+		log_err("the FUSE session ended with an error: %s", strerror(-ret));
 	ret = ret < 0 ? 1 : 0;
 	node_table_stop_compact(fs.nodes);
 	node_table_unwatch(fs.nodes);

@@ -315,6 +315,9 @@ static struct layer_file *layer_insert(struct view_env *env, const struct layer_
 		lf->map = mmap(NULL, (size_t)id->size, PROT_READ, MAP_SHARED, fd, 0);
 		if (lf->map == MAP_FAILED)
 			lf->map = NULL;
+		else	/* no read-around: it would fill a diff's holes with
+			 * zero pages in the page cache */
+			madvise(lf->map, (size_t)id->size, MADV_RANDOM);
 	}
 	pthread_mutex_lock(&env->lock);
 	for (o = env->layers[layer_bucket(id)]; o; o = o->next)
