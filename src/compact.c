@@ -472,23 +472,21 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	} else if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EXDEV ||
 		   errno == EINVAL || errno == ENOSYS) {
 		/* Only the base's data ranges: copying over its holes would
-		 * fill them in on ext4 and tmpfs. */
-		enum compact_method m = c.method == COMPACT_CLONE_RANGE ? COMPACT_CFR : c.method;
-		enum compact_method keep = c.method;
-
+		 * fill them in on ext4 and tmpfs. Without FICLONE there is no
+		 * FICLONERANGE either: copy_file_range, which falls back to
+		 * pread/pwrite (for the diffs too) where it cannot. */
 		if (ftruncate(out, (off_t)size) < 0) {
 			ret = -errno;
 			goto out;
 		}
-		c.method = m;
+		if (c.method == COMPACT_CLONE_RANGE)
+			c.method = COMPACT_CFR;
 		for (size_t i = 0; i < maps[0]->n; i++) {
 			ret = copy_range(&c, fds[0], out, maps[0]->ext[i].off,
 					 maps[0]->ext[i].len, size);
 			if (ret)
 				goto out;
 		}
-		if (c.method == m)
-			c.method = keep;
 	} else {
 		ret = -errno;
 		goto out;

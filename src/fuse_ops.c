@@ -347,6 +347,13 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		close(ret);
 }
 
+/* Buffers a piece takes in a reply: one for data, one per zero_len slice
+ * of the shared zero buffer for a hole. */
+static size_t piece_bufs(const struct snapfs *fs, const struct view_piece *p)
+{
+	return p->fd >= 0 ? 1 : (size_t)((p->len + fs->zero_len - 1) / fs->zero_len);
+}
+
 /*
  * Replies with one writev of iovecs that point into the layers' mappings
  * and the zero buffer: one system call and one copy however many segments
@@ -362,7 +369,7 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	for (size_t i = 0; i < n; i++) {
 		if (p[i].fd >= 0 && !p[i].map)
 			return false;
-		niov += p[i].fd >= 0 ? 1 : (p[i].len + fs->zero_len - 1) / fs->zero_len;
+		niov += piece_bufs(fs, &p[i]);
 	}
 	if (niov > 1000)	/* IOV_MAX less libfuse's header */
 		return false;
@@ -419,7 +426,7 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 	}
 	/* Zero pieces longer than the zero buffer take several buffers. */
 	for (size_t i = 0; i < n; i++)
-		nbuf += pieces[i].fd >= 0 ? 1 : (pieces[i].len + fs->zero_len - 1) / fs->zero_len;
+		nbuf += piece_bufs(fs, &pieces[i]);
 	bv = malloc(sizeof(*bv) + (nbuf - 1) * sizeof(bv->buf[0]));
 	if (!bv) {
 		if (pieces != stack_p)

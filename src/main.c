@@ -277,6 +277,7 @@ int main(int argc, char *argv[])
 	fs.env = view_env_new(fs.cache, o.page_size);
 	if (!fs.env)
 		goto out_cache;
+	view_env_map_layers(fs.env, !fs.reply_splice);
 	ret = node_table_new(o.store, fs.env, snapfs_inval_entry, &fs, &fs.nodes);
 	if (ret) {
 		log_err("%s: cannot open the store: %s", o.store, strerror(-ret));

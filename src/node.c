@@ -416,7 +416,6 @@ struct chain_probe {
 	char **names;
 	struct layer_id *ids;
 	struct stat top;	/* stat of the base (or highest layer) */
-	int64_t newest_mtime_ns, newest_ctime_ns;
 	struct timespec newest_mtime, newest_ctime;
 	blkcnt_t blocks;
 	char *error;
@@ -1430,7 +1429,6 @@ static void compact_published(void *ctx, const char *new_base)
 	char **names = calloc(n, sizeof(*names)), **old_names;
 	struct layer_id *ids = calloc(n, sizeof(*ids)), *old_ids;
 	struct view *old_view;
-	size_t old_n;
 	struct stat st;
 
 	if (!names || !ids || fstatat(v->parent->fd, new_base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -1451,7 +1449,6 @@ static void compact_published(void *ctx, const char *new_base)
 	pthread_mutex_lock(&pc->t->lock);
 	old_names = v->layer_names;
 	old_ids = v->layer_ids;
-	old_n = v->nlayers;
 	v->layer_names = names;
 	v->layer_ids = ids;
 	v->nlayers = n;
@@ -1465,7 +1462,6 @@ static void compact_published(void *ctx, const char *new_base)
 	view_put(old_view);
 	for (size_t i = 0; i < pc->nmerge; i++)
 		free(old_names[i]);
-	(void)old_n;
 	free(old_names);
 	free(old_ids);
 }

@@ -270,6 +270,7 @@ struct view_env {
 	size_t nprobes;		/* protected by lock */
 	struct layer_file *layers[LAYER_BUCKETS];	/* protected by lock */
 	size_t nlayers;		/* protected by lock */
+	bool map_layers;	/* set before any view is built */
 };
 
 static unsigned layer_bucket(const struct layer_id *id)
@@ -311,7 +312,7 @@ static struct layer_file *layer_insert(struct view_env *env, const struct layer_
 	 * it, inside writev: a layer truncated by a misbehaving producer then
 	 * fails that reply with EIO instead of raising SIGBUS here.
 	 */
-	if (id->size > 0 && id->size <= SIZE_MAX) {
+	if (env->map_layers && id->size > 0 && id->size <= SIZE_MAX) {
 		lf->map = mmap(NULL, (size_t)id->size, PROT_READ, MAP_SHARED, fd, 0);
 		if (lf->map == MAP_FAILED)
 			lf->map = NULL;
@@ -362,6 +363,11 @@ static void layer_put(struct view_env *env, struct layer_file *lf)
 		close(lf->fd);
 		free(lf);
 	}
+}
+
+void view_env_map_layers(struct view_env *env, bool on)
+{
+	env->map_layers = on;
 }
 
 struct cache *view_env_cache(struct view_env *env)

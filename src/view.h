@@ -11,6 +11,7 @@
 #ifndef SNAPFS_VIEW_H
 #define SNAPFS_VIEW_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -32,8 +33,9 @@ struct view_layer {
 	int fd;			/* O_RDONLY, read with pread/splice only;
 				   owned by lf, shared with other views */
 	const char *map;	/* the whole layer mapped read-only and
-				   shared, owned by lf; NULL if it could not
-				   be mapped (or is empty) */
+				   shared, owned by lf; NULL unless layers
+				   are mapped (view_env_map_layers()), or
+				   if it could not be (or is empty) */
 	char *fname;
 	struct layer_id id;
 	struct layer_file *lf;
@@ -67,6 +69,13 @@ struct view_env;
 struct view_env *view_env_new(struct cache *cache, unsigned page_size);
 /* Frees the environment; every view built with it must be gone. */
 void view_env_free(struct view_env *env);
+
+/*
+ * Whether layers are also mapped (read-only, shared) for replies written
+ * from memory (read_reply=mmap); off by default, since splicing from the
+ * fds needs no mapping. Call before any view is built.
+ */
+void view_env_map_layers(struct view_env *env, bool on);
 
 /* The map cache views are built with. */
 struct cache *view_env_cache(struct view_env *env);
