@@ -38,22 +38,6 @@ struct cache {
 	struct cache_stats st;		/* protected by lock */
 };
 
-void layer_id_from_stat(struct layer_id *id, const struct stat *st)
-{
-	memset(id, 0, sizeof(*id));
-	id->dev = st->st_dev;
-	id->ino = st->st_ino;
-	id->size = (uint64_t)st->st_size;
-	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-	id->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
-}
-
-bool layer_id_equal(const struct layer_id *a, const struct layer_id *b)
-{
-	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
-}
-
 static size_t bucket_of(const struct cache *c, uint64_t dev, uint64_t ino)
 {
 	uint64_t key[2] = { dev, ino };

@@ -13,20 +13,7 @@
 #include <sys/stat.h>
 
 #include "extent.h"
-
-/* What makes a layer the same layer: if any field differs, it changed. */
-struct layer_id {
-	uint64_t dev;
-	uint64_t ino;
-	uint64_t size;
-	int64_t mtime_ns;
-	int64_t ctime_ns;
-	int64_t btime_ns;	/* birth time where known, else 0; not part
-				   of equality (fstat does not give it) */
-};
-
-void layer_id_from_stat(struct layer_id *id, const struct stat *st);
-bool layer_id_equal(const struct layer_id *a, const struct layer_id *b);
+#include "layer.h"
 
 struct cache;
 struct cache_entry;		/* a referenced map, see cache_get() */

@@ -37,6 +37,7 @@
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "compact.h"
 #include "log.h"
@@ -59,9 +60,36 @@ const char *compact_method_name(enum compact_method m)
 	return "?";
 }
 
+/*
+ * The staging name of the new base NAME.<seq>.base made by this process:
+ * COMPACT_TMP_PREFIX, 16 hex digits of a hash of the new base's name, a dot
+ * and the pid. Its length does not depend on NAME, so a NAME as long as
+ * NAME_MAX allows still has one.
+ */
+static void staging_name(char *buf, size_t len, const char *new_base)
+{
+	snprintf(buf, len, "%s%016llx.%d", COMPACT_TMP_PREFIX,
+		 (unsigned long long)XXH64(new_base, strlen(new_base), 0),
+		 (int)getpid());
+}
+
 bool compact_is_tmp(const char *fname)
 {
-	return strncmp(fname, COMPACT_TMP_PREFIX, strlen(COMPACT_TMP_PREFIX)) == 0;
+	const char *p = fname + strlen(COMPACT_TMP_PREFIX);
+	size_t digits = 0;
+
+	/* Exactly what staging_name() makes: a file of another origin that
+	 * merely starts like it is the user's and is never touched. */
+	if (strncmp(fname, COMPACT_TMP_PREFIX, strlen(COMPACT_TMP_PREFIX)) != 0)
+		return false;
+	for (int i = 0; i < 16; i++, p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return false;
+	if (*p++ != '.')
+		return false;
+	for (; *p >= '0' && *p <= '9'; p++)
+		digits++;
+	return *p == '\0' && digits >= 1 && digits <= 10;
 }
 
 /* ---- fault points (test builds only) ---- */
@@ -328,32 +356,27 @@ static void limit_cow_prealloc(int fd, blksize_t blksize)
 
 /* ---- the compaction ---- */
 
-/* True if layer fname of dirfd still has identity id. */
-static bool layer_unchanged(int dirfd, const char *fname, const struct layer_id *id)
-{
-	struct layer_id now;
-	struct stat st;
-
-	if (fstatat(dirfd, fname, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return false;
-	layer_id_from_stat(&now, &st);
-	return layer_id_equal(&now, id);
-}
-
-static int open_layers(int dirfd, const struct store_chain *chain, size_t n,
-		       int *fds, struct layer_id *ids)
+static int open_layers(int dirfd, const char *name, const struct store_chain *chain,
+		       size_t n, int *fds, struct layer_id *ids)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct stat st;
 
-		fds[i] = openat(dirfd, chain->layers[i]->fname,
-				O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (fds[i] < 0)
-			return -errno;
-		if (fstat(fds[i], &st) < 0)
-			return -errno;
-		if (!S_ISREG(st.st_mode))
+		/* Never blocks on a FIFO or opens a device that was swapped
+		 * in for a layer after its view was built. */
+		fds[i] = layer_open(dirfd, chain->layers[i]->fname, false, &st);
+		if (fds[i] < 0) {
+			int e = -fds[i];
+
+			fds[i] = -1;
+			if (e != ELOOP && e != EFTYPE_LAYER)
+				return -e;
+			log_err("%s: not compacting: layer %s is %s", name,
+				chain->layers[i]->fname, e == ELOOP ?
+				"a symbolic link (layers are never followed)" :
+				"not a regular file");
 			return -EIO;
+		}
 		layer_id_from_stat(&ids[i], &st);
 		if (ids[i].size != ids[0].size)
 			return -EIO;
@@ -383,10 +406,12 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	if (nmerge < 2 || nmerge > chain->nlayers)
 		return -EINVAL;
 	seq = chain->layers[nmerge - 1]->seq;
-	snprintf(res->new_base, sizeof(res->new_base), "%s.%llu.base", name,
-		 (unsigned long long)seq);
-	snprintf(tmp, sizeof(tmp), "%s%s.%llu.%d", COMPACT_TMP_PREFIX, name,
-		 (unsigned long long)seq, (int)getpid());
+	/* Never longer than the merged diff's own name, NAME.<seq>.diff,
+	 * which fits; checked all the same. */
+	if ((size_t)snprintf(res->new_base, sizeof(res->new_base), "%s.%llu.base", name,
+			     (unsigned long long)seq) >= sizeof(res->new_base))
+		return -ENAMETOOLONG;
+	staging_name(tmp, sizeof(tmp), res->new_base);
 	res->merged = nmerge;
 	if (opts->dry_run)
 		return 0;
@@ -403,7 +428,7 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	}
 	for (size_t i = 0; i < nmerge; i++)
 		fds[i] = -1;
-	ret = open_layers(dirfd, chain, nmerge, fds, ids);
+	ret = open_layers(dirfd, name, chain, nmerge, fds, ids);
 	if (ret)
 		goto out;
 	size = ids[0].size;
@@ -611,6 +636,23 @@ int compact_cleanup(int dirfd)
 	}
 	closedir(d);
 	return n;
+}
+
+int compact_check_chain(int dirfd, const struct store_chain *chain,
+			struct cache *cache, unsigned page_size, char *why, size_t len)
+{
+	struct view_env *env = view_env_new(cache, page_size ? page_size : 4096);
+	struct view *v;
+	int ret;
+
+	if (!env)
+		return -ENOMEM;
+	why[0] = '\0';
+	ret = view_open(env, dirfd, chain, &v, why, len);
+	if (ret == 0)
+		view_put(v);
+	view_env_free(env);
+	return ret;
 }
 
 int compact_prune(int dirfd, const struct store_group *g, uint64_t base)

@@ -90,13 +90,26 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 int compact_cleanup(int dirfd);
 
 /*
+ * Opens and checks chain (layers of dirfd) exactly as serving it would
+ * (equal sizes, regular files, diffs with page-exact holes; doc/snapfs.8
+ * BAD INPUT) and closes it again. Returns 0 if it is usable; -EIO with the
+ * cause in why[len] if not; -ENOMEM, -EMFILE, ... when the process ran
+ * short. Superseded layers below a chain that is not usable are the last
+ * good data of the file: nothing may prune them.
+ */
+int compact_check_chain(int dirfd, const struct store_chain *chain,
+			struct cache *cache, unsigned page_size, char *why, size_t len);
+
+/*
  * Unlinks the layers of group g that the chain based on its base of seq
  * `base` supersedes: every layer of a lower seq, and a diff of the same
  * seq. Returns how many were removed.
  */
 int compact_prune(int dirfd, const struct store_group *g, uint64_t base);
 
-/* True if a directory entry name is a compactor staging file. */
+/* True if a directory entry name is exactly a compactor staging file's
+ * name (COMPACT_TMP_PREFIX, 16 hex digits, '.', a pid); any other name,
+ * even one with the prefix, is not. */
 bool compact_is_tmp(const char *fname);
 
 const char *compact_method_name(enum compact_method m);

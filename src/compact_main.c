@@ -77,8 +77,19 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 	nmerge = compact_plan(&chain, &r->opts);
 	if (!nmerge) {
 		/* Layers below the base are superseded: the compactor's to
-		 * remove (also those a crash left after a compaction). */
-		if (!r->opts.dry_run) {
+		 * remove (also those a crash left after a compaction) — but
+		 * only below a chain that opens cleanly: below a broken one
+		 * they are the file's last good data. */
+		char cause[512];
+
+		if (g->nlayers > chain.nlayers &&
+		    (ret = compact_check_chain(dirfd, &chain, r->cache, r->opts.page_size,
+					       cause, sizeof(cause))) != 0) {
+			fprintf(stderr, "snapfs-compact: %s%s%s: not removing superseded "
+				"layers: the current chain is unusable: %s\n", path,
+				*path ? "/" : "", g->name, cause[0] ? cause : strerror(-ret));
+			r->failed++;
+		} else if (!r->opts.dry_run) {
 			int n = compact_prune(dirfd, g, chain.layers[0]->seq);
 
 			if (n > 0 && !r->quiet)

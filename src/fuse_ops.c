@@ -399,12 +399,14 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	return true;
 }
 
-static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
-			    size_t size, off_t off)
+static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct node *node,
+			    struct view *v, size_t size, off_t off)
 {
 	struct view_piece stack_p[STACK_PIECES], *pieces = stack_p;
 	struct fuse_bufvec *bv;
 	size_t n, nbuf = 0;
+	char why[512];
+	bool first;
 
 	n = view_map_read(v, (uint64_t)off, size, pieces, STACK_PIECES);
 	if (n > STACK_PIECES) {
@@ -417,6 +419,16 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 	}
 	if (n == 0) {
 		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* A layer cut short under us would make the reply short, which the
+	 * kernel takes for EOF (splice), or fault the copy (mappings). */
+	if (view_check_read(v, pieces, n, &first, why, sizeof(why)) != 0) {
+		if (first)
+			log_err("%s: %s", node->path, why);
+		if (pieces != stack_p)
+			free(pieces);
+		fuse_reply_err(req, EIO);
 		return;
 	}
 	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
@@ -471,7 +483,7 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 	struct node *n = node_of(req, ino);
 
 	if (n->kind == NODE_VIEW) {
-		reply_view_read(req, fs, (struct view *)(uintptr_t)fi->fh, size, off);
+		reply_view_read(req, fs, n, (struct view *)(uintptr_t)fi->fh, size, off);
 	} else {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 

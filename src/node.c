@@ -13,8 +13,9 @@
  *
  * Why a version can be compared by identity alone: layers are immutable once
  * published (SPEC §2), so two lookups that find the same layer files with the
- * same (dev, ino, size, mtime, ctime) see the same content. A producer that
- * breaks the rule changes mtime/ctime, which makes a new version too.
+ * same (dev, ino, size, mtime) see the same content. A producer that breaks
+ * the rule moves the mtime, which makes a new version too; a chmod, chown,
+ * setxattr or link moves only the ctime and changes no byte.
  */
 #include "config.h"
 
@@ -338,6 +339,65 @@ void node_unref(struct node_table *t, struct node *n)
 
 /* ---- directory index ---- */
 
+/*
+ * True if directory dir is still inside STORE: walking up through ".."
+ * from it reaches STORE's root. A directory moved out of STORE (mv
+ * STORE/vm1 /elsewhere) keeps its node while the kernel remembers it, and
+ * nothing may be written, deleted or read there any more. Called before
+ * every write or delete in a directory and whenever its index is rebuilt;
+ * a moved directory's ctime changes, so a rebuild follows a move.
+ */
+static bool dir_in_store(struct node_table *t, const struct node *dir)
+{
+	int fd = dir->fd, up;
+	bool inside = false;
+
+	if (dir == t->root)
+		return true;
+	for (int depth = 0; depth < 4096; depth++) {
+		struct stat st;
+
+		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd != dir->fd)
+			close(fd);
+		if (up < 0)
+			return false;
+		fd = up;
+		if (fstat(fd, &st) < 0)
+			break;
+		if (st.st_dev == t->root->dev && st.st_ino == t->root->ino) {
+			inside = true;
+			break;
+		}
+		if (st.st_ino == 2 || st.st_ino == 1) {
+			/* Perhaps the filesystem's root: its ".." is itself
+			 * unless it is a mount point. */
+			struct stat pst;
+
+			if (fstatat(fd, "..", &pst, 0) == 0 && pst.st_dev == st.st_dev &&
+			    pst.st_ino == st.st_ino)
+				break;
+		}
+	}
+	if (fd != dir->fd)
+		close(fd);
+	return inside;
+}
+
+/* Logs, once per directory node, that dir left STORE. */
+static void dir_moved_out(struct node_table *t, struct node *dir)
+{
+	bool first;
+
+	pthread_mutex_lock(&t->lock);
+	first = !dir->moved_out;
+	dir->moved_out = true;
+	pthread_mutex_unlock(&t->lock);
+	if (first)
+		log_warn("%s: the directory was moved out of STORE: nothing in it "
+			 "is served, written or removed any more", dir->path);
+}
+
 static int64_t ts_ns(const struct timespec *ts)
 {
 	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
@@ -378,6 +438,10 @@ static int dir_refresh_locked(struct node_table *t, struct node *dir, bool force
 	    ts_ns(&dir->index_scanned) - ts_ns(&st.st_mtim) > RACY_NS)
 		return 0;
 
+	if (!dir_in_store(t, dir)) {
+		dir_moved_out(t, dir);
+		return -ENOENT;
+	}
 	if (!dir->index) {
 		/* First look at this directory since the start: staging files
 		 * of a compaction that a crash interrupted are garbage. */
@@ -832,16 +896,9 @@ int node_getattr(struct node_table *t, struct node *n, struct stat *st)
 /* True if a layer of version n is gone or no longer the file it was. */
 static bool layers_moved_on(const struct node *n)
 {
-	for (size_t i = 0; i < n->nlayers; i++) {
-		struct layer_id id;
-		struct stat st;
-
-		if (fstatat(n->parent->fd, n->layer_names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+	for (size_t i = 0; i < n->nlayers; i++)
+		if (!layer_unchanged(n->parent->fd, n->layer_names[i], &n->layer_ids[i]))
 			return true;
-		layer_id_from_stat(&id, &st);
-		if (!layer_id_equal(&id, &n->layer_ids[i]))
-			return true;
-	}
 	return false;
 }
 
@@ -1029,8 +1086,12 @@ int node_open_file(struct node *n, int flags)
 
 	if (n->kind != NODE_FILE)
 		return n->kind == NODE_DIR ? -EISDIR : -EACCES;
+	/* The reopen goes through the magic link of the O_PATH fd, which is
+	 * the very file looked up (never a symlink): O_NOFOLLOW would refuse
+	 * the link itself with ELOOP (cp -a, tar open with it). */
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
-	fd = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND)) | O_CLOEXEC);
+	fd = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOFOLLOW)) |
+		  O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -1523,6 +1584,12 @@ static void compact_version(struct node_table *t, struct node *v)
 	v->cstate = COMPACT_RUNNING;
 	pthread_mutex_unlock(&t->lock);
 
+	/* Nothing is written outside STORE: a directory moved out of it is
+	 * left alone (the prune below checks again). */
+	if (!dir_in_store(t, dir)) {
+		dir_moved_out(t, dir);
+		goto out;
+	}
 	o.stop = &t->cstop;
 	o.publish_lock = &dir->lock;
 	o.published = compact_published;

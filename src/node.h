@@ -60,6 +60,8 @@ struct node {
 				   protected by node_table.lock */
 	int wd;			/* inotify watch, 0 if none yet, -1 if the
 				   directory cannot be watched */
+	bool moved_out;		/* found outside STORE (logged once);
+				   protected by node_table.lock */
 	struct node *wdnext;	/* wd hash chain, protected by table lock */
 	char *path;		/* relative to STORE ("." for the root), for
 				   log lines; dirs and views only */

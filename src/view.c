@@ -215,11 +215,45 @@ size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
 			p[k].map = l == VIEW_ZERO ? NULL : v->layers[l].map;
 			p[k].off = off;
 			p[k].len = n;
+			p[k].layer = l;
 		}
 		k++;
 		off += n;
 	}
 	return k;
+}
+
+int view_check_read(struct view *v, const struct view_piece *p, size_t n,
+		    bool *first, char *why, size_t len)
+{
+	uint64_t seen[4] = { 0 };	/* layers fstat'ed, for the first 256 */
+
+	*first = false;
+	if (__atomic_load_n(&v->broken, __ATOMIC_RELAXED))
+		return -EIO;
+	for (size_t i = 0; i < n; i++) {
+		int32_t l = p[i].layer;
+		struct stat st;
+
+		if (l == VIEW_ZERO)
+			continue;
+		if (l < 256) {
+			if (seen[l / 64] & (1ULL << (l % 64)))
+				continue;
+			seen[l / 64] |= 1ULL << (l % 64);
+		}
+		if (fstat(v->layers[l].fd, &st) < 0 || (uint64_t)st.st_size >= v->size)
+			continue;	/* an fstat error shows in the read */
+		if (!__atomic_exchange_n(&v->broken, 1, __ATOMIC_RELAXED)) {
+			*first = true;
+			snprintf(why, len, "layer %s is now %llu bytes, shorter than the "
+				 "view's %llu: it was truncated after it was published; "
+				 "reads answer EIO", v->layers[l].fname,
+				 (unsigned long long)st.st_size, (unsigned long long)v->size);
+		}
+		return -EIO;
+	}
+	return 0;
 }
 
 off_t view_seek(const struct view *v, off_t off, int whence)
@@ -528,11 +562,9 @@ static int open_layer(struct view_env *env, int dirfd, const char *fname,
 		}
 	}
 
-	fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-	if (fd < 0 && errno == EPERM)	/* O_NOATIME needs ownership */
-		fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = layer_open(dirfd, fname, true, &st);
 	if (fd < 0) {
-		int e = errno;
+		int e = -fd;
 
 		if (e == EMFILE || e == ENFILE || e == ENOMEM) {
 			snprintf(why, len, "cannot open layer %s: %s", fname, strerror(e));
@@ -541,20 +573,12 @@ static int open_layer(struct view_env *env, int dirfd, const char *fname,
 		if (e == ELOOP)
 			snprintf(why, len, "layer %s is a symbolic link "
 				 "(layers are never followed)", fname);
+		else if (e == EFTYPE_LAYER)
+			snprintf(why, len, "layer %s is not a regular file", fname);
 		else
 			snprintf(why, len, "cannot open layer %s: %s", fname,
 				 strerror(e));
 		return -EIO;
-	}
-	if (fstat(fd, &st) < 0) {
-		snprintf(why, len, "cannot stat layer %s: %s", fname, strerror(errno));
-		close(fd);
-		return -EIO;
-	}
-	ret = layer_check(&st, fname, why, len);
-	if (ret) {
-		close(fd);
-		return ret;
 	}
 	layer_id_from_stat(&l->id, &st);
 	l->lf = layer_insert(env, &l->id, fd);

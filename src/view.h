@@ -49,6 +49,9 @@ struct view {
 	struct view_seg *seg;	/* nseg + 1 entries: seg[nseg].off == size */
 	uint64_t data_bytes;	/* bytes not served as zero */
 	unsigned refs;		/* atomic */
+	int broken;		/* atomic: a layer was found shorter than
+				   the view (view_check_read()); the one
+				   field that changes after view_open() */
 	struct view_env *env;
 };
 
@@ -112,6 +115,7 @@ struct view_piece {
 	const char *map;
 	uint64_t off;
 	uint64_t len;
+	int32_t layer;		/* index into view.layers, or VIEW_ZERO */
 };
 
 /*
@@ -122,6 +126,18 @@ struct view_piece {
  */
 size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
 		     struct view_piece *p, size_t max);
+
+/*
+ * Before a read of pieces p[0..n) is answered: checks that every layer they
+ * read from is still as long as the view (fstat of each distinct layer
+ * once). A layer truncated after it was published would otherwise give a
+ * short reply, which the kernel takes for the end of the file. Returns 0;
+ * or -EIO if a layer is shorter, or was found so before: then the view is
+ * marked broken for good, and the one call that marked it gets *first set
+ * and the cause in why[len] (for the one log line). Thread-safe.
+ */
+int view_check_read(struct view *v, const struct view_piece *p, size_t n,
+		    bool *first, char *why, size_t len);
 
 /*
  * lseek(SEEK_DATA / SEEK_HOLE) on the view: holes are the VIEW_ZERO
