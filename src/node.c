@@ -351,6 +351,7 @@ static bool dir_in_store(struct node_table *t, const struct node *dir)
 {
 	int fd = dir->fd, up;
 	bool inside = false;
+	struct stat prev = { .st_dev = dir->dev, .st_ino = dir->ino };
 
 	if (dir == t->root)
 		return true;
@@ -360,26 +361,18 @@ static bool dir_in_store(struct node_table *t, const struct node *dir)
 		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (fd != dir->fd)
 			close(fd);
-		if (up < 0)
-			return false;
 		fd = up;
-		if (fstat(fd, &st) < 0)
+		if (fd < 0 || fstat(fd, &st) < 0)
 			break;
 		if (st.st_dev == t->root->dev && st.st_ino == t->root->ino) {
 			inside = true;
 			break;
 		}
-		if (st.st_ino == 2 || st.st_ino == 1) {
-			/* Perhaps the filesystem's root: its ".." is itself
-			 * unless it is a mount point. */
-			struct stat pst;
-
-			if (fstatat(fd, "..", &pst, 0) == 0 && pst.st_dev == st.st_dev &&
-			    pst.st_ino == st.st_ino)
-				break;
-		}
+		if (st.st_dev == prev.st_dev && st.st_ino == prev.st_ino)
+			break;		/* "/": its ".." is itself */
+		prev = st;
 	}
-	if (fd != dir->fd)
+	if (fd >= 0 && fd != dir->fd)
 		close(fd);
 	return inside;
 }
@@ -439,8 +432,10 @@ static int dir_refresh_locked(struct node_table *t, struct node *dir, bool force
 		return 0;
 
 	if (!dir_in_store(t, dir)) {
+		/* Not ENOENT: a lookup would then try the name as a plain
+		 * entry, outside STORE. */
 		dir_moved_out(t, dir);
-		return -ENOENT;
+		return -ESTALE;
 	}
 	if (!dir->index) {
 		/* First look at this directory since the start: staging files

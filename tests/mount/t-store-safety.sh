@@ -207,6 +207,8 @@ mkdir -p "$E" "$S/vm1" "$S/vm2"
 mk_chain "$S/vm1" memory.bin "$R/vm1"
 mk_chain "$S/vm2" memory.bin "$R/vm2"
 echo leftover >"$S/vm1/.snapfs-compact.00000000000000aa.99"
+echo "not to be read once outside" >"$S/vm1/plain.txt"
+echo "not to be read once outside" >"$S/vm2/plain.txt"
 echo leftover >"$S/vm2/.snapfs-compact.00000000000000bb.99"
 : >"$T/snapfs.log"
 mount_snapfs "$S" "$M" -o compact_threshold=1,keep_diffs=0
@@ -222,6 +224,7 @@ for d in vm1 vm2; do
 		read -r _ <"$T/go${d#vm}"
 		ls -a >"$T/$d.ls" 2>&1
 		cat memory.bin >/dev/null 2>&1
+		cat plain.txt >"$T/$d.plain" 2>/dev/null
 		stat memory.bin.2.diff >/dev/null 2>&1 && rm -f memory.bin.2.diff 2>"$T/$d.rm"
 		exit 0
 	) &
@@ -243,6 +246,7 @@ sleep 1	# time for a compaction to start, if one would
 [ "$(store_state "$E")" = "$before" ] ||
 	fail "snapfs changed a directory moved out of STORE: $(diff <(echo "$before") <(store_state "$E"))"
 [ -e "$E/vm1/.snapfs-compact.00000000000000aa.99" ] || fail "a file outside STORE was deleted"
+grep -q "outside" "$T/vm1.plain" "$T/vm2.plain" && fail "a file moved out of STORE was read through the mount"
 grep -q "memory.bin" "$T/vm1.ls" "$T/vm2.ls" && fail "a directory outside STORE is listed: $(cat "$T/vm1.ls" "$T/vm2.ls")"
 [ "$(log_count "moved out of STORE")" -ge 1 ] || fail "no log line says a directory left STORE"
 umount_snapfs "$M"
