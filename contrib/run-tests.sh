@@ -131,7 +131,7 @@ if [ "${RUN_DISTCHECK:-0}" = 1 ]; then
 	# tarball configures, builds, installs and passes the unit tests, and
 	# does not run the mount tests a second time (CI's time is bounded).
 	timeout --kill-after=30 "$check_timeout" make -j2 distcheck \
-		TESTS="tests/unit/test_store tests/unit/test_extent tests/unit/test_cache tests/unit/test_view" \
+		TESTS='$(UNIT_TESTS)' \
 		|| rc=$?
 	if [ $rc -ne 0 ]; then
 		unmount_leftovers

@@ -206,6 +206,8 @@ int main(int argc, char *argv[])
 	unsigned long long v;
 	int c, fd;
 
+	snapfs_log_set_ident("snapfs-compact");
+
 	while ((c = getopt_long(argc, argv, "t:k:r:nqhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
