@@ -112,7 +112,7 @@ static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name
 	struct stat st;
 	int ret;
 
-	ret = node_lookup(fs->nodes, dir, name, &n, &st);
+	ret = node_lookup(fs->nodes, dir, name, (uint32_t)fuse_req_ctx(req)->pid, &n, &st);
 	if (ret == -ENOENT) {
 		/* A negative entry, cached as long as a positive one: the
 		 * watcher drops it when the name appears. */
@@ -243,7 +243,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (plus && !is_dot(de->name)) {
 			struct node *n;
 			struct fuse_entry_param e = { 0 };
-			int ret = node_lookup(fs->nodes, dir, de->name, &n, &st);
+			int ret = node_lookup(fs->nodes, dir, de->name,
+					      (uint32_t)fuse_req_ctx(req)->pid, &n, &st);
 
 			if (ret == -ENOENT)
 				continue;	/* gone since opendir */
@@ -324,7 +325,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		/* A new open must never get an old version's bytes: if the
 		 * chain moved on, -ESTALE makes the kernel look the name up
 		 * again and open the new version. */
-		ret = node_version_check(fs->nodes, n);
+		ret = node_version_check(fs->nodes, n, (uint32_t)fuse_req_ctx(req)->pid);
 		if (ret == 0)
 			ret = node_view(fs->nodes, n, &v);
 		if (ret) {

@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "compact.h"
 #include "log.h"
 #include "node.h"
@@ -701,8 +703,71 @@ static struct node *retire_locked(struct node_table *t, struct node *dir,
  * FUSE lookup, 0 for a listing). Returns 0, -ENOENT if name is not a
  * layered file (any version it had is retired), or another -errno.
  */
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t name_hash(const char *name)
+{
+	return XXH64(name, strlen(name), 0);
+}
+
+/*
+ * Called with the table lock held when a lookup by thread pid returns
+ * version v: if that thread's open of name got ESTALE within the retry
+ * window, this lookup is its retry, and v may serve its open.
+ */
+static void note_retry_locked(struct node *dir, struct node *v, uint32_t pid)
+{
+	uint64_t h;
+	int64_t now;
+
+	if (!pid)
+		return;
+	h = name_hash(v->name);
+	now = mono_ns();
+	for (size_t i = 0; i < sizeof(dir->stale_opens) / sizeof(dir->stale_opens[0]); i++) {
+		const struct node_stale_open *so = &dir->stale_opens[i];
+
+		if (so->pid == pid && so->name_hash == h &&
+		    now - so->ns < (int64_t)STALE_RETRY_MS * 1000000) {
+			/* Several threads may retry at once: this one's
+			 * slot, else the oldest. */
+			struct node_retry *r = &v->retries[0];
+
+			for (size_t j = 0; j < sizeof(v->retries) / sizeof(v->retries[0]); j++) {
+				if (v->retries[j].pid == pid) {
+					r = &v->retries[j];
+					break;
+				}
+				if (v->retries[j].ns < r->ns)
+					r = &v->retries[j];
+			}
+			r->pid = pid;
+			r->ns = now;
+			return;
+		}
+	}
+}
+
+/* The retry slot of thread pid in version v within the window, or NULL;
+ * table lock held. */
+static struct node_retry *retry_of_locked(struct node *v, uint32_t pid, int64_t now)
+{
+	for (size_t j = 0; pid && j < sizeof(v->retries) / sizeof(v->retries[0]); j++)
+		if (v->retries[j].pid == pid &&
+		    now - v->retries[j].ns < (int64_t)STALE_RETRY_MS * 1000000)
+			return &v->retries[j];
+	return NULL;
+}
+
 static int version_get(struct node_table *t, struct node *dir, const char *name,
-		       uint64_t lookups, struct node **out, struct stat *st)
+		       uint64_t lookups, uint32_t pid, struct node **out,
+		       struct stat *st)
 {
 	struct chain_probe cp = { 0 };
 	struct node *v, *fresh = NULL, *dead = NULL;
@@ -753,6 +818,7 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 			break;
 	if (v && version_matches(v, &cp)) {
 		v->nlookup += lookups;
+		note_retry_locked(dir, v, pid);
 		*st = v->vattr;
 		pthread_mutex_unlock(&t->lock);
 		pthread_mutex_unlock(&dir->lock);
@@ -779,6 +845,7 @@ static int version_get(struct node_table *t, struct node *dir, const char *name,
 	fresh->ino = (ino_t)fresh->vino;
 	hash_insert_locked(t, fresh);
 	fresh->nlookup = lookups;
+	note_retry_locked(dir, fresh, pid);
 	fresh->current = true;
 	fresh->vnext = dir->versions;
 	dir->versions = fresh;
@@ -809,7 +876,7 @@ static enum node_kind kind_of(mode_t mode)
 }
 
 int node_lookup(struct node_table *t, struct node *parent, const char *name,
-		struct node **out, struct stat *st)
+		uint32_t pid, struct node **out, struct stat *st)
 {
 	struct node *n, *fresh;
 	int fd, ret;
@@ -820,7 +887,32 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 	    compact_is_tmp(name))
 		return -ENOENT;
 
-	ret = version_get(t, parent, name, 1, out, st);
+	for (int tries = 0;; tries++) {
+		struct view *view;
+		bool retry;
+
+		ret = version_get(t, parent, name, 1, pid, out, st);
+		if (ret)
+			break;
+		pthread_mutex_lock(&t->lock);
+		retry = (*out)->kind == NODE_VIEW && retry_of_locked(*out, pid, mono_ns());
+		pthread_mutex_unlock(&t->lock);
+		if (!retry)
+			return 0;
+		/*
+		 * This lookup is the kernel's retry of an open that got
+		 * ESTALE: its open comes next and must find the version's
+		 * layers, which a rollback could delete meanwhile. Open them
+		 * now (the version keeps its view); if they are gone already,
+		 * the version is too: look again.
+		 */
+		ret = node_view(t, *out, &view);
+		if (ret == 0)
+			view_put(view);
+		if (ret != -ESTALE || tries == 8)
+			return 0;	/* the open reports any other trouble */
+		node_forget(t, *out, 1);
+	}
 	if (ret != -ENOENT)
 		return ret;
 
@@ -1058,7 +1150,7 @@ int node_list_dir(struct node_table *t, struct node *n,
 	for (size_t i = first_layered; !ret && i < nd; i++) {
 		struct node *v;
 		struct stat st;
-		int r = version_get(t, n, d[i].name, 0, &v, &st);
+		int r = version_get(t, n, d[i].name, 0, 0, &v, &st);
 
 		if (r == 0)
 			d[i].ino = st.st_ino;	/* v itself may be gone already */
@@ -1447,20 +1539,39 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 	return ret;
 }
 
-int node_version_check(struct node_table *t, struct node *n)
+int node_version_check(struct node_table *t, struct node *n, uint32_t pid)
 {
-	struct node *cur;
+	struct node *cur, *dir = n->parent;
 	struct stat st;
+	int64_t now;
 	int ret;
 
 	if (n->kind != NODE_VIEW)
 		return 0;
-	ret = version_get(t, n->parent, n->name, 0, &cur, &st);
-	if (ret == -ENOENT)
-		return -ESTALE;		/* the layered file is gone */
-	if (ret)
+	ret = version_get(t, dir, n->name, 0, 0, &cur, &st);
+	if (ret && ret != -ENOENT)
 		return ret;
-	return cur == n ? 0 : -ESTALE;
+	if (!ret && cur == n)
+		return 0;
+	/* n is superseded (or its name gone). */
+	now = mono_ns();
+	pthread_mutex_lock(&t->lock);
+	struct node_retry *r = retry_of_locked(n, pid, now);
+
+	if (r) {
+		r->pid = 0;	/* one open per retry */
+		ret = 0;
+	} else {
+		struct node_stale_open *so = &dir->stale_opens[dir->stale_next++ %
+			(sizeof(dir->stale_opens) / sizeof(dir->stale_opens[0]))];
+
+		so->pid = pid;
+		so->name_hash = name_hash(n->name);
+		so->ns = now;
+		ret = -ESTALE;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
 }
 
 /* ---- background compaction ---- */

@@ -62,6 +62,13 @@ struct node {
 				   directory cannot be watched */
 	bool moved_out;		/* found outside STORE (logged once);
 				   protected by node_table.lock */
+	struct node_stale_open {
+		uint32_t pid;	/* thread whose open got ESTALE */
+		uint64_t name_hash;
+		int64_t ns;	/* CLOCK_MONOTONIC */
+	} stale_opens[8];	/* the latest, a ring; protected by
+				   node_table.lock */
+	unsigned stale_next;	/* protected by node_table.lock */
 	struct node *wdnext;	/* wd hash chain, protected by table lock */
 	char *path;		/* relative to STORE ("." for the root), for
 				   log lines; dirs and views only */
@@ -85,6 +92,11 @@ struct node {
 				   set once under lock, then fixed */
 	enum { COMPACT_IDLE, COMPACT_PENDING, COMPACT_RUNNING } cstate;
 				/* protected by node_table.lock */
+	struct node_retry {
+		uint32_t pid;	/* a thread whose retry lookup (after an
+				   ESTALE open) found this version current */
+		int64_t ns;	/* when (CLOCK_MONOTONIC) */
+	} retries[4];		/* protected by node_table.lock */
 };
 
 /*
@@ -137,11 +149,26 @@ bool node_dir_watched(struct node_table *t, struct node *dir);
 int node_unlink(struct node_table *t, struct node *dir, const char *name);
 
 /*
- * For an open of version n: 0 if n is still what a lookup of its name
- * would return now, -ESTALE if its chain has changed (the kernel then looks
+ * For an open of version n by thread pid (the FUSE request's): 0 if n is
+ * still what a lookup of its name would return now, or if n was current
+ * when this same thread's retry lookup found it less than STALE_RETRY_MS
+ * ago (see below); -ESTALE if its chain has changed (the kernel then looks
  * the name up again and opens the new version), or another -errno.
+ *
+ * The retry rule: the kernel answers an ESTALE open by looking the name up
+ * again and opening what it finds, once, inside the same open(2). Under a
+ * chain that changes every millisecond, that second open can find its
+ * version superseded too, and the application would see ESTALE. But the
+ * version was current at the retry lookup, which happened during the
+ * open(2), so serving it is still a correct answer (the open is ordered at
+ * that lookup). An ESTALE answer is remembered per directory (thread, name);
+ * a lookup by that thread within the window marks the version it returns,
+ * and that thread's open of it succeeds.
  */
-int node_version_check(struct node_table *t, struct node *n);
+int node_version_check(struct node_table *t, struct node *n, uint32_t pid);
+
+/* How long an ESTALE open's retry may take: the window of the rule above. */
+#define STALE_RETRY_MS 100
 
 /* Frees every node; nothing may use the table any more. */
 void node_table_free(struct node_table *t);
@@ -149,12 +176,13 @@ void node_table_free(struct node_table *t);
 struct node *node_root(struct node_table *t);
 
 /*
- * Looks name up in directory parent. On success the returned node has one
- * more lookup count (the kernel's) and *st holds its attributes. Returns 0,
- * -ENOENT, -ENOTDIR, or another -errno.
+ * Looks name up in directory parent for thread pid (0 if unknown; see
+ * node_version_check()). On success the returned node has one more lookup
+ * count (the kernel's) and *st holds its attributes. Returns 0, -ENOENT,
+ * -ENOTDIR, or another -errno.
  */
 int node_lookup(struct node_table *t, struct node *parent, const char *name,
-		struct node **out, struct stat *st);
+		uint32_t pid, struct node **out, struct stat *st);
 
 /* Drops n lookup counts (FUSE forget); the node may be freed. */
 void node_forget(struct node_table *t, struct node *n, uint64_t nlookup);
