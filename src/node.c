@@ -4,7 +4,8 @@
  * model).
  *
  * Lock order: a directory's node.lock, then a version's node.lock, then
- * node_table.lock; never the other way round. The compactor holds the
+ * node_table.watch_lock (only around adding or removing an inotify watch),
+ * then node_table.lock; never the other way round. The compactor holds the
  * directory's lock only around the rename of a new base and the update of
  * the version's identity, so lookups wait at most for that. The table
  * lock guards only memory (hash chains, counts, version lists) and is never
@@ -63,6 +64,9 @@ struct node_table {
 	node_inval_fn inval;
 	void *inval_ctx;
 	struct node *wd_buckets[WD_BUCKETS];	/* protected by lock */
+	pthread_mutex_t watch_lock;	/* serializes adding a watch and
+					   registering it against removing
+					   one; taken before lock */
 	bool watch_limit_logged;	/* protected by lock */
 
 	/* Background compaction (SPEC §6). */
@@ -148,6 +152,7 @@ int node_table_new(const char *store, struct view_env *env, node_inval_fn inval,
 	root->nlookup = 1;
 	root->refs = 1;
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->watch_lock, NULL);
 	t->next_vino = VINO_BASE;
 	t->root = root;
 	t->env = env;
@@ -190,6 +195,7 @@ void node_table_free(struct node_table *t)
 	}
 	node_destroy(t->root);
 	free(t->buckets);
+	pthread_mutex_destroy(&t->watch_lock);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -267,6 +273,28 @@ static bool release_locked(struct node_table *t, struct node *n)
 	return true;
 }
 
+/*
+ * Removes the inotify watch wd of a directory node being destroyed, unless
+ * another node of the same directory took it over meanwhile: inotify gives
+ * one wd per inode, so a directory looked up again under a new node (after
+ * the kernel forgot the old one) is handed the very same wd, and removing
+ * it would leave the new node believing it is watched. watch_lock makes
+ * the check and the removal one step against dir_watch_locked()'s add and
+ * registration.
+ */
+static void dir_unwatch(struct node_table *t, int wd)
+{
+	bool taken;
+
+	pthread_mutex_lock(&t->watch_lock);
+	pthread_mutex_lock(&t->lock);
+	taken = wd_find_locked(t, wd) != NULL;
+	pthread_mutex_unlock(&t->lock);
+	if (!taken)
+		watch_remove(t->watch, wd);
+	pthread_mutex_unlock(&t->watch_lock);
+}
+
 /* Destroys n and drops the reference it held on its parent, repeatedly. */
 static void destroy_chain(struct node_table *t, struct node *n)
 {
@@ -275,7 +303,7 @@ static void destroy_chain(struct node_table *t, struct node *n)
 		bool more = false;
 
 		if (n->kind == NODE_DIR && n->wd > 0 && t->watch)
-			watch_remove(t->watch, n->wd);
+			dir_unwatch(t, n->wd);
 		node_destroy(n);
 		if (!parent)
 			break;
@@ -1335,6 +1363,7 @@ static void dir_watch_locked(struct node_table *t, struct node *dir)
 		dir->wd = -1;
 		return;
 	}
+	pthread_mutex_lock(&t->watch_lock);
 	wd = watch_add(t->watch, dir->fd);
 	pthread_mutex_lock(&t->lock);
 	if (wd < 0) {
@@ -1342,6 +1371,7 @@ static void dir_watch_locked(struct node_table *t, struct node *dir)
 		if (!t->watch_limit_logged) {
 			t->watch_limit_logged = true;
 			pthread_mutex_unlock(&t->lock);
+			pthread_mutex_unlock(&t->watch_lock);
 			log_warn("%s: cannot watch for changes (%s)%s; names there "
 				 "are revalidated by timeout", dir->path[0] ? dir->path : ".",
 				 strerror(-wd), wd == -ENOSPC ? ": raise "
@@ -1364,6 +1394,7 @@ static void dir_watch_locked(struct node_table *t, struct node *dir)
 		}
 	}
 	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->watch_lock);
 }
 
 bool node_dir_watched(struct node_table *t, struct node *dir)
