@@ -1602,6 +1602,9 @@ int node_version_check(struct node_table *t, struct node *n, uint32_t pid)
 		ret = -ESTALE;
 	}
 	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		log_debug("%s: open of a superseded version by thread %u: ESTALE, "
+			  "the kernel looks the name up again", n->path, pid);
 	return ret;
 }
 

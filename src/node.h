@@ -168,7 +168,7 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name);
 int node_version_check(struct node_table *t, struct node *n, uint32_t pid);
 
 /* How long an ESTALE open's retry may take: the window of the rule above. */
-#define STALE_RETRY_MS 100
+#define STALE_RETRY_MS 1000
 
 /* Frees every node; nothing may use the table any more. */
 void node_table_free(struct node_table *t);
