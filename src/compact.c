@@ -412,13 +412,17 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		if (ret)
 			goto out;
 		maps[i] = cache_entry_map(ents[i]);
-		/* A diff without holes would put zeros over the base: such a
-		 * chain is refused at open, and must not be made a base. */
-		if (i > 0 && extent_map_is_dense(maps[i]) && size > page_size) {
-			log_err("%s: not compacting: diff %s has no holes", name,
-				chain->layers[i]->fname);
-			ret = -EIO;
-			goto out;
+		/* A diff refused at open (one without holes would put zeros
+		 * over the base) must not be made a base either. */
+		if (i > 0) {
+			const char *cause = extent_diff_refusal(maps[i], page_size);
+
+			if (cause) {
+				log_err("%s: not compacting: diff %s %s", name,
+					chain->layers[i]->fname, cause);
+				ret = -EIO;
+				goto out;
+			}
 		}
 	}
 	{
