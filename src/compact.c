@@ -407,6 +407,20 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	if (ret)
 		goto out;
 	size = ids[0].size;
+	/* The probe first, as at open: on a filesystem with coarse holes a
+	 * diff's map says nothing its other checks could use. */
+	{
+		uint64_t gran;
+
+		if (extent_probe_granularity(dirfd, page_size, &gran) == 0 &&
+		    gran > page_size) {
+			log_err("%s: not compacting: holes on this filesystem are "
+				"%llu bytes, coarser than the %u-byte page", name,
+				(unsigned long long)gran, page_size);
+			ret = -EIO;
+			goto out;
+		}
+	}
 	for (size_t i = 0; i < nmerge; i++) {
 		ret = cache_get(cache, fds[i], &ids[i], chain->layers[i]->fname, &ents[i]);
 		if (ret)
@@ -423,18 +437,6 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 				ret = -EIO;
 				goto out;
 			}
-		}
-	}
-	{
-		uint64_t gran;
-
-		if (extent_probe_granularity(dirfd, page_size, &gran) == 0 &&
-		    gran > page_size) {
-			log_err("%s: not compacting: holes on this filesystem are "
-				"%llu bytes, coarser than the %u-byte page", name,
-				(unsigned long long)gran, page_size);
-			ret = -EIO;
-			goto out;
 		}
 	}
 	ret = view_flatten(size, maps, (unsigned)nmerge, &seg, &nseg);

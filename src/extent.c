@@ -126,10 +126,12 @@ static bool fiemap_unsupported(int err)
 }
 
 /*
- * Adds the written extents of [0, size), size > 0, to b. Returns 0, -ENOMEM,
- * -EIO if the extents go backwards or make no progress, or the ioctl's
- * -errno, with *unsupported set if that was the first call and the answer
- * says the filesystem has no FIEMAP (nothing was added then).
+ * Adds the written extents of [0, size), size > 0, to b. Extents are taken
+ * in the order given, each from where the one before ended (an extent
+ * overlapping its predecessor adds only what lies beyond it). Returns 0,
+ * -ENOMEM, -EIO if an extent is empty or wraps or a call makes no progress,
+ * or the ioctl's -errno, with *unsupported set if that was the first call and
+ * the answer says the filesystem has no FIEMAP (nothing was added then).
  */
 static int scan_fiemap(int fd, uint64_t size, struct builder *b,
 		       bool *unsupported)
@@ -144,7 +146,7 @@ static int scan_fiemap(int fd, uint64_t size, struct builder *b,
 	if (!fm)
 		return -ENOMEM;
 	while (pos < size) {
-		uint64_t next = pos;
+		uint64_t next = pos;	/* end of what is mapped so far */
 		bool last = false;
 
 		memset(fm, 0, sizeof(*fm));
@@ -163,30 +165,34 @@ static int scan_fiemap(int fd, uint64_t size, struct builder *b,
 			break;		/* nothing but holes from pos on */
 		for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
 			const struct fiemap_extent *fe = &fm->fm_extents[i];
-			uint64_t start = fe->fe_logical;
-			uint64_t end = fe->fe_logical + fe->fe_length;
+			uint64_t start = fe->fe_logical, end;
 
-			if (end <= start || end <= next) {
-				ret = -EIO;	/* empty, wrapping or backwards */
+			if (fe->fe_length == 0 || start > UINT64_MAX - fe->fe_length) {
+				ret = -EIO;
 				goto out;
 			}
-			next = end;
+			end = start + fe->fe_length;
 			if (fe->fe_flags & FIEMAP_EXTENT_LAST)
 				last = true;
+			if (end <= next)
+				continue;	/* nothing new */
+			if (start < next)
+				start = next;
+			next = end;
 			if (fe->fe_flags & FIEMAP_EXTENT_UNWRITTEN)
 				continue;	/* preallocated, never written */
-			if (start < pos)
-				start = pos;	/* began before what we asked */
-			if (end > size)
-				end = size;
-			if (start >= end)
+			if (start >= size)
 				continue;
-			ret = builder_add(b, start, end);
+			ret = builder_add(b, start, end < size ? end : size);
 			if (ret)
 				goto out;
 		}
-		if (last)
+		if (last || next >= size)
 			break;
+		if (next == pos) {
+			ret = -EIO;	/* the same answer again: no progress */
+			goto out;
+		}
 		pos = next;
 	}
 out:
@@ -227,24 +233,18 @@ static int scan_seek(int fd, uint64_t size, struct builder *b)
 	return 0;
 }
 
-/* Bytes of the whole pages that hold data in [0, end), by SEEK_DATA. */
-static int seek_data_pages(int fd, uint64_t end, uint64_t page, uint64_t *out)
+/* Bytes of the whole pages that m's extents touch. */
+static uint64_t page_bytes(const struct extent_map *m, uint64_t page)
 {
-	struct builder b;
-	int ret;
+	uint64_t bytes = 0;
 
-	*out = 0;
-	ret = builder_init(&b, end, EXTENT_SEEK);
-	if (ret)
-		return ret;
-	ret = scan_seek(fd, end, &b);
-	for (size_t i = 0; !ret && i < b.m->n; i++) {
-		const struct extent *e = &b.m->ext[i];
+	for (size_t i = 0; i < m->n; i++) {
+		const struct extent *e = &m->ext[i];
 
-		*out += (e->off + e->len + page - 1) / page * page - e->off / page * page;
+		bytes += (e->off + e->len + page - 1) / page * page -
+			 e->off / page * page;
 	}
-	free(b.m);
-	return ret;
+	return bytes;
 }
 
 /*
@@ -256,7 +256,7 @@ static int seek_data_pages(int fd, uint64_t end, uint64_t page, uint64_t *out)
  */
 static int tmpfs_unstable(int fd, struct extent_map *m)
 {
-	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), data = 0, held;
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), data, held;
 	struct statfs sf;
 	struct stat st;
 
@@ -267,16 +267,17 @@ static int tmpfs_unstable(int fd, struct extent_map *m)
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	if ((uint64_t)st.st_size == m->size) {
-		for (size_t i = 0; i < m->n; i++) {
-			const struct extent *e = &m->ext[i];
-
-			data += (e->off + e->len + page - 1) / page * page -
-				e->off / page * page;
-		}
+		data = page_bytes(m, page);
 	} else {
 		/* scanned to another size than the file's: count it all */
-		int ret = seek_data_pages(fd, (uint64_t)st.st_size, page, &data);
+		struct builder b;
+		int ret = builder_init(&b, (uint64_t)st.st_size, EXTENT_SEEK);
 
+		if (ret)
+			return ret;
+		ret = scan_seek(fd, (uint64_t)st.st_size, &b);
+		data = page_bytes(b.m, page);
+		free(b.m);
 		if (ret)
 			return ret;
 	}

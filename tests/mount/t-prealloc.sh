@@ -1,8 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Preallocated layers (doc/design.md §6): a chain whose diffs were made with
+# Preallocated layers (doc/design.md §6.1): a chain whose diffs were made with
 # `fallocate -l` and a few page writes reads the same whatever the page cache
-# holds. On ext4 and XFS (loop images) a base of 0x11 pages (its tail
+# holds. On ext4, XFS and btrfs (loop images) a base of 0x11 pages (its tail
 # preallocated, never written) with a one-page diff and a few-page diff,
 # every layer read in full before mounting, reads exactly like the test's own
 # merge (cmp, and viewcheck in seq, pread, mmap and seek modes), its
@@ -181,7 +181,7 @@ refused() {
 	umount_snapfs "$mnt"
 }
 
-# ---- ext4 and XFS: FIEMAP; the chain is served, the same every time ----
+# ---- ext4, XFS, btrfs: FIEMAP; the chain is served, the same every time ----
 
 fiemap_case() {
 	local fs=$1 store=$2/store mnt=$T/mnt.$1 out
@@ -268,6 +268,11 @@ fi
 if have_mkfs xfs; then
 	mkfs_loop xfs 320 "$T/xfs"
 	fiemap_case xfs "$T/xfs"
+	ran=$((ran + 1))
+fi
+if have_mkfs btrfs; then
+	mkfs_loop btrfs 320 "$T/btrfs"
+	fiemap_case btrfs "$T/btrfs"
 	ran=$((ran + 1))
 fi
 mount_tmpfs "$T/tmpfs" 64
