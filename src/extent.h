@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Extent maps (doc/design.md §4, §6): the sorted data ranges of one layer
+ * Extent maps (doc/design.md §6.1): the sorted data ranges of one layer
  * file, taken from FIEMAP where the filesystem has it (preallocated but never
  * written extents are holes) and from lseek(SEEK_DATA)/lseek(SEEK_HOLE)
  * elsewhere, so that a map never depends on what the page cache holds; the
