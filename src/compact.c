@@ -445,20 +445,8 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	if (ret)
 		goto out;
 	size = ids[0].size;
-	for (size_t i = 0; i < nmerge; i++) {
-		ret = cache_get(cache, fds[i], &ids[i], chain->layers[i]->fname, &ents[i]);
-		if (ret)
-			goto out;
-		maps[i] = cache_entry_map(ents[i]);
-		/* A diff without holes would put zeros over the base: such a
-		 * chain is refused at open, and must not be made a base. */
-		if (i > 0 && extent_map_is_dense(maps[i]) && size > page_size) {
-			log_err("%s: not compacting: diff %s has no holes", name,
-				chain->layers[i]->fname);
-			ret = -EIO;
-			goto out;
-		}
-	}
+	/* The probe first, as at open: on a filesystem with coarse holes a
+	 * diff's map says nothing its other checks could use. */
 	{
 		uint64_t gran;
 
@@ -469,6 +457,24 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 				(unsigned long long)gran, page_size);
 			ret = -EIO;
 			goto out;
+		}
+	}
+	for (size_t i = 0; i < nmerge; i++) {
+		ret = cache_get(cache, fds[i], &ids[i], chain->layers[i]->fname, &ents[i]);
+		if (ret)
+			goto out;
+		maps[i] = cache_entry_map(ents[i]);
+		/* A diff refused at open (one without holes would put zeros
+		 * over the base) must not be made a base either. */
+		if (i > 0) {
+			const char *cause = extent_diff_refusal(maps[i], page_size);
+
+			if (cause) {
+				log_err("%s: not compacting: diff %s %s", name,
+					chain->layers[i]->fname, cause);
+				ret = -EIO;
+				goto out;
+			}
 		}
 	}
 	ret = view_flatten(size, maps, (unsigned)nmerge, &seg, &nseg);

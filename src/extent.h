@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Extent maps (SPEC §4): the sorted data ranges of one layer file, found
- * with lseek(SEEK_DATA)/lseek(SEEK_HOLE), and the probe that tells whether a
- * filesystem reports holes at page granularity (SPEC §5).
+ * Extent maps (doc/design.md §6.1): the sorted data ranges of one layer
+ * file, taken from FIEMAP where the filesystem has it (preallocated but never
+ * written extents are holes) and from lseek(SEEK_DATA)/lseek(SEEK_HOLE)
+ * elsewhere, so that a map never depends on what the page cache holds; the
+ * checks a diff's map must pass; and the probe that tells whether a
+ * filesystem reports holes at page granularity (doc/design.md §7).
  */
 #ifndef SNAPFS_EXTENT_H
 #define SNAPFS_EXTENT_H
@@ -15,21 +18,59 @@ struct extent {
 	uint64_t len;
 };
 
+/* How a map was taken. */
+enum extent_method {
+	EXTENT_AUTO,	/* extent_scan_with(): FIEMAP, else SEEK_DATA */
+	EXTENT_FIEMAP,	/* FS_IOC_FIEMAP */
+	EXTENT_SEEK,	/* lseek(SEEK_DATA)/lseek(SEEK_HOLE) */
+};
+
 /* Immutable once built; shared read-only between threads. */
 struct extent_map {
 	uint64_t size;		/* file size the map was taken at */
 	uint64_t data_bytes;	/* sum of ext[].len */
+	/*
+	 * tmpfs only (0 elsewhere): bytes of pages allocated by fallocate()
+	 * and never written. They scan as holes, but tmpfs turns such a page
+	 * into a page of zeros, data, when anything faults it in through a
+	 * mapping or the kernel swaps it out; a diff holding any cannot be
+	 * served the same way twice (extent_diff_refusal()). Where FIEMAP
+	 * answers, preallocated extents are holes for good and never counted.
+	 */
+	uint64_t unstable_bytes;
+	enum extent_method method;	/* EXTENT_FIEMAP or EXTENT_SEEK */
 	size_t n;
 	struct extent ext[];	/* sorted, disjoint, non-adjacent, within size */
 };
 
 /*
- * Scans fd (a regular file of the given size) from offset 0 with pread-free
- * lseek calls; the fd's file offset is left undefined, so fds that are also
- * read must be read with pread only. Adjacent ranges are merged. Returns 0
- * and a malloc'd *out (free()), or -errno from lseek, or -ENOMEM.
+ * Scans fd (a regular file of the given size) and returns in *out a malloc'd
+ * map (free()) of its data ranges within [0, size), adjacent ranges merged.
+ * Data is what the filesystem has written: a preallocated extent never
+ * written (fallocate) is a hole, whatever the page cache holds.
+ *
+ * How: FS_IOC_FIEMAP with FIEMAP_FLAG_SYNC (dirty and delayed-allocation
+ * pages are written back first, so every extent is final), extents flagged
+ * FIEMAP_EXTENT_UNWRITTEN taken as holes and every other extent as data.
+ * Where the filesystem has no FIEMAP (the ioctl answers EOPNOTSUPP, ENOTTY,
+ * EINVAL or EBADR: tmpfs, FUSE, NFS...), decided afresh on every call,
+ * lseek(SEEK_DATA)/lseek(SEEK_HOLE) from offset 0; on tmpfs the pages
+ * preallocated and never written are then counted in unstable_bytes. The
+ * fd's file offset is left undefined, so fds that are also read must be read
+ * with pread only. Returns 0, or -errno of the ioctl, of lseek or of
+ * fstat/fstatfs, or -ENOMEM, or -EIO if the filesystem answers nonsense.
  */
 int extent_scan(int fd, uint64_t size, struct extent_map **out);
+
+/*
+ * extent_scan() with the method forced: EXTENT_AUTO is extent_scan();
+ * EXTENT_FIEMAP fails with the ioctl's -errno where the filesystem has no
+ * FIEMAP instead of falling back; EXTENT_SEEK never tries FIEMAP (and then
+ * counts preallocated pages on tmpfs only, as extent_scan() does). For
+ * tests and benchmarks; -EINVAL for another method.
+ */
+int extent_scan_with(int fd, uint64_t size, enum extent_method how,
+		     struct extent_map **out);
 
 /* Bytes of memory held by a map, for the cache's budget. */
 size_t extent_map_footprint(const struct extent_map *m);
@@ -38,12 +79,23 @@ size_t extent_map_footprint(const struct extent_map *m);
 int extent_map_is_dense(const struct extent_map *m);
 
 /*
+ * Whether a map may be a diff's (the base has no such rules): NULL if so,
+ * else a static phrase that completes "diff NAME ...", saying why not. A
+ * diff larger than page_size with no holes at all would hide the base under
+ * zeros (a diff of at most one page cannot be told from one that changed its
+ * only page, and passes); a diff with unstable_bytes would read differently
+ * depending on who mapped it before.
+ */
+const char *extent_diff_refusal(const struct extent_map *m, unsigned page_size);
+
+/*
  * Measures the hole granularity of the filesystem holding directory dirfd:
  * writes one page_size page into an anonymous O_TMPFILE in it (falling back
  * to a named, at once unlinked, hidden file) at an offset far from others,
- * and reports in *gran how much data SEEK_DATA/SEEK_HOLE say it holds.
- * A result of page_size means holes are exact. Returns 0, or -errno if no
- * scratch file could be made or written (read-only store, no space).
+ * and reports in *gran how much data extent_scan() (the same method as for
+ * layers) finds there. A result of page_size means holes are exact. Returns
+ * 0, or -errno if no scratch file could be made, written or scanned
+ * (read-only store, no space).
  */
 int extent_probe_granularity(int dirfd, unsigned page_size, uint64_t *gran);
 

@@ -655,13 +655,14 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 			goto fail;
 		}
 		maps[i] = cache_entry_map(ents[i]);
-		if (i > 0 && extent_map_is_dense(maps[i]) &&
-		    maps[i]->size > env->page_size) {
-			snprintf(why, len, "diff %s has no holes: it would hide "
-				 "the base (was it copied without --sparse?)",
-				 v->layers[i].fname);
-			ret = -EIO;
-			goto fail;
+		if (i > 0) {
+			const char *cause = extent_diff_refusal(maps[i], env->page_size);
+
+			if (cause) {
+				snprintf(why, len, "diff %s %s", v->layers[i].fname, cause);
+				ret = -EIO;
+				goto fail;
+			}
 		}
 	}
 	ret = view_flatten(v->size, maps, n, &v->seg, &v->nseg);

@@ -964,7 +964,7 @@ static void test_open_missing_layer(void **state)
 /* Diffs on a filesystem whose holes are coarser than a page (SPEC §5). */
 static void test_open_coarse_holes(void **state)
 {
-	struct unit_huge *h = *state;
+	struct unit_tmpfs *h = *state;
 	const struct unit_range r = { 4 * P, P };
 	struct view *v = NULL;
 	struct env e;
@@ -1005,7 +1005,7 @@ int main(void)
 		T(test_open_missing_layer),
 		cmocka_unit_test_setup_teardown(test_open_coarse_holes,
 						unit_huge_setup,
-						unit_huge_teardown),
+						unit_tmpfs_teardown),
 	};
 #undef T
 

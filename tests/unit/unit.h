@@ -2,8 +2,9 @@
 /*
  * Helpers shared by the cmocka unit tests: a mkdtemp scratch directory as a
  * test fixture, real sparse files made with ftruncate and pwrite, a
- * deterministic PRNG (splitmix64) so every failure can be replayed, and a
- * tmpfs mount with huge=always for the coarse-hole cases.
+ * deterministic PRNG (splitmix64) so every failure can be replayed, and
+ * tmpfs mounts: huge=always for the coarse-hole cases, plain for tmpfs's own
+ * ways (no FIEMAP, preallocated pages).
  */
 #ifndef SNAPFS_UNIT_H
 #define SNAPFS_UNIT_H
@@ -231,15 +232,25 @@ static inline uint64_t unit_hole_granularity(int dirfd)
 	}								\
 } while (0)
 
-/* ---- a huge=always tmpfs, for holes coarser than a page ---- */
+/* ---- tmpfs mounts: huge=always for holes coarser than a page, and a
+ * plain one for tmpfs's own behaviour (no FIEMAP, preallocated pages) ---- */
+
+/* Mounts a small tmpfs with huge=HUGE ("always", "never") on path; 0 or
+ * -errno. */
+static inline int unit_mount_tmpfs(const char *path, const char *huge)
+{
+	char opts[64];
+
+	snprintf(opts, sizeof(opts), "huge=%s,size=64m,mode=0700", huge);
+	if (mount("snapfs-unit", path, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+		return -errno;
+	return 0;
+}
 
 /* Mounts a small tmpfs with huge=always on path; 0 or -errno. */
 static inline int unit_mount_huge_tmpfs(const char *path)
 {
-	if (mount("snapfs-unit", path, "tmpfs", MS_NOSUID | MS_NODEV,
-		  "huge=always,size=64m,mode=0700") < 0)
-		return -errno;
-	return 0;
+	return unit_mount_tmpfs(path, "always");
 }
 
 static inline void unit_umount(const char *path)
@@ -249,18 +260,18 @@ static inline void unit_umount(const char *path)
 			strerror(errno));
 }
 
-/* Fixture: a scratch dir with a huge=always tmpfs on its "huge" subdir,
- * unmounted by the teardown even when the test fails. */
-struct unit_huge {
+/* Fixture: a scratch dir with a tmpfs on its "tmpfs" subdir, unmounted by
+ * the teardown (unit_tmpfs_teardown) even when the test fails. */
+struct unit_tmpfs {
 	struct unit_dir *ud;
 	char mnt[PATH_MAX + 8];
 	int mount_err;		/* 0 if mounted, else -errno */
 	int dfd;		/* the tmpfs root, or -1 */
 };
 
-static inline int unit_huge_setup(void **state)
+static inline int unit_tmpfs_setup_huge(void **state, const char *huge)
 {
-	struct unit_huge *h = calloc(1, sizeof(*h));
+	struct unit_tmpfs *h = calloc(1, sizeof(*h));
 
 	if (!h)
 		return -1;
@@ -270,22 +281,34 @@ static inline int unit_huge_setup(void **state)
 		free(h);
 		return -1;
 	}
-	snprintf(h->mnt, sizeof(h->mnt), "%s/huge", h->ud->path);
+	snprintf(h->mnt, sizeof(h->mnt), "%s/tmpfs", h->ud->path);
 	if (mkdir(h->mnt, 0700) < 0) {
 		unit_dir_free(h->ud);
 		free(h);
 		return -1;
 	}
-	h->mount_err = unit_mount_huge_tmpfs(h->mnt);
+	h->mount_err = unit_mount_tmpfs(h->mnt, huge);
 	if (!h->mount_err)
 		h->dfd = open(h->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	*state = h;
 	return 0;
 }
 
-static inline int unit_huge_teardown(void **state)
+/* A tmpfs with huge=always (coarse holes, see UNIT_REQUIRE_HUGE). */
+static inline int unit_huge_setup(void **state)
 {
-	struct unit_huge *h = *state;
+	return unit_tmpfs_setup_huge(state, "always");
+}
+
+/* A tmpfs without huge pages (see UNIT_REQUIRE_TMPFS). */
+static inline int unit_tmpfs_setup(void **state)
+{
+	return unit_tmpfs_setup_huge(state, "never");
+}
+
+static inline int unit_tmpfs_teardown(void **state)
+{
+	struct unit_tmpfs *h = *state;
 
 	if (h->dfd >= 0)
 		close(h->dfd);
@@ -296,6 +319,16 @@ static inline int unit_huge_teardown(void **state)
 	*state = NULL;
 	return 0;
 }
+
+/* In a test: skip unless the plain tmpfs is mounted (not root, say). */
+#define UNIT_REQUIRE_TMPFS(h) do {					\
+	if ((h)->mount_err) {						\
+		print_message("skip: cannot mount a tmpfs: %s\n",	\
+			      strerror(-(h)->mount_err));		\
+		skip();							\
+	}								\
+	assert_true((h)->dfd >= 0);					\
+} while (0)
 
 /* In a test: skip unless the tmpfs is mounted and really gives huge pages
  * (THP may be compiled out, or no huge page free); returns the independent
