@@ -470,6 +470,8 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	for (size_t i = 0; i < nmerge; i++)
 		fds[i] = -1;
 	ret = open_layers(dirfd, chain, nmerge, fds, ids);
+	if (ret == -ENOENT)
+		ret = -EAGAIN;	/* rolled back before we began: not a failure */
 	if (ret)
 		goto out;
 	size = ids[0].size;
