@@ -100,9 +100,10 @@ withdraw() {
 # unless both rollbacks and compactions happened often enough to mean
 # something.
 race() {
-	local keep=$1 secs=$2 S=$T/fs/race$1 M=$T/mnt$1 out n0 nc na nw rb
+	local keep=$1 secs=$2 S=$T/fs/race$1 M=$T/mnt$1 out n0 a0 nc na nw rb
 	mkdir -p "$S"
 	n0=$(log_count "disk.img: compacted")
+	a0=$(log_count "disk.img: compaction abandoned")
 	mount_snapfs "$S" "$M" -o "compact_threshold=2,keep_diffs=$keep,compact_rate=1"
 	out=$("$ROLLRACE" -t "$secs" -s "$SEED" -R "$ROLLBACK" -m tool,flock,mount \
 		"$S" "$M" disk.img 2>"$T/rollrace$keep.err") ||
@@ -110,15 +111,19 @@ race() {
 	umount_snapfs "$M"
 	log "keep_diffs=$keep: $out"
 	nc=$(($(log_count "disk.img: compacted") - n0))
-	na=$(log_count "disk.img: compaction abandoned")
+	na=$(($(log_count "disk.img: compaction abandoned") - a0))
 	nw=$(log_count "without the rollback lock")
 	rb=$(sed -n 's/.* \([0-9]*\) rollbacks (.*/\1/p' <<<"$out")
-	log "keep_diffs=$keep: daemon: $nc compactions, $na abandoned so far (a rollback first), $nw withdrawn"
+	log "keep_diffs=$keep: daemon: $nc compactions, $na abandoned (a rollback came first), $nw withdrawn"
 	[[ $out == *"lost rollbacks 0, wrong pages 0"* ]] || fail "keep_diffs=$keep: $out"
 	[ "$nw" = 0 ] || fail "keep_diffs=$keep: a base was withdrawn: a rollback skipped the lock"
 	[ "$(log_count "compaction failed")" = 0 ] || fail "keep_diffs=$keep: a compaction failed"
-	[ "${rb:-0}" -ge $((secs * 3)) ] || fail "keep_diffs=$keep: only $rb rollbacks in $secs s"
-	[ "$nc" -ge $((secs / 2)) ] || fail "keep_diffs=$keep: only $nc compactions in $secs s"
+	# enough of both to mean something (seen: 5 rollbacks and 1.5
+	# compactions a second with keep_diffs=1, 0.7 with keep_diffs=0, most of
+	# those abandoned; a third of that under make -j2 check still passes)
+	[ "${rb:-0}" -ge "$secs" ] || fail "keep_diffs=$keep: only $rb rollbacks in $secs s"
+	[ "$((nc + na))" -ge $((secs / 4)) ] && [ "$nc" -ge $((secs / 12)) ] ||
+		fail "keep_diffs=$keep: only $nc compactions ($na abandoned) in $secs s"
 }
 
 cli
