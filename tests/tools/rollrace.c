@@ -90,6 +90,9 @@ static struct {
 	/* shared with the readers */
 	_Atomic int64_t *rolled_ns;	/* per gen: when its rollback returned */
 	atomic_uchar *lost_seen;	/* per gen: seen after its rollback */
+	atomic_uchar *final_seen;	/* per gen: seen in the last look */
+	atomic_bool final;		/* the last look, after the settling */
+	atomic_ullong lost_final;
 	atomic_int stop;
 	atomic_ullong lost, wrong, mount_checks, store_checks, reports;
 	unsigned long long publishes, rollbacks[NWAYS], refused[NWAYS];
@@ -343,6 +346,9 @@ static void judge(const char *where, uint32_t page, int64_t gen, int64_t started
 		int64_t rb = atomic_load(&g.rolled_ns[gen]);
 
 		if (rb && started_ns - rb > (int64_t)(grace * 1e9)) {
+			if (atomic_load(&g.final) &&
+			    atomic_exchange(&g.final_seen[gen], 1) == 0)
+				atomic_fetch_add(&g.lost_final, 1);
 			if (atomic_exchange(&g.lost_seen[gen], 1) == 0) {
 				atomic_fetch_add(&g.lost, 1);
 				report("%s: page %u holds generation %" PRId64 ", rolled "
@@ -732,6 +738,7 @@ int main(int argc, char **argv)
 
 	g.rolled_ns = xcalloc(MAX_GEN, sizeof(*g.rolled_ns));
 	g.lost_seen = xcalloc(MAX_GEN, sizeof(*g.lost_seen));
+	g.final_seen = xcalloc(MAX_GEN, sizeof(*g.final_seen));
 	g.expect = xcalloc(g.npages, sizeof(*g.expect));
 	g.merged = xcalloc(g.npages, sizeof(*g.merged));
 	buf = xcalloc(WORDS, sizeof(*buf));
@@ -767,10 +774,14 @@ int main(int argc, char **argv)
 		nanosleep(&ts, NULL);
 		check_store();
 	}
-	check_mount(true, buf);
 	atomic_store(&g.stop, 1);
 	for (unsigned i = 0; i < g.readers; i++)
 		pthread_join(th[i], NULL);
+	/* The last look: what stays (a plain rm's loss can be transient,
+	 * until the compactor withdraws its base). */
+	atomic_store(&g.final, true);
+	check_store();
+	check_mount(true, buf);
 
 	unsigned long long rb = 0, rf = 0;
 
@@ -784,14 +795,20 @@ int main(int argc, char **argv)
 		printf("%s%s %llu", i ? ", " : "", way_names[g.ways[i]],
 		       g.rollbacks[g.ways[i]]);
 	printf("), %llu refused (merged first), %llu new bases seen, "
-	       "%llu store checks, %llu mount checks, lost rollbacks %llu, "
-	       "wrong pages %llu\n", rf, g.bases_seen,
-	       (unsigned long long)atomic_load(&g.store_checks),
+	       "%llu store checks, %llu mount checks, lost rollbacks %llu "
+	       "(%llu still in the chain at the end), wrong pages %llu\n", rf,
+	       g.bases_seen, (unsigned long long)atomic_load(&g.store_checks),
 	       (unsigned long long)atomic_load(&g.mount_checks),
 	       (unsigned long long)atomic_load(&g.lost),
+	       (unsigned long long)atomic_load(&g.lost_final),
 	       (unsigned long long)atomic_load(&g.wrong));
 	fflush(stdout);
 	free(th);
 	free(buf);
+	free(g.final_seen);
+	free(g.lost_seen);
+	free((void *)g.rolled_ns);
+	free(g.expect);
+	free(g.merged);
 	return atomic_load(&g.lost) || atomic_load(&g.wrong) ? 1 : 0;
 }
