@@ -40,6 +40,7 @@
 #include <xxhash.h>
 
 #include "compact.h"
+#include "dirlock.h"
 #include "log.h"
 #include "view.h"
 
@@ -98,26 +99,36 @@ bool compact_is_tmp(const char *fname)
  * SNAPFS_FAULT="STEP:kill" or "STEP:fail" makes the compactor die (as a
  * crash would: no cleanup) or fail with EIO right after step STEP:
  * 1 staging file created, 2 base copied, 3 diffs applied, 4 data fsynced,
- * 5 renamed into place, 6 directory fsynced, 7 first merged layer unlinked.
+ * 5 renamed into place, 6 directory fsynced, 7 old base unlinked.
+ * "6:rm-top" plays a producer that deletes the newest merged diff without
+ * the rollback lock right after step 6 (the compactor must withdraw).
  */
-static int fault_point(int step)
+static bool fault_wants(int step, const char *want)
 {
 #ifdef SNAPFS_FAULT_INJECTION
 	const char *f = getenv("SNAPFS_FAULT");
 	char action[16];
 	int at;
 
-	if (f && sscanf(f, "%d:%15s", &at, action) == 2 && at == step) {
-		if (strcmp(action, "kill") == 0) {
-			log_err("fault injection: killed after compaction step %d", step);
-			_exit(99);
-		}
+	return f && sscanf(f, "%d:%15s", &at, action) == 2 && at == step &&
+	       strcmp(action, want) == 0;
+#else
+	(void)step;
+	(void)want;
+	return false;
+#endif
+}
+
+static int fault_point(int step)
+{
+	if (fault_wants(step, "kill")) {
+		log_err("fault injection: killed after compaction step %d", step);
+		_exit(99);
+	}
+	if (fault_wants(step, "fail")) {
 		log_err("fault injection: failing after compaction step %d", step);
 		return -EIO;
 	}
-#else
-	(void)step;
-#endif
 	return 0;
 }
 
@@ -369,6 +380,60 @@ static void limit_cow_prealloc(int fd, blksize_t blksize)
 
 /* ---- the compaction ---- */
 
+/*
+ * Takes the newest merged diff, fname with identity id, out of the chain
+ * for good: renames it to the staging name claim. A rename is atomic, so a
+ * producer's rm of it lands either before (the claim finds it gone or
+ * replaced: the producer rolled it back, and the caller withdraws the new
+ * base) or after (the rm fails: nothing rolled back in silence). Returns 0
+ * if the very file merged was claimed, -EAGAIN if it had been deleted (or
+ * replaced: the newcomer is renamed back), or another -errno.
+ */
+static int claim_top(int dirfd, const char *fname, const char *claim,
+		     const struct layer_id *id)
+{
+	struct stat st;
+
+	if (renameat2(dirfd, fname, dirfd, claim, RENAME_NOREPLACE) < 0)
+		return errno == ENOENT ? -EAGAIN : -errno;
+	/* dev and ino only: the rename changed ctime, and the inode we hold
+	 * open cannot be reused by another file meanwhile. */
+	if (fstatat(dirfd, claim, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    st.st_dev == id->dev && st.st_ino == id->ino)
+		return 0;
+	/* Rolled back and republished under the same name: not ours. */
+	if (renameat2(dirfd, claim, dirfd, fname, RENAME_NOREPLACE) < 0)
+		log_err("%s: cannot rename back a diff published after a rollback "
+			"(it is %s now): %s", fname, claim, strerror(errno));
+	return -EAGAIN;
+}
+
+/*
+ * Removes a new base that brought back a diff rolled back without the
+ * rollback lock, and makes that durable. Returns 0 or -errno.
+ */
+static int withdraw(int dirfd, const char *name, const char *new_base,
+		    const char *diff, const struct dirlock *lk)
+{
+	int ret = 0;
+
+	if (unlinkat(dirfd, new_base, 0) < 0)
+		ret = -errno;
+	else
+		ret = dirlock_sync_dir(lk);
+	if (ret)
+		log_err("%s: %s was deleted during its compaction without the "
+			"rollback lock, and the new base %s that holds it cannot "
+			"be withdrawn: %s; the rollback is undone", name, diff,
+			new_base, strerror(-ret));
+	else
+		log_warn("%s: %s was deleted during its compaction without the "
+			 "rollback lock; the new base %s is withdrawn, the store "
+			 "reads as rolled back (roll back under the lock: "
+			 "snapfs-rollback(1))", name, diff, new_base);
+	return ret;
+}
+
 static int open_layers(int dirfd, const char *name, const struct store_chain *chain,
 		       size_t n, int *fds, struct layer_id *ids)
 {
@@ -406,8 +471,9 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	struct layer_id *ids = NULL;
 	struct view_seg *seg = NULL;
 	struct copier c = { 0 };
-	char tmp[512];
-	int *fds = NULL, out = -1, dfd = -1, ret;
+	struct dirlock lk = { .fd = -1 };
+	char tmp[512], claim[512];
+	int *fds = NULL, out = -1, ret;
 	size_t nseg = 0;
 	uint64_t seq, size;
 	bool renamed = false;
@@ -442,6 +508,8 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	for (size_t i = 0; i < nmerge; i++)
 		fds[i] = -1;
 	ret = open_layers(dirfd, name, chain, nmerge, fds, ids);
+	if (ret == -ENOENT)
+		ret = -EAGAIN;	/* rolled back before we began: not a failure */
 	if (ret)
 		goto out;
 	size = ids[0].size;
@@ -559,11 +627,20 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	if ((ret = fault_point(4)))
 		goto out;
 
-	/* 5: publish; never over an existing file. */
+	/* 5: publish; never over an existing file. From the last check of
+	 * the merged layers to the claim of the newest merged diff (7), the
+	 * directory's rollback lock keeps out every rollback that takes it:
+	 * it lands before the check (which then fails) or after the claim
+	 * (and sees the new chain). */
 	if (stopped(&c)) {
 		ret = -ECANCELED;
 		goto out;
 	}
+	ret = dirlock_acquire(dirfd, COMPACT_LOCK_WAIT_MS, opts->stop, &lk);
+	if (ret == -EWOULDBLOCK)
+		ret = -EBUSY;	/* a rollback or a producer holds it: next time */
+	if (ret)
+		goto out;
 	if (opts->publish_lock)
 		pthread_mutex_lock(opts->publish_lock);
 	/* A merged layer rolled back or replaced while we copied: the new
@@ -587,17 +664,41 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		goto out;
 
 	/* 6: the rename is durable before anything is deleted. */
-	dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0) {
-		ret = -errno;
+	if ((ret = dirlock_sync_dir(&lk)))
 		goto out;
-	}
 	if ((ret = fault_point(6)))
 		goto out;
+	if (fault_wants(6, "rm-top"))
+		unlinkat(dirfd, chain->layers[nmerge - 1]->fname, 0);
 
-	/* 7: the merged layers are superseded now (only the very files that
-	 * were merged: a name reused meanwhile is left alone). */
-	for (size_t i = 0; i < nmerge; i++) {
+	/* 7: the merged layers are superseded now. The newest merged diff
+	 * first, claimed atomically: a producer that deleted it without the
+	 * lock since the check rolled it back, and the new base must go. */
+	/* A staging name too (hashed from the diff's name, so never the new
+	 * base's): a crash from here on leaves it for the cleanup. */
+	staging_name(claim, sizeof(claim), chain->layers[nmerge - 1]->fname);
+	ret = claim_top(dirfd, chain->layers[nmerge - 1]->fname, claim, &ids[nmerge - 1]);
+	if (ret == -EAGAIN) {
+		int r = withdraw(dirfd, name, res->new_base,
+				 chain->layers[nmerge - 1]->fname, &lk);
+
+		if (r) {
+			ret = r;
+			goto out;
+		}
+		res->published = false;
+		res->withdrawn = true;
+		goto out;
+	}
+	if (ret)
+		goto out;
+	dirlock_release(&lk);
+	if (unlinkat(dirfd, claim, 0) < 0)
+		log_warn("%s: cannot remove superseded layer %s (now %s): %s", name,
+			 chain->layers[nmerge - 1]->fname, claim, strerror(errno));
+	/* The others, the old base first (only the very files that were
+	 * merged: a name reused meanwhile is left alone). */
+	for (size_t i = 0; i + 1 < nmerge; i++) {
 		if (!layer_unchanged(dirfd, chain->layers[i]->fname, &ids[i]))
 			continue;
 		if (unlinkat(dirfd, chain->layers[i]->fname, 0) < 0 && errno != ENOENT)
@@ -617,8 +718,7 @@ out:
 		unlinkat(dirfd, tmp, 0);
 	if (out >= 0)
 		close(out);
-	if (dfd >= 0)
-		close(dfd);
+	dirlock_release(&lk);
 	for (size_t i = 0; ents && i < nmerge; i++)
 		cache_put(cache, ents[i]);
 	for (size_t i = 0; fds && i < nmerge; i++)

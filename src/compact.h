@@ -34,10 +34,12 @@ struct compact_opts {
 	unsigned page_size;	/* holes must resolve to this (SPEC §5);
 				   0 means 4096 */
 	const int *stop;	/* if set and nonzero (read atomically), give
-				   up with -ECANCELED before the rename */
+				   up with -ECANCELED before the rename (also
+				   while waiting for the rollback lock) */
 	/* Held around the rename into place and the call of published(), so
 	 * that whoever else takes it sees the old chain or the new one with
-	 * published() already done; may be NULL. */
+	 * published() already done; may be NULL. Taken after the directory's
+	 * rollback lock (dirlock.h). */
 	pthread_mutex_t *publish_lock;
 	void (*published)(void *ctx, const char *new_base);
 	void *ctx;
@@ -55,7 +57,14 @@ struct compact_result {
 	bool published;		/* the new base is in place (also when a
 				   later step failed: content is unchanged,
 				   superseded layers may remain) */
+	bool withdrawn;		/* the new base was renamed into place, then
+				   removed again: a merged diff was deleted
+				   without the rollback lock (logged) */
 };
+
+/* How long the compactor waits for a directory's rollback lock before it
+ * gives this compaction up with -EBUSY. */
+#define COMPACT_LOCK_WAIT_MS 5000
 
 /*
  * How many leading layers of chain a compaction merges: 0 if the chain has
@@ -73,10 +82,24 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * base is reflinked where the filesystem can (FICLONE), else copied
  * sparsely. name is NAME (for messages). The chain is checked as opening
  * it would (SPEC §5: equal sizes, diffs with holes, page-exact holes) and
- * refused with -EIO otherwise; the merged layers are checked again right
- * before the rename, and a change (a rollback meanwhile) gives -EAGAIN.
+ * refused with -EIO otherwise.
+ *
+ * Rollbacks (SPEC §6, dirlock.h): the directory's rollback lock is taken
+ * (waiting at most COMPACT_LOCK_WAIT_MS, honouring opts->stop) and held
+ * from the last check of the merged layers, through the rename, published()
+ * and the directory fsync, to the removal of the newest merged diff. A
+ * rollback that held the lock first has changed a merged layer: -EAGAIN,
+ * nothing published. One that comes after finds the new chain (and the
+ * merged diffs gone: it cannot remove them any more). A merged diff deleted
+ * without the lock after the check is caught when the newest merged diff is
+ * claimed (renamed away atomically, then its identity compared): the new
+ * base is then removed again before anything merged is deleted
+ * (res->withdrawn, a warning logged, -EAGAIN), so the store reads as the
+ * rolled-back chain.
+ *
  * Returns 0, or -errno with the staging file removed and the chain
- * untouched (-ENOSPC, -EIO, ...); res->published tells whether the failure
+ * untouched (-ENOSPC, -EIO, -EAGAIN, -EBUSY: the rollback lock stayed held
+ * elsewhere, -ECANCELED, ...); res->published tells whether the failure
  * came after the new base was in place.
  */
 int compact_chain(int dirfd, const char *name, const struct store_chain *chain,

@@ -25,7 +25,7 @@ struct run {
 	struct compact_opts opts;
 	struct cache *cache;
 	int quiet;
-	unsigned chains, compacted, failed;
+	unsigned chains, compacted, skipped, failed;
 };
 
 static void usage(FILE *f)
@@ -109,7 +109,17 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 		       chain.nlayers - nmerge);
 	fflush(stdout);
 	ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
-	if (ret) {
+	if (ret == -EAGAIN || ret == -EBUSY) {
+		/* A rollback came first, or holds the lock: not a failure. */
+		if (!r->quiet && res.withdrawn)
+			printf(": withdrawn: the newest merged diff was deleted without "
+			       "the rollback lock; the store reads as rolled back\n");
+		else if (!r->quiet)
+			printf(": %s; the store is unchanged\n", ret == -EAGAIN ?
+			       "abandoned: a merged layer changed meanwhile (a rollback)" :
+			       "postponed: the directory's rollback lock stayed held");
+		r->skipped++;
+	} else if (ret) {
 		if (!r->quiet)
 			printf(": FAILED\n");
 		fprintf(stderr, "snapfs-compact: %s%s%s: %s%s\n", path, *path ? "/" : "",
@@ -261,8 +271,11 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 	do_dir(&r, fd, "");
-	printf("snapfs-compact: %u chains, %u %s, %u failed\n", r.chains, r.compacted,
+	printf("snapfs-compact: %u chains, %u %s, %u failed", r.chains, r.compacted,
 	       r.opts.dry_run ? "to compact (dry run)" : "compacted", r.failed);
+	if (r.skipped)
+		printf(", %u skipped for a rollback", r.skipped);
+	printf("\n");
 	cache_free(r.cache);
 	close(fd);
 	return r.failed ? 1 : 0;

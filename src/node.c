@@ -3,11 +3,16 @@
  * The inode table and the versions of layered files (see node.h for the
  * model).
  *
- * Lock order: a directory's node.lock, then a version's node.lock, then
+ * Lock order: a directory's rollback lock (the flock of dirlock.h, which
+ * is not a mutex of ours and is shared with other processes), then a
+ * directory's node.lock, then a version's node.lock, then
  * node_table.watch_lock (only around adding or removing an inotify watch),
- * then node_table.lock; never the other way round. The compactor holds the
- * directory's lock only around the rename of a new base and the update of
- * the version's identity, so lookups wait at most for that. The table
+ * then node_table.lock; never the other way round. Only rollbacks
+ * (node_unlink()) and the compactor take the rollback lock; lookups never
+ * do, so a producer holding it from a shell blocks no read. The compactor
+ * holds the directory's node.lock only around the rename of a new base and
+ * the update of the version's identity, so lookups wait at most for that.
+ * The table
  * lock guards only memory (hash chains, counts, version lists) and is never
  * held across I/O, close() or the freeing of a node: nodes to free are
  * unlinked under the lock and destroyed after it is dropped.
@@ -37,6 +42,7 @@
 #include <xxhash.h>
 
 #include "compact.h"
+#include "dirlock.h"
 #include "log.h"
 #include "node.h"
 #include "watch.h"
@@ -1517,12 +1523,19 @@ void node_table_unwatch(struct node_table *t)
 
 /* ---- rollback and open-time freshness ---- */
 
+/* How long a rollback through the mount waits for the directory's rollback
+ * lock (a compaction holds it for a few system calls; a producer may hold
+ * it longer) before it fails with EAGAIN. */
+#define UNLINK_LOCK_WAIT_MS 10000
+
 int node_unlink(struct node_table *t, struct node *dir, const char *name)
 {
 	const struct store_group *g;
 	const struct store_layer *top = NULL, *l = NULL;
 	struct store_name sn;
+	struct dirlock lk;
 	char *nm = NULL;
+	bool removed = false;
 	int ret;
 
 	if (dir->kind != NODE_DIR)
@@ -1533,6 +1546,18 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 	if (!nm)
 		return -ENOMEM;
 
+	/* The rollback lock first (lock order): a compaction merging this
+	 * diff is either abandoned (its check comes after the unlink) or
+	 * already published (the diff is then gone or no longer the top). */
+	ret = dirlock_acquire(dir->fd, UNLINK_LOCK_WAIT_MS, NULL, &lk);
+	if (ret) {
+		log_warn("%s%s%s: cannot roll back: the directory's rollback lock: %s",
+			 dir->path, dir->path[0] ? "/" : "", name,
+			 ret == -EWOULDBLOCK ? "held elsewhere for too long" :
+			 strerror(-ret));
+		free(nm);
+		return ret == -EWOULDBLOCK ? -EAGAIN : ret;
+	}
 	pthread_mutex_lock(&dir->lock);
 	ret = dir_refresh_locked(t, dir, true);
 	g = ret ? NULL : store_dir_find(dir->index, nm);
@@ -1551,8 +1576,16 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 		ret = -EBUSY;
 	} else if (!ret && unlinkat(dir->fd, name, 0) < 0) {
 		ret = -errno;
+	} else if (!ret) {
+		removed = true;
 	}
 	pthread_mutex_unlock(&dir->lock);
+	/* Durable before the answer: a rollback that returned success stays
+	 * done across a crash. The directory's mutex is not held for it. */
+	if (ret == 0 && (ret = dirlock_sync_dir(&lk)))
+		log_err("%s%s%s: removed, but the directory cannot be synced: %s",
+			dir->path, dir->path[0] ? "/" : "", name, strerror(-ret));
+	dirlock_release(&lk);
 
 	if (ret == -EBUSY)
 		log_warn("%s%s%s: refusing to unlink: only the highest diff of a "
@@ -1561,7 +1594,7 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 	else if (ret == 0)
 		log_info("%s%s%s: removed: %s rolled back by one layer", dir->path,
 			 dir->path[0] ? "/" : "", name, nm);
-	if (ret == 0) {
+	if (removed) {
 		pthread_mutex_lock(&t->lock);
 		dir->index_stale = true;
 		pthread_mutex_unlock(&t->lock);
@@ -1679,6 +1712,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	uint64_t new_base_seq = 0;
 	char **prune = NULL;
 	size_t nprune = 0;
+	bool retry = false;
 	int ret;
 
 	/* The chain this version was made of, copied: compact_published()
@@ -1740,9 +1774,33 @@ static void compact_version(struct node_table *t, struct node *v)
 		log_info("%s: compaction stopped; the store is unchanged", v->path);
 		goto out;
 	}
+	if (ret == -EAGAIN && res.withdrawn) {
+		/* compact_chain() logged it. The version's layer list names the
+		 * withdrawn base now: drop its view, rescan; the next lookup
+		 * finds the rolled-back chain, a new version. */
+		struct view *old_view;
+
+		pthread_mutex_lock(&v->lock);
+		old_view = v->view;
+		v->view = NULL;
+		pthread_mutex_unlock(&v->lock);
+		view_put(old_view);
+		pthread_mutex_lock(&t->lock);
+		dir->index_stale = true;
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
 	if (ret == -EAGAIN) {
+		/* A rollback came first: not a failure. */
 		log_info("%s: compaction abandoned: a merged layer changed "
-			 "meanwhile; the store is unchanged", v->path);
+			 "meanwhile (a rollback); the store is unchanged", v->path);
+		goto out;
+	}
+	if (ret == -EBUSY) {
+		log_info("%s: compaction postponed: the directory's rollback lock "
+			 "stayed held for %d ms; the store is unchanged", v->path,
+			 COMPACT_LOCK_WAIT_MS);
+		retry = true;
 		goto out;
 	}
 	if (ret && res.published) {
@@ -1792,6 +1850,8 @@ out:
 	free(layers);
 	pthread_mutex_lock(&t->lock);
 	v->cstate = COMPACT_IDLE;
+	if (retry && v->current && !t->cstop)
+		compact_enqueue_locked(t, v);
 	pthread_mutex_unlock(&t->lock);
 }
 
