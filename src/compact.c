@@ -648,6 +648,9 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	for (size_t i = 0; i < nmerge && !ret; i++)
 		if (!layer_unchanged(dirfd, chain->layers[i]->fname, &ids[i]))
 			ret = -EAGAIN;
+	/* The directory was moved out of STORE while we copied. */
+	if (!ret && opts->store_ino && !store_dir_inside(dirfd, opts->store_dev, opts->store_ino))
+		ret = -EXDEV;
 	if (!ret && renameat2(dirfd, tmp, dirfd, res->new_base, RENAME_NOREPLACE) < 0) {
 		ret = -errno;
 	} else if (!ret) {

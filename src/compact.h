@@ -43,6 +43,11 @@ struct compact_opts {
 	pthread_mutex_t *publish_lock;
 	void (*published)(void *ctx, const char *new_base);
 	void *ctx;
+	/* STORE's root: if store_ino is set, the chain's directory must still
+	 * lie beneath it when the new base is published (checked under the
+	 * locks, right before the rename), else the compaction is abandoned
+	 * with -EXDEV: nothing is written outside STORE (doc/format.md §3). */
+	uint64_t store_dev, store_ino;
 };
 
 /* What a compaction did, for logs, xattrs and tests. */

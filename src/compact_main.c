@@ -119,6 +119,13 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 			       "abandoned: a merged layer changed meanwhile (a rollback)" :
 			       "postponed: the directory's rollback lock stayed held");
 		r->skipped++;
+	} else if (ret == -EXDEV) {
+		if (!r->quiet)
+			printf(": abandoned\n");
+		fprintf(stderr, "snapfs-compact: %s%s%s: the directory was moved out of "
+			"STORE during the compaction; nothing was published there\n",
+			path, *path ? "/" : "", g->name);
+		r->failed++;
 	} else if (ret) {
 		if (!r->quiet)
 			printf(": FAILED\n");
@@ -264,6 +271,16 @@ int main(int argc, char *argv[])
 	if (fd < 0) {
 		fprintf(stderr, "snapfs-compact: %s: %s\n", argv[optind], strerror(errno));
 		return 1;
+	}
+	{
+		/* Each directory must still lie beneath STORE when a new base
+		 * is published in it (one moved out meanwhile is left alone). */
+		struct stat st;
+
+		if (fstat(fd, &st) == 0) {
+			r.opts.store_dev = st.st_dev;
+			r.opts.store_ino = st.st_ino;
+		}
 	}
 	r.cache = cache_new(64 << 20);
 	if (!r.cache) {

@@ -385,32 +385,7 @@ void node_unref(struct node_table *t, struct node *n)
  */
 static bool dir_in_store(struct node_table *t, const struct node *dir)
 {
-	int fd = dir->fd, up;
-	bool inside = false;
-	struct stat prev = { .st_dev = dir->dev, .st_ino = dir->ino };
-
-	if (dir == t->root)
-		return true;
-	for (int depth = 0; depth < 4096; depth++) {
-		struct stat st;
-
-		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (fd != dir->fd)
-			close(fd);
-		fd = up;
-		if (fd < 0 || fstat(fd, &st) < 0)
-			break;
-		if (st.st_dev == t->root->dev && st.st_ino == t->root->ino) {
-			inside = true;
-			break;
-		}
-		if (st.st_dev == prev.st_dev && st.st_ino == prev.st_ino)
-			break;		/* "/": its ".." is itself */
-		prev = st;
-	}
-	if (fd >= 0 && fd != dir->fd)
-		close(fd);
-	return inside;
+	return dir == t->root || store_dir_inside(dir->fd, t->root->dev, t->root->ino);
 }
 
 /* Logs, once per directory node, that dir left STORE. */
@@ -1765,6 +1740,8 @@ static void compact_version(struct node_table *t, struct node *v)
 		goto out;
 	}
 	o.stop = &t->cstop;
+	o.store_dev = t->root->dev;
+	o.store_ino = t->root->ino;
 	o.publish_lock = &dir->lock;
 	o.published = compact_published;
 	o.ctx = &pc;
@@ -1788,6 +1765,10 @@ static void compact_version(struct node_table *t, struct node *v)
 		pthread_mutex_lock(&t->lock);
 		dir->index_stale = true;
 		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	if (ret == -EXDEV) {
+		dir_moved_out(t, dir);
 		goto out;
 	}
 	if (ret == -EAGAIN) {

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -372,4 +373,34 @@ void store_chain_free(struct store_chain *chain)
 	free(chain->layers);
 	chain->layers = NULL;
 	chain->nlayers = 0;
+}
+
+bool store_dir_inside(int dirfd, uint64_t root_dev, uint64_t root_ino)
+{
+	struct stat st, prev;
+	bool inside = false;
+	int fd = dirfd, up;
+
+	if (fstat(dirfd, &prev) < 0)
+		return false;
+	if ((uint64_t)prev.st_dev == root_dev && (uint64_t)prev.st_ino == root_ino)
+		return true;
+	for (int depth = 0; depth < 4096; depth++) {
+		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd != dirfd)
+			close(fd);
+		fd = up;
+		if (fd < 0 || fstat(fd, &st) < 0)
+			break;
+		if ((uint64_t)st.st_dev == root_dev && (uint64_t)st.st_ino == root_ino) {
+			inside = true;
+			break;
+		}
+		if (st.st_dev == prev.st_dev && st.st_ino == prev.st_ino)
+			break;		/* "/": its ".." is itself */
+		prev = st;
+	}
+	if (fd >= 0 && fd != dirfd)
+		close(fd);
+	return inside;
 }

@@ -99,4 +99,13 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 
 void store_chain_free(struct store_chain *chain);
 
+/*
+ * True if the directory open as dirfd (O_PATH is fine) is STORE's root,
+ * device root_dev and inode root_ino, or lies beneath it: walking up
+ * through ".." reaches it before the filesystem's root. A directory moved
+ * out of STORE while snapfs holds it open is not, and nothing may be
+ * written, removed or read there any more (doc/format.md §3).
+ */
+bool store_dir_inside(int dirfd, uint64_t root_dev, uint64_t root_ino);
+
 #endif
