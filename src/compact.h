@@ -55,6 +55,9 @@ struct compact_result {
 	bool published;		/* the new base is in place (also when a
 				   later step failed: content is unchanged,
 				   superseded layers may remain) */
+	char refused[256];	/* with -EPERM: why no new base can hold the
+				   merged layers without widening access
+				   (names the layers), else "" */
 };
 
 /*
@@ -75,9 +78,16 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * it would (SPEC §5: equal sizes, diffs with holes, page-exact holes) and
  * refused with -EIO otherwise; the merged layers are checked again right
  * before the rename, and a change (a rollback meanwhile) gives -EAGAIN.
+ * The new base is never readable by anyone who could not read every
+ * merged layer: it gets their common owner and group and the AND of their
+ * modes and ACLs (perms.h). Layers that differ in owner, group or ACL
+ * entries, or a compactor that cannot give the new base their owner, make
+ * it refuse with -EPERM and the cause in res->refused, logging nothing:
+ * the caller reports it once; retrying cannot help until the layers'
+ * permissions change.
  * Returns 0, or -errno with the staging file removed and the chain
- * untouched (-ENOSPC, -EIO, ...); res->published tells whether the failure
- * came after the new base was in place.
+ * untouched (-ENOSPC, -EIO, -EPERM, ...); res->published tells whether the
+ * failure came after the new base was in place.
  */
 int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		  size_t nmerge, struct cache *cache, const struct compact_opts *opts,

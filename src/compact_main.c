@@ -98,7 +98,14 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 		       chain.nlayers - nmerge);
 	fflush(stdout);
 	ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
-	if (ret) {
+	if (ret == -EPERM && res.refused[0]) {
+		if (!r->quiet)
+			printf(": REFUSED\n");
+		fprintf(stderr, "snapfs-compact: %s%s%s: compaction refused: %s; "
+			"the store is unchanged\n", path, *path ? "/" : "", g->name,
+			res.refused);
+		r->failed++;
+	} else if (ret) {
 		if (!r->quiet)
 			printf(": FAILED\n");
 		fprintf(stderr, "snapfs-compact: %s%s%s: %s%s\n", path, *path ? "/" : "",

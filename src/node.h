@@ -83,6 +83,9 @@ struct node {
 				   set once under lock, then fixed */
 	enum { COMPACT_IDLE, COMPACT_PENDING, COMPACT_RUNNING } cstate;
 				/* protected by node_table.lock */
+	char *crefused;		/* why the compactor refused this version's
+				   chain (it would widen access), or NULL;
+				   protected by node_table.lock */
 };
 
 /*
