@@ -12,21 +12,24 @@
  * another value drops the capabilities that override file permissions
  * (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, ...) from the thread's effective
  * set, and moving it back to 0 restores them: the check is made without
- * them, as for the requester. That each step took is verified
- * (setfsuid(-1) and setfsgid(-1) return the current value; capget shows
- * the thread's effective capabilities), and where it did not, the check
- * fails closed.
+ * them, as for the requester (unless the securebit SECBIT_NO_SETUID_FIXUP
+ * is set, checked once: then no switch is attempted). That each step took
+ * is verified (setfsuid(-1) and setfsgid(-1) return the current value),
+ * and where it did not, the check fails closed.
+ *
+ * Cost: about 12 system calls for the switches plus one per fd.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
+#include <linux/securebits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -44,6 +47,7 @@ static struct {
 	gid_t *groups;
 	size_t ngroups;
 	int error;		/* nonzero: could not be read, never switch */
+	bool no_fixup;		/* capabilities survive a change of fs uid */
 } self;
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
@@ -54,6 +58,9 @@ static void self_read(void)
 {
 	int n;
 
+	int bits = prctl(PR_GET_SECUREBITS);
+
+	self.no_fixup = bits < 0 || (bits & SECBIT_NO_SETUID_FIXUP);
 	self.fsuid = (uid_t)syscall(SYS_setfsuid, -1);
 	self.fsgid = (gid_t)syscall(SYS_setfsgid, -1);
 	n = getgroups(0, NULL);
@@ -74,25 +81,15 @@ static void self_read(void)
 	self.ngroups = (size_t)n;
 }
 
+bool access_is_daemon(uid_t uid)
+{
+	pthread_once(&self_once, self_read);
+	return !self.error && uid == self.fsuid;
+}
+
 void access_force_fallback(bool on)
 {
 	__atomic_store_n(&use_fallback, on ? 1 : 0, __ATOMIC_RELAXED);
-}
-
-/* True if the calling thread's effective set holds a capability that
- * overrides read or search permission. */
-static bool dac_override_in_effect(void)
-{
-	struct __user_cap_header_struct hdr = {
-		.version = _LINUX_CAPABILITY_VERSION_3,
-		.pid = 0,	/* the calling thread */
-	};
-	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-
-	memset(data, 0, sizeof(data));
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return true;	/* unknown: assume the worst */
-	return data[0].effective & ((1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH));
 }
 
 /* Puts the daemon's credentials back on this thread; never returns if it
@@ -133,12 +130,6 @@ static int switch_to(const struct access_cred *c, const char **why)
 	if ((gid_t)syscall(SYS_setfsgid, -1) != c->gid ||
 	    (uid_t)syscall(SYS_setfsuid, -1) != c->uid) {
 		*why = "setfsuid/setfsgid did not take";
-		switch_back();
-		return -EPERM;
-	}
-	if (c->uid != 0 && dac_override_in_effect()) {
-		*why = "the daemon keeps CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH "
-		       "under another uid";
 		switch_back();
 		return -EPERM;
 	}
@@ -184,6 +175,9 @@ int access_check(const struct access_cred *c, const int *fds, size_t n, int mask
 		why = strerror(self.error);
 	else if (self.fsuid != 0)
 		why = "the daemon does not run as root";
+	else if (self.no_fixup)
+		why = "SECBIT_NO_SETUID_FIXUP keeps the daemon's capabilities "
+		      "under any uid";
 	else if (c->uid == (uid_t)-1 || c->gid == (gid_t)-1)
 		return -EACCES;	/* an id this namespace cannot name */
 	else if (switch_to(c, &why) == 0) {

@@ -36,15 +36,14 @@ struct access_cred {
  * The calling thread, and only it, runs the check with c's credentials:
  * its fs uid, fs gid and groups are switched with raw system calls (the
  * libc wrappers would change every thread) and always switched back before
- * returning. A switch that did not take, or that left the daemon's
- * capabilities to override file permissions in force, counts as "cannot
- * switch".
+ * returning. A switch that did not take counts as "cannot switch".
  *
  * Returns 0 if every fd allows mask; -EACCES if one does not, or if the
- * check cannot be made as c: the daemon is not root (or lacks CAP_SETGID),
- * c's uid or gid is not mapped ((uid_t)-1), and c is not the daemon's own
- * uid (fail closed: only the daemon's own uid passes then; logged once per
- * process); another -errno if the kernel gave another error (-EBADF, ...).
+ * check cannot be made as c: the daemon is not root (or lacks CAP_SETGID,
+ * or runs with SECBIT_NO_SETUID_FIXUP), c's uid or gid is not mapped
+ * ((uid_t)-1), and c is not the daemon's own uid (fail closed: only the
+ * daemon's own uid passes then; logged once per process); another -errno
+ * if the kernel gave another error (-EBADF, ...).
  * Where faccessat2 is missing (kernels before 5.8), R_OK is checked by
  * reopening the fd through /proc/self/fd for reading with c's credentials,
  * and X_OK is refused (-EACCES). Thread-safe; takes no lock. If switching
@@ -52,6 +51,14 @@ struct access_cred {
  * go on serving with a requester's credentials.
  */
 int access_check(const struct access_cred *c, const int *fds, size_t n, int mask);
+
+/*
+ * True if uid is the daemon's own fs uid: access_check() would then decide
+ * with the daemon's own credentials (root's capabilities, or a daemon not
+ * running as root passing its own uid), which opened the files already,
+ * so the caller may skip it and the cost of reading groups.
+ */
+bool access_is_daemon(uid_t uid);
 
 /*
  * For tests: act as if faccessat2 were missing (on = true) or not. Call
