@@ -3,7 +3,8 @@
 #
 # Installs what building and testing snapfs needs on Debian or Ubuntu:
 # the toolchain, libfuse3, xxhash and cmocka, and the tools the mount tests
-# and benchmarks use (mkfs for XFS/btrfs/ext4, getfattr, xxd, fio, strace).
+# and benchmarks use (mkfs for XFS/btrfs/ext4, getfattr, setfacl and
+# getfacl, xxd, fio, strace).
 # Run as root. When every package is already installed it does nothing, so
 # running it again (as contrib/run-tests.sh and contrib/quickstart.sh do) is
 # fast and needs no network.
@@ -12,7 +13,7 @@ set -euo pipefail
 PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
 	libfuse3-dev fuse3 libxxhash-dev libcmocka-dev
-	xfsprogs btrfs-progs e2fsprogs attr xxd fio strace
+	xfsprogs btrfs-progs e2fsprogs attr acl xxd fio strace
 	util-linux kmod ca-certificates
 )
 

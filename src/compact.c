@@ -42,6 +42,7 @@
 #include "compact.h"
 #include "dirlock.h"
 #include "log.h"
+#include "perms.h"
 #include "view.h"
 
 #define XFS_MAGIC 0x58465342UL
@@ -478,6 +479,7 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	uint64_t seq, size;
 	bool renamed = false;
 	struct stat bst;
+	struct perms perm = { 0 };
 
 	unsigned page_size = opts->page_size ? opts->page_size : 4096;
 
@@ -549,27 +551,47 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	if (ret)
 		goto out;
 
-	/* 1: stage. */
+	/* 1: stage. The new base never grants more than any merged layer
+	 * did: their common owner and group, the AND of their modes and of
+	 * their ACLs (perms.h). Layers that differ in owner, group or ACL
+	 * entries have no such file: refused, for the caller to report. */
 	if (fstat(fds[0], &bst) < 0) {
 		ret = -errno;
 		goto out;
 	}
-	out = openat(dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
-		     bst.st_mode & 07777);
+	{
+		const char *what;
+		size_t culprit;
+
+		ret = perms_merge(fds, nmerge, &perm, &culprit, &what);
+		if (ret == -EPERM) {
+			snprintf(res->refused, sizeof(res->refused),
+				 "layers %s and %s differ in %s, and no single file "
+				 "can hold their bytes without widening access",
+				 chain->layers[0]->fname, chain->layers[culprit]->fname,
+				 what);
+			goto out;
+		}
+		if (ret)
+			goto out;
+	}
+	/* Owner-only until its permissions are set (also against a default
+	 * ACL of the directory, whose entries the mode masks). */
+	out = openat(dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
 	if (out < 0) {
 		ret = -errno;
 		goto out;
 	}
-	/* The new base is what the old one was to its readers: same owner
-	 * and mode, whatever the umask. */
-	if (fchown(out, bst.st_uid, bst.st_gid) < 0 && errno != EPERM) {
-		ret = -errno;
+	ret = perms_apply(out, &perm);
+	if (ret == -EPERM) {
+		snprintf(res->refused, sizeof(res->refused),
+			 "the new base cannot be given its layers' owner %u:%u "
+			 "(the compactor is not root)", (unsigned)perm.uid,
+			 (unsigned)perm.gid);
 		goto out;
 	}
-	if (fchmod(out, bst.st_mode & 07777) < 0) {
-		ret = -errno;
+	if (ret)
 		goto out;
-	}
 	if ((ret = fault_point(1)))
 		goto out;
 
@@ -733,6 +755,7 @@ out:
 	free(ids);
 	free(fds);
 	free(c.buf);
+	perms_free(&perm);
 	return ret;
 }
 

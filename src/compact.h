@@ -65,6 +65,9 @@ struct compact_result {
 	bool withdrawn;		/* the new base was renamed into place, then
 				   removed again: a merged diff was deleted
 				   without the rollback lock (logged) */
+	char refused[256];	/* with -EPERM: why no new base can hold the
+				   merged layers without widening access
+				   (names the layers), else "" */
 };
 
 /* How long the compactor waits for a directory's rollback lock before it
@@ -89,6 +92,14 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * it would (SPEC §5: equal sizes, diffs with holes, page-exact holes) and
  * refused with -EIO otherwise.
  *
+ * Access: the new base is never readable by anyone who could not read
+ * every merged layer: it gets their common owner and group and the AND of
+ * their modes and ACLs (perms.h). Layers that differ in owner, group or ACL
+ * entries, or a compactor that cannot give the new base their owner, make
+ * it refuse with -EPERM and the cause in res->refused, logging nothing: the
+ * caller reports it once; retrying cannot help until the layers'
+ * permissions change.
+ *
  * Rollbacks (SPEC §6, dirlock.h): the directory's rollback lock is taken
  * (waiting at most COMPACT_LOCK_WAIT_MS, honouring opts->stop) and held
  * from the last check of the merged layers, through the rename, published()
@@ -103,9 +114,10 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * rolled-back chain.
  *
  * Returns 0, or -errno with the staging file removed and the chain
- * untouched (-ENOSPC, -EIO, -EAGAIN, -EBUSY: the rollback lock stayed held
- * elsewhere, -ECANCELED, ...); res->published tells whether the failure
- * came after the new base was in place.
+ * untouched (-ENOSPC, -EIO, -EPERM, -EAGAIN, -EBUSY: the rollback lock
+ * stayed held elsewhere, -EXDEV: the directory left STORE, -ECANCELED,
+ * ...); res->published tells whether the failure came after the new base
+ * was in place.
  */
 int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		  size_t nmerge, struct cache *cache, const struct compact_opts *opts,

@@ -126,6 +126,13 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 			"STORE during the compaction; nothing was published there\n",
 			path, *path ? "/" : "", g->name);
 		r->failed++;
+	} else if (ret == -EPERM && res.refused[0]) {
+		if (!r->quiet)
+			printf(": REFUSED\n");
+		fprintf(stderr, "snapfs-compact: %s%s%s: compaction refused: %s; "
+			"the store is unchanged\n", path, *path ? "/" : "", g->name,
+			res.refused);
+		r->failed++;
 	} else if (ret) {
 		if (!r->quiet)
 			printf(": FAILED\n");

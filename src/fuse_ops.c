@@ -9,6 +9,12 @@
  * fd-backed buffer at the same offset in the layer that serves it, or a
  * slice of one shared zero buffer, and fuse_reply_data() splices them into
  * the reply where the kernel allows.
+ *
+ * Access: the daemon opens STORE's files itself, so every open and opendir
+ * is checked with the requester's credentials first (access.h): a view
+ * needs read permission on every layer of its version, a plain file the
+ * access its open asks for, a directory read permission. Denials are
+ * normal and not logged (a debug line with -d).
  */
 #include "config.h"
 
@@ -22,6 +28,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "fuse_ops.h"
 #include "log.h"
 
@@ -30,6 +37,10 @@
 
 /* Pieces of a read described on the stack before falling back to malloc. */
 #define STACK_PIECES 16
+
+/* A requester's groups, and a view's layer fds, held on the stack up to
+ * this many before falling back to malloc. */
+#define STACK_IDS 64
 
 static struct snapfs *fs_of(fuse_req_t req)
 {
@@ -66,6 +77,78 @@ void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name)
 		log_debug("invalidating %s: %s", name, strerror(-ret));
 }
 
+/*
+ * Whether the requester of req may access each of the n fds for mask,
+ * decided by the kernel with the requester's uid, gid and supplementary
+ * groups (access_check()). The groups come from /proc; if they cannot be
+ * read (the process is gone, /proc is not mounted, another pid namespace),
+ * access is denied: a check with fewer groups could grant what a group
+ * entry denies (mode 0604, an ACL's group:NAME:---). Returns 0, -EACCES,
+ * -ENOMEM, or another -errno.
+ */
+static int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
+{
+	static int groups_logged;	/* atomic */
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t stack[STACK_IDS], *groups = stack;
+	int ng, cap = STACK_IDS, ret;
+
+	if (access_is_daemon(ctx->uid))
+		return 0;
+	ng = fuse_req_getgroups(req, cap, groups);
+	while (ng > cap) {	/* more groups than the buffer holds */
+		gid_t *g = realloc(groups == stack ? NULL : groups,
+				   (size_t)ng * sizeof(*g));
+
+		if (!g) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		groups = g;
+		cap = ng;
+		ng = fuse_req_getgroups(req, cap, groups);
+	}
+	if (ng < 0) {
+		if (ng != -ENOENT && ng != -ESRCH &&
+		    !__atomic_exchange_n(&groups_logged, 1, __ATOMIC_RELAXED))
+			log_warn("cannot read the groups of process %d (uid %u): %s; "
+				 "opens whose requester's groups are unknown are denied",
+				 (int)ctx->pid, (unsigned)ctx->uid, strerror(-ng));
+		ret = -EACCES;
+		goto out;
+	}
+	{
+		struct access_cred c = { ctx->uid, ctx->gid, groups, (size_t)ng };
+
+		ret = access_check(&c, fds, n, mask);
+	}
+out:
+	if (groups != stack)
+		free(groups);
+	if (ret)
+		log_debug("access denied to uid %u (pid %d): %s", (unsigned)ctx->uid,
+			  (int)ctx->pid, strerror(-ret));
+	return ret;
+}
+
+/* requester_may() on every layer of v, for reading. */
+static int requester_may_read_view(fuse_req_t req, const struct view *v)
+{
+	int stack[STACK_IDS] = { 0 }, *fds = stack, ret;
+
+	if (v->nlayers > STACK_IDS) {
+		fds = malloc(v->nlayers * sizeof(*fds));
+		if (!fds)
+			return -ENOMEM;
+	}
+	for (unsigned i = 0; i < v->nlayers; i++)
+		fds[i] = v->layers[i].fd;
+	ret = requester_may(req, fds, v->nlayers, R_OK);
+	if (fds != stack)
+		free(fds);
+	return ret;
+}
+
 static double attr_timeout_of(struct snapfs *fs, const struct node *n)
 {
 	return n->kind == NODE_VIEW ? VIEW_ATTR_TIMEOUT : fs->attr_timeout;
@@ -73,7 +156,20 @@ static double attr_timeout_of(struct snapfs *fs, const struct node *n)
 
 static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct snapfs *fs = userdata;
+
+	/* With other users let in, the kernel checks lookups and traversal
+	 * with the ACLs of STORE's entries too (it reads them through
+	 * getxattr; views have none and show the AND of their layers'
+	 * modes). Opens are checked by the daemon in any case. */
+	if (fs->posix_acl) {
+		if (conn->capable & FUSE_CAP_POSIX_ACL)
+			conn->want |= FUSE_CAP_POSIX_ACL;
+		else
+			log_warn("the kernel cannot enforce POSIX ACLs for FUSE: "
+				 "directory traversal through the mount follows "
+				 "modes only (opens still honour ACLs)");
+	}
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	/* No SPLICE_MOVE: on this kernel the moves happen, and they steal
@@ -195,14 +291,21 @@ static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
 	struct snapfs *fs = fs_of(req);
-	struct dir_handle *d = calloc(1, sizeof(*d));
+	struct node *n = node_of(req, ino);
+	struct dir_handle *d;
 	int ret;
 
+	ret = requester_may(req, &n->fd, 1, R_OK);
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	d = calloc(1, sizeof(*d));
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = node_list_dir(fs->nodes, node_of(req, ino), &d->ents, &d->count);
+	ret = node_list_dir(fs->nodes, n, &d->ents, &d->count);
 	if (ret) {
 		free(d);
 		fuse_reply_err(req, -ret);
@@ -332,11 +435,26 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			fuse_reply_err(req, -ret);
 			return;
 		}
+		/* Never wider than any layer: the requester must be able to
+		 * read each file whose bytes this version serves. */
+		ret = requester_may_read_view(req, v);
+		if (ret) {
+			view_put(v);
+			fuse_reply_err(req, -ret);
+			return;
+		}
 		fi->fh = (uintptr_t)v;
 		fi->keep_cache = 1;	/* the version's bytes never change */
 		if (fuse_reply_open(req, fi) != 0)
 			view_put(v);
 		return;
+	}
+	if (n->kind == NODE_FILE) {
+		ret = requester_may(req, &n->fd, 1, R_OK);	/* O_RDONLY only */
+		if (ret) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
 	}
 	ret = node_open_file(n, fi->flags);
 	if (ret < 0) {

@@ -45,6 +45,7 @@ struct options {
 	int ready_fd;
 	unsigned max_threads;
 	int allow_other;
+	int default_permissions;
 	int nonopts;
 };
 
@@ -84,6 +85,8 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	}
 	if (key == FUSE_OPT_KEY_OPT && strcmp(arg, "allow_other") == 0)
 		o->allow_other = 1;
+	if (key == FUSE_OPT_KEY_OPT && strcmp(arg, "default_permissions") == 0)
+		o->default_permissions = 1;
 	return 1;
 }
 
@@ -113,7 +116,9 @@ static void usage(const char *prog)
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
 	       "    -o max_threads=N       worker threads (default 16)\n"
 	       "    -o allow_other         let other users in; implies\n"
-	       "                           default_permissions (STORE's modes apply)\n\n",
+	       "                           default_permissions: STORE's modes and\n"
+	       "                           ACLs apply, and a layered file opens only\n"
+	       "                           for users who may read all its layers\n\n",
 	       prog);
 }
 
@@ -271,6 +276,8 @@ int main(int argc, char *argv[])
 	fs.revalidate = o.revalidate;
 	fs.reply_splice = !o.read_reply || strcmp(o.read_reply, "splice") == 0;
 	fs.attr_timeout = o.attr_timeout;
+	/* The kernel's own checks, with ACLs, wherever it makes them. */
+	fs.posix_acl = o.allow_other || o.default_permissions;
 	fs.cache = cache_new((size_t)o.cache_mb << 20);
 	if (!fs.cache)
 		goto out_zero;

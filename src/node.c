@@ -122,6 +122,7 @@ static void node_destroy(struct node *n)
 	free(n->layer_ids);
 	free(n->error);
 	free(n->build_error);
+	free(n->crefused);
 	free(n->name);
 	free(n->path);
 	pthread_mutex_destroy(&n->lock);
@@ -486,6 +487,7 @@ struct chain_probe {
 	char **names;
 	struct layer_id *ids;
 	struct stat top;	/* stat of the base (or highest layer) */
+	mode_t perm_and;	/* AND of every layer's permission bits */
 	struct timespec newest_mtime, newest_ctime;
 	blkcnt_t blocks;
 	char *error;
@@ -554,6 +556,7 @@ static int probe_chain(struct node *dir, const struct store_group *g,
 	}
 	store_chain_free(&chain);
 
+	cp->perm_and = 07777;
 	for (size_t i = 0; i < cp->n; i++) {
 		struct stat st;
 
@@ -574,6 +577,7 @@ static int probe_chain(struct node *dir, const struct store_group *g,
 					      stx.stx_btime.tv_nsec;
 		if (i == 0 || (cp->error && i == cp->n - 1))
 			cp->top = st;
+		cp->perm_and &= st.st_mode & 07777;
 		if (ts_ns(&st.st_mtim) > ts_ns(&cp->newest_mtime))
 			cp->newest_mtime = st.st_mtim;
 		if (ts_ns(&st.st_ctim) > ts_ns(&cp->newest_ctime))
@@ -624,7 +628,10 @@ static struct node *version_new(struct node *dir, const char *name,
 
 	a = &v->vattr;
 	*a = cp->top;
-	a->st_mode = S_IFREG | (cp->top.st_mode & 0555);
+	/* Informative: the owner is the base's, the permission bits those
+	 * every layer grants (read and execute only). The daemon's check at
+	 * open, with the requester's credentials on each layer, decides. */
+	a->st_mode = S_IFREG | (cp->perm_and & 0555);
 	a->st_nlink = 1;
 	a->st_mtim = cp->newest_mtime;
 	a->st_ctim = cp->newest_ctime;
@@ -1259,14 +1266,22 @@ ssize_t node_view_getxattr(struct node_table *t, struct node *n,
 		return xattr_reply(num, strlen(num), buf, size);
 	}
 	if (strcmp(name, XA_COMPACT) == 0) {
-		const char *state;
+		char *state;
 
 		pthread_mutex_lock(&t->lock);
-		state = !t->compacting ? "off" :
-			n->cstate == COMPACT_RUNNING ? "running" :
-			n->cstate == COMPACT_PENDING ? "pending" : "idle";
+		if (asprintf(&state, "%s%s", !t->compacting ? "off" :
+			     n->cstate == COMPACT_RUNNING ? "running" :
+			     n->cstate == COMPACT_PENDING ? "pending" :
+			     n->crefused ? "refused: " : "idle",
+			     t->compacting && n->cstate == COMPACT_IDLE && n->crefused ?
+			     n->crefused : "") < 0)
+			state = NULL;
 		pthread_mutex_unlock(&t->lock);
-		return xattr_reply(state, strlen(state), buf, size);
+		if (!state)
+			return -ENOMEM;
+		ret = xattr_reply(state, strlen(state), buf, size);
+		free(state);
+		return ret;
 	}
 	if (strcmp(name, XA_ERROR) == 0) {
 		char *err = NULL;
@@ -1782,6 +1797,19 @@ static void compact_version(struct node_table *t, struct node *v)
 			 "stayed held for %d ms; the store is unchanged", v->path,
 			 COMPACT_LOCK_WAIT_MS);
 		retry = true;
+		goto out;
+	}
+	if (ret == -EPERM && res.refused[0]) {
+		/* Permanent for this version (queued once): a new version,
+		 * whose layers may agree, is tried again. */
+		char *why = strdup(res.refused);
+
+		log_err("%s: compaction refused: %s; the store is unchanged",
+			v->path, res.refused);
+		pthread_mutex_lock(&t->lock);
+		free(v->crefused);
+		v->crefused = why;
+		pthread_mutex_unlock(&t->lock);
 		goto out;
 	}
 	if (ret && res.published) {

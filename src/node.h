@@ -97,6 +97,9 @@ struct node {
 				   ESTALE open) found this version current */
 		int64_t ns;	/* when (CLOCK_MONOTONIC) */
 	} retries[4];		/* protected by node_table.lock */
+	char *crefused;		/* why the compactor refused this version's
+				   chain (it would widen access), or NULL;
+				   protected by node_table.lock */
 };
 
 /*

@@ -10,6 +10,7 @@
  *   readbench rand FILE [-n N] [-s SEED]   N distinct random 4 KiB preads, IOPS
  *   readbench fault FILE [-n N] [-s SEED]  mmap, touch N distinct random pages, us/fault
  *   readbench first FILE                   open + read the first 4 KiB, us
+ *   readbench opens FILE [-n N]            N open + close of FILE, us per pair
  *   readbench warm FILE...                 read every data range (SEEK_DATA) of
  *                                          each FILE into the page cache, MiB
  *   readbench publish TMP LAYER FILE       rename TMP to LAYER, then open FILE and
@@ -55,7 +56,7 @@ static void die(const char *what, const char *file)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s seq|rand|fault|first FILE [-n COUNT] [-s SEED]\n"
+		"usage: %s seq|rand|fault|first|opens FILE [-n COUNT] [-s SEED]\n"
 		"       %s warm FILE...\n"
 		"       %s publish TMP LAYER FILE\n"
 		"       %s gen FILE -m MIB -s SEED [-p PERCENT]\n",
@@ -233,6 +234,26 @@ static int mode_first(const char *file)
 	printf("first %.1f us\n", (t1 - t0) * 1e6);
 	close(fd);
 	free(buf);
+	return 0;
+}
+
+/* The cost of an open (and its release), the open's permission checks
+ * included: the mean over count pairs after 100 warm-up ones. */
+static int mode_opens(const char *file, uint64_t count)
+{
+	double t0 = 0;
+
+	for (uint64_t i = 0; i < count + 100; i++) {
+		int fd;
+
+		if (i == 100)
+			t0 = now();
+		fd = open(file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			die("opening", file);
+		close(fd);
+	}
+	printf("opens %.1f us\n", (now() - t0) * 1e6 / (double)count);
 	return 0;
 }
 
@@ -480,6 +501,8 @@ int main(int argc, char *argv[])
 		return mode_fault(argv[0], count ? count : 50000, seed);
 	if (!strcmp(mode, "first"))
 		return mode_first(argv[0]);
+	if (!strcmp(mode, "opens"))
+		return mode_opens(argv[0], count ? count : 20000);
 	if (!strcmp(mode, "gen"))
 		return mode_gen(argv[0], mib, seed, pct);
 	usage();
