@@ -29,8 +29,12 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "dirwatch.h"
 #include "fuse_ops.h"
 #include "log.h"
+#include "names.h"
+#include "version.h"
+#include "xattr.h"
 
 /* A version's attributes never change (a new chain is a new inode). */
 #define VIEW_ATTR_TIMEOUT 86400.0
@@ -62,7 +66,7 @@ static fuse_ino_t ino_of(struct snapfs *fs, struct node *n)
 /* How long the kernel may trust a name in dir without asking again. */
 static double entry_timeout_of(struct snapfs *fs, struct node *dir)
 {
-	return node_dir_watched(fs->nodes, dir) ? fs->entry_timeout : fs->revalidate;
+	return dirwatch_watched(fs->nodes, dir) ? fs->entry_timeout : fs->revalidate;
 }
 
 void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name)
@@ -701,7 +705,7 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	if (n->kind == NODE_VIEW)
-		ret = node_view_getxattr(fs->nodes, n, name, buf, size);
+		ret = xattr_get(fs->nodes, n, name, buf, size);
 	else
 		ret = store_xattr(n, name, buf, size, false);
 	reply_xattr(req, ret, buf, size);
@@ -719,7 +723,7 @@ static void snapfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	}
 	if (n->kind == NODE_VIEW)
-		ret = node_view_listxattr(fs_of(req)->nodes, n, buf, size);
+		ret = xattr_list(fs_of(req)->nodes, n, buf, size);
 	else
 		ret = store_xattr(n, NULL, buf, size, true);
 	reply_xattr(req, ret, buf, size);
