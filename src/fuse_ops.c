@@ -753,7 +753,7 @@ static void snapfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_reply_err(req, EROFS);
 }
 
-/* Rollback: only the highest diff of a chain may go (SPEC §2). */
+/* Rollback: only the highest diff of a chain may go (doc/format.md §2). */
 static void snapfs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	fuse_reply_err(req, -node_unlink(fs_of(req)->nodes, node_of(req, parent), name));

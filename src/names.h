@@ -48,7 +48,7 @@ void node_dirents_free(struct node_dirent *d, size_t count);
 int node_open_file(struct node *n, int flags);
 
 /*
- * Rollback through the mount (SPEC §2): removes name from STORE if it is
+ * Rollback through the mount (doc/format.md §2): removes name from STORE if it is
  * the highest diff of its chain. Returns 0; -EBUSY (logged) for any other
  * layer; -EROFS for entries that are not layers; -ENOENT.
  */

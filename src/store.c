@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Layer names, directory indexes and chain resolution (SPEC §2).
+ * Layer names, directory indexes and chain resolution (doc/format.md §2).
  *
  * A directory is indexed in one pass: every entry whose name has the layer
  * shape is put in the group of its NAME, groups are sorted by NAME, and each

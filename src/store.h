@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The store's naming rules (SPEC §2): which directory entries are layers of
+ * The store's naming rules (doc/format.md §2): which directory entries are layers of
  * which layered file, and which layers make up a file's chain. Pure logic on
  * names plus one directory scan; nothing here opens a layer.
  */
@@ -84,7 +84,7 @@ struct store_chain {
 };
 
 /*
- * Resolves the chain of group g (SPEC §2): the base with the highest seq and
+ * Resolves the chain of group g (doc/format.md §2): the base with the highest seq and
  * every diff with a greater seq, in increasing order. Returns 0 and fills
  * *chain (free with store_chain_free()), or a negative errno with *why set
  * to a static sentence for the log and for user.snapfs.error, about

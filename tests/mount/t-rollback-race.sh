@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# A rollback that returned success is never undone by a compaction (SPEC §6,
+# A rollback that returned success is never undone by a compaction (doc/format.md §6,
 # the rollback lock of doc/snapfs.8 ROLLBACK). rollrace publishes diffs into
 # STORE and rolls them back, taking turns among snapfs-rollback, `flock DIR
 # rm` and unlink through the mount, while the daemon (compact_threshold=2, a

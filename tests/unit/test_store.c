@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Unit tests of the store's naming rules (SPEC §2): which names are layers,
+ * Unit tests of the store's naming rules (doc/format.md §2): which names are layers,
  * how a directory's layers group by NAME, and which layers form a chain,
  * including the inputs that must make a file unavailable (missing base,
  * overflowing or duplicate <seq>, a symlink in the chain).
