@@ -99,7 +99,7 @@ static int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
 
 	if (access_is_daemon(ctx->uid))
 		return 0;
-	ng = fuse_req_getgroups(req, cap, groups);
+	ng = access_proc_groups(ctx->pid, groups, cap);
 	while (ng > cap) {	/* more groups than the buffer holds */
 		gid_t *g = realloc(groups == stack ? NULL : groups,
 				   (size_t)ng * sizeof(*g));
@@ -110,7 +110,7 @@ static int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
 		}
 		groups = g;
 		cap = ng;
-		ng = fuse_req_getgroups(req, cap, groups);
+		ng = access_proc_groups(ctx->pid, groups, cap);
 	}
 	if (ng < 0) {
 		if (ng != -ENOENT && ng != -ESRCH &&
