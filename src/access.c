@@ -35,6 +35,7 @@
 
 #include "access.h"
 #include "log.h"
+#include "procfd.h"
 
 #ifndef SYS_faccessat2
 #define SYS_faccessat2 439
@@ -153,10 +154,10 @@ static int check_fd(int fd, int mask)
 	if (mask & ~R_OK)
 		return -EACCES;
 	{
-		char path[64];
+		char path[PROC_FD_PATH_LEN];
 		int rfd;
 
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		proc_fd_path(path, fd);
 		rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 		if (rfd < 0)
 			return -errno;

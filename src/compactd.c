@@ -124,7 +124,6 @@ static void compact_published(void *ctx, const char *new_base)
 static void compact_version(struct node_table *t, struct node *v)
 {
 	struct node *dir = v->parent;
-	struct store_layer *layers = NULL;
 	struct store_chain chain = { 0 };
 	struct compact_result res;
 	struct publish_ctx pc = { t, v, 0 };
@@ -140,23 +139,8 @@ static void compact_version(struct node_table *t, struct node *v)
 	 * replaces the version's list while compact_chain() still needs the
 	 * old names. Only this thread changes a version's layers, so they can
 	 * be read here without the table lock. */
-	layers = calloc(v->nlayers, sizeof(*layers));
-	chain.layers = calloc(v->nlayers, sizeof(*chain.layers));
-	if (!layers || !chain.layers)
+	if (store_chain_from_names((const char *const *)v->layer_names, v->nlayers, &chain))
 		goto out;
-	chain.nlayers = v->nlayers;
-	for (size_t i = 0; i < v->nlayers; i++) {
-		struct store_name sn;
-
-		if (!store_parse_name(v->layer_names[i], &sn))
-			goto out;
-		layers[i].fname = strdup(v->layer_names[i]);
-		if (!layers[i].fname)
-			goto out;
-		layers[i].seq = sn.seq;
-		layers[i].kind = sn.kind;
-		chain.layers[i] = &layers[i];
-	}
 	pc.nmerge = compact_plan(&chain, &o);
 	if (!pc.nmerge)
 		goto out;
@@ -169,7 +153,7 @@ static void compact_version(struct node_table *t, struct node *v)
 			goto out;
 		view_put(chk);
 	}
-	new_base_seq = layers[pc.nmerge - 1].seq;
+	new_base_seq = chain.layers[pc.nmerge - 1]->seq;
 
 	pthread_mutex_lock(&t->lock);
 	if (!v->current) {	/* a newer version has its own job */
@@ -284,10 +268,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	}
 out:
 	free(prune);
-	for (size_t i = 0; layers && i < chain.nlayers; i++)
-		free(layers[i].fname);
-	free(chain.layers);
-	free(layers);
+	store_chain_free(&chain);
 	pthread_mutex_lock(&t->lock);
 	v->cstate = COMPACT_IDLE;
 	if (retry && v->current && !cd->stop)

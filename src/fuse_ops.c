@@ -33,6 +33,7 @@
 #include "fuse_ops.h"
 #include "log.h"
 #include "names.h"
+#include "procfd.h"
 #include "version.h"
 #include "xattr.h"
 
@@ -672,12 +673,12 @@ static void snapfs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 static ssize_t store_xattr(struct node *n, const char *name, char *buf,
 			   size_t size, bool list)
 {
-	char path[64];
+	char path[PROC_FD_PATH_LEN];
 	ssize_t ret;
 
 	if (n->kind != NODE_FILE && n->kind != NODE_DIR)
 		return list ? 0 : -ENODATA;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	proc_fd_path(path, n->fd);
 	ret = list ? listxattr(path, buf, size) : getxattr(path, name, buf, size);
 	return ret < 0 ? -errno : ret;
 }

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "names.h"
 #include "node_priv.h"
+#include "procfd.h"
 #include "version.h"
 
 static enum node_kind kind_of(mode_t mode)
@@ -240,7 +241,7 @@ int node_list_dir(struct node_table *t, struct node *n,
 
 int node_open_file(struct node *n, int flags)
 {
-	char path[64];
+	char path[PROC_FD_PATH_LEN];
 	int fd;
 
 	if (n->kind != NODE_FILE)
@@ -248,7 +249,7 @@ int node_open_file(struct node *n, int flags)
 	/* The reopen goes through the magic link of the O_PATH fd, which is
 	 * the very file looked up (never a symlink): O_NOFOLLOW would refuse
 	 * the link itself with ELOOP (cp -a, tar open with it). */
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	proc_fd_path(path, n->fd);
 	fd = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOFOLLOW)) |
 		  O_CLOEXEC);
 	return fd < 0 ? -errno : fd;

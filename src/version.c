@@ -432,7 +432,6 @@ static bool layers_moved_on(const struct node *n)
 int node_view(struct node_table *t, struct node *n, struct view **out)
 {
 	struct store_chain chain = { 0 };
-	struct store_layer *layers = NULL;
 	char why[512];
 	int ret = 0;
 
@@ -448,18 +447,11 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 		ret = -EIO;
 		goto out;
 	}
-	/* Rebuild a store_chain from the names this version was made of. */
-	layers = calloc(n->nlayers, sizeof(*layers));
-	chain.layers = calloc(n->nlayers, sizeof(*chain.layers));
-	if (!layers || !chain.layers) {
-		ret = -ENOMEM;
+	ret = store_chain_from_names((const char *const *)n->layer_names, n->nlayers, &chain);
+	if (ret) {
+		ret = ret == -ENOMEM ? -ENOMEM : -EIO;
 		goto out;
 	}
-	for (size_t i = 0; i < n->nlayers; i++) {
-		layers[i].fname = n->layer_names[i];
-		chain.layers[i] = &layers[i];
-	}
-	chain.nlayers = n->nlayers;
 	why[0] = '\0';
 	ret = view_open(t->env, n->parent->fd, &chain, &n->view, why, sizeof(why));
 	if (ret == 0) {
@@ -500,8 +492,7 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 	}
 out:
 	pthread_mutex_unlock(&n->lock);
-	free(chain.layers);
-	free(layers);
+	store_chain_free(&chain);
 	return ret;
 }
 
