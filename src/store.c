@@ -305,9 +305,7 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 	const struct store_layer *base = NULL;
 	size_t i, first, n;
 
-	chain->nlayers = 0;
-	chain->layers = NULL;
-	chain->culprit = NULL;
+	memset(chain, 0, sizeof(*chain));
 
 	for (i = 0; i < g->nlayers; i++) {
 		if (g->layers[i].overflow) {
