@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,78 @@ static struct view *fh_view(const struct fuse_file_info *fi)
 static int fh_fd(const struct fuse_file_info *fi)
 {
 	return (int)(fi->fh >> 1);
+}
+
+/* ---- open handles, for the end of the session ---- */
+
+struct open_handle {
+	void *p;		/* struct view * or struct dir_handle * */
+	bool dir;
+};
+
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct open_handle *handles;	/* protected by handles_lock */
+static size_t handles_n, handles_cap;	/* protected by handles_lock */
+
+/* Records an open handle. Returns 0 or -ENOMEM. */
+static int handle_add(void *p, bool dir)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&handles_lock);
+	if (handles_n == handles_cap) {
+		size_t cap = handles_cap ? handles_cap * 2 : 64;
+		struct open_handle *h = realloc(handles, cap * sizeof(*h));
+
+		if (!h) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		handles = h;
+		handles_cap = cap;
+	}
+	handles[handles_n++] = (struct open_handle){ p, dir };
+out:
+	pthread_mutex_unlock(&handles_lock);
+	return ret;
+}
+
+/* Forgets one record of p (a linear scan: handles open at once are few,
+ * one per running VM and reader). */
+static void handle_del(void *p)
+{
+	pthread_mutex_lock(&handles_lock);
+	for (size_t i = handles_n; i-- > 0;) {
+		if (handles[i].p == p) {
+			handles[i] = handles[--handles_n];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&handles_lock);
+}
+
+struct dir_handle;
+static void dir_handle_free(struct dir_handle *d);
+
+void snapfs_close_handles(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&handles_lock);
+	n = handles_n;
+	for (size_t i = 0; i < handles_n; i++) {
+		if (handles[i].dir)
+			dir_handle_free(handles[i].p);
+		else
+			view_put(handles[i].p);
+	}
+	free(handles);
+	handles = NULL;
+	handles_n = handles_cap = 0;
+	pthread_mutex_unlock(&handles_lock);
+	if (n)
+		log_debug("%zu file handle(s) still open at the end of the session "
+			  "(no release came after a lazy unmount): closed", n);
 }
 
 static struct snapfs *fs_of(fuse_req_t req)
@@ -319,6 +392,12 @@ struct dir_handle {
 	size_t count;
 };
 
+static void dir_handle_free(struct dir_handle *d)
+{
+	node_dirents_free(d->ents, d->count);
+	free(d);
+}
+
 static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
@@ -343,11 +422,17 @@ static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	ret = handle_add(d, true);
+	if (ret) {
+		dir_handle_free(d);
+		fuse_reply_err(req, -ret);
+		return;
+	}
 	fi->fh = (uintptr_t)d;
 	fi->cache_readdir = 0;
 	if (fuse_reply_open(req, fi) != 0) {
-		node_dirents_free(d->ents, d->count);
-		free(d);
+		handle_del(d);
+		dir_handle_free(d);
 	}
 }
 
@@ -436,8 +521,8 @@ static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	node_dirents_free(d->ents, d->count);
-	free(d);
+	handle_del(d);
+	dir_handle_free(d);
 	fuse_reply_err(req, 0);
 }
 
@@ -476,10 +561,18 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			return;
 		}
 		view_set_label(v, n->path);	/* unnamed in logs if it fails */
+		ret = handle_add(v, false);
+		if (ret) {
+			view_put(v);
+			fuse_reply_err(req, -ret);
+			return;
+		}
 		fi->fh = fh_of_view(v);
 		fi->keep_cache = 1;	/* the version's bytes never change */
-		if (fuse_reply_open(req, fi) != 0)
+		if (fuse_reply_open(req, fi) != 0) {
+			handle_del(v);
 			view_put(v);
+		}
 		return;
 	}
 	if (n->kind == NODE_FILE) {
@@ -680,10 +773,12 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 	struct view *v = fh_view(fi);
 
 	(void)ino;
-	if (v)
+	if (v) {
+		handle_del(v);
 		view_put(v);
-	else
+	} else {
 		close(fh_fd(fi));
+	}
 	fuse_reply_err(req, 0);
 }
 

@@ -340,6 +340,8 @@ int main(int argc, char *argv[])
 	ret = ret < 0 ? 1 : 0;
 	node_table_stop_compact(fs.nodes);
 	node_table_unwatch(fs.nodes);
+	snapfs_close_handles();
+	snapfs_log_flush();	/* the counts of rate-limited lines */
 
 out_unmount:
 	fuse_session_unmount(se);
