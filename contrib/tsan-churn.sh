@@ -19,7 +19,7 @@
 # SECONDS (default 60) is split 2:1:2 over the three phases. The reports
 # are kept in BUILD_DIR/tsan-churn/ (tsan.PID files, one per process, and
 # the daemon's log); the last line is "tsan-churn: N reports ...".
-# Environment: SNAPFS_SEED (churn's and rollrace's seed), CONFIGURE_FLAGS
+# Environment: SNAPFS_SEED (churn's and rollrace's seed), TSAN_CONFIGURE_FLAGS
 # (added to configure's arguments), JOBS (make -j, default 2).
 set -uo pipefail
 export LC_ALL=C
@@ -42,9 +42,9 @@ builddir=$(cd "$builddir" && pwd)
 if [ ! -f "$builddir/config.status" ]; then
 	[ -z "$(ls -A "$builddir")" ] || die "$builddir is neither empty nor a build directory"
 	[ -x "$srcdir/configure" ] || (cd "$srcdir" && autoreconf -fi) || die "autoreconf failed"
-	say "configure --enable-werror --enable-tsan ${CONFIGURE_FLAGS:-} in $builddir"
-	# shellcheck disable=SC2086 # CONFIGURE_FLAGS is a list of words
-	(cd "$builddir" && "$srcdir/configure" --enable-werror --enable-tsan ${CONFIGURE_FLAGS:-} \
+	say "configure --enable-werror --enable-tsan ${TSAN_CONFIGURE_FLAGS:-} in $builddir"
+	# shellcheck disable=SC2086 # TSAN_CONFIGURE_FLAGS is a list of words
+	(cd "$builddir" && "$srcdir/configure" --enable-werror --enable-tsan ${TSAN_CONFIGURE_FLAGS:-} \
 		>configure.out 2>&1) || die "configure failed: see $builddir/config.log"
 fi
 grep -q '^#define SNAPFS_TSAN 1' "$builddir/config.h" ||
