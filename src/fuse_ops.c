@@ -75,6 +75,18 @@ static int fh_fd(const struct fuse_file_info *fi)
 	return (int)(fi->fh >> 1);
 }
 
+/* A directory's handle: the listing taken at opendir. */
+struct dir_handle {
+	struct node_dirent *ents;
+	size_t count;
+};
+
+static void dir_handle_free(struct dir_handle *d)
+{
+	node_dirents_free(d->ents, d->count);
+	free(d);
+}
+
 /* ---- open handles, for the end of the session ---- */
 
 struct open_handle {
@@ -122,9 +134,6 @@ static void handle_del(void *p)
 	}
 	pthread_mutex_unlock(&handles_lock);
 }
-
-struct dir_handle;
-static void dir_handle_free(struct dir_handle *d);
 
 void snapfs_close_handles(void)
 {
@@ -386,17 +395,6 @@ static void snapfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 }
 
 /* ---- directories ---- */
-
-struct dir_handle {
-	struct node_dirent *ents;
-	size_t count;
-};
-
-static void dir_handle_free(struct dir_handle *d)
-{
-	node_dirents_free(d->ents, d->count);
-	free(d);
-}
 
 static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
