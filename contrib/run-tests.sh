@@ -10,9 +10,11 @@
 #   configure --enable-werror --enable-sanitizers --enable-fault-injection   in BUILD_DIR (default build-ci/)
 #   make -j$(nproc) && make -j2 check           on failure: prints test-suite.log
 #   make distcheck                              only with RUN_DISTCHECK=1
+#   contrib/tsan-churn.sh BUILD_DIR-tsan 60     only with RUN_TSAN=1: a ThreadSanitizer
+#                                               build under a minute of churn (about 2 min)
 #
 # Environment: BUILD_DIR (a fresh out-of-tree build directory, removed first),
-# RUN_DISTCHECK=1, CHECK_TIMEOUT (seconds for each of check and distcheck,
+# RUN_DISTCHECK=1, RUN_TSAN=1 (and TSAN_SECONDS, default 60), CHECK_TIMEOUT (seconds for each of check and distcheck,
 # default 900), CONFIGURE_FLAGS (added to configure's arguments).
 set -euo pipefail
 export LC_ALL=C
@@ -123,6 +125,28 @@ if [ $rc -ne 0 ]; then
 	exit 1
 fi
 summary "$builddir" >/dev/null || die "make check ran no test"
+
+if [ "${RUN_TSAN:-0}" = 1 ]; then
+	tsandir=$builddir-tsan
+	step "ThreadSanitizer under churn (contrib/tsan-churn.sh $tsandir ${TSAN_SECONDS:-60})"
+	if [ -e "$tsandir" ]; then
+		{ [ -f "$tsandir/config.status" ] || [ -z "$(ls -A "$tsandir")" ]; } ||
+			die "$tsandir exists and is not a build directory: not removing it"
+		rm -rf "$tsandir"
+	fi
+	rc=0
+	timeout --kill-after=30 "$check_timeout" "$srcdir/contrib/tsan-churn.sh" "$tsandir" \
+		"${TSAN_SECONDS:-60}" || rc=$?
+	if [ $rc -ne 0 ]; then
+		unmount_leftovers
+		for f in "$tsandir"/tsan-churn/tsan.*; do
+			[ -f "$f" ] && { echo "---------------- $f"; head -n 60 "$f"; }
+		done
+		summary "$builddir" || true
+		step "FAILED: ThreadSanitizer churn (exit $rc; reports in $tsandir/tsan-churn)"
+		exit 1
+	fi
+fi
 
 if [ "${RUN_DISTCHECK:-0}" = 1 ]; then
 	step "make -j2 distcheck (timeout ${check_timeout}s)"

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # SNAPFS_WARNINGS: -Wall -Wextra always, and --enable-werror to make them fatal.
-# SNAPFS_SANITIZERS: --enable-sanitizers builds everything with ASan + UBSan.
+# SNAPFS_SANITIZERS: --enable-sanitizers builds everything with ASan + UBSan;
+# --enable-tsan with ThreadSanitizer instead (the two cannot be combined).
 AC_DEFUN([SNAPFS_WARNINGS], [
   AC_ARG_ENABLE([werror],
     [AS_HELP_STRING([--enable-werror], [treat compiler warnings as errors])],
@@ -13,15 +14,33 @@ AC_DEFUN([SNAPFS_SANITIZERS], [
   AC_ARG_ENABLE([sanitizers],
     [AS_HELP_STRING([--enable-sanitizers], [build with AddressSanitizer and UndefinedBehaviorSanitizer])],
     [], [enable_sanitizers=no])
+  AC_ARG_ENABLE([tsan],
+    [AS_HELP_STRING([--enable-tsan], [build with ThreadSanitizer (excludes --enable-sanitizers)])],
+    [], [enable_tsan=no])
+  AS_IF([test "x$enable_sanitizers" = xyes && test "x$enable_tsan" = xyes],
+    [AC_MSG_ERROR([--enable-sanitizers (ASan) and --enable-tsan cannot be combined])])
   SAN_CFLAGS=""
   SAN_LDFLAGS=""
   AS_IF([test "x$enable_sanitizers" = xyes], [
     SAN_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
     SAN_LDFLAGS="-fsanitize=address,undefined"
   ])
+  AS_IF([test "x$enable_tsan" = xyes], [
+    SAN_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -g"
+    SAN_LDFLAGS="-fsanitize=thread"
+    save_CFLAGS=$CFLAGS; save_LDFLAGS=$LDFLAGS
+    CFLAGS="$CFLAGS $SAN_CFLAGS"; LDFLAGS="$LDFLAGS $SAN_LDFLAGS"
+    AC_MSG_CHECKING([whether $CC links with -fsanitize=thread])
+    AC_LINK_IFELSE([AC_LANG_PROGRAM([], [[return 0;]])],
+      [AC_MSG_RESULT([yes])],
+      [AC_MSG_RESULT([no]); AC_MSG_ERROR([--enable-tsan: $CC cannot link -fsanitize=thread (libtsan missing?)])])
+    CFLAGS=$save_CFLAGS; LDFLAGS=$save_LDFLAGS
+    AC_DEFINE([SNAPFS_TSAN], [1], [Define when built with ThreadSanitizer])
+  ])
   AC_SUBST([SAN_CFLAGS])
   AC_SUBST([SAN_LDFLAGS])
   AM_CONDITIONAL([SANITIZERS], [test "x$enable_sanitizers" = xyes])
+  AM_CONDITIONAL([TSAN], [test "x$enable_tsan" = xyes])
 ])
 # SNAPFS_PTHREAD: checks that the compiler accepts -pthread and links
 # pthread_create with it; sets PTHREAD_CFLAGS/PTHREAD_LIBS.

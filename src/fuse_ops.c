@@ -1,9 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * FUSE request handlers. Node ids are node pointers (the root is
- * FUSE_ROOT_ID). A view's file handle is its struct view (referenced), an
- * ordinary file's handle is its fd, a directory's handle is the listing
- * taken at opendir.
+ * FUSE_ROOT_ID). A view's file handle is its struct view (referenced) with
+ * bit 0 set, an ordinary file's handle is its fd shifted left by one, a
+ * directory's handle is the listing taken at opendir.
+ *
+ * Read, lseek and release work from the file handle alone and never touch
+ * the node: the kernel sends the node's last forget only after the release,
+ * but that order goes through /dev/fuse, where ThreadSanitizer cannot see
+ * it. A read also holds a reference of its own on the view until its reply
+ * is sent, so the free by whichever thread drops the last reference is
+ * ordered after the read through the view's atomic count (view.h).
  *
  * Reads of a view never copy in user space: each piece of the request is an
  * fd-backed buffer at the same offset in the layer that serves it, or a
@@ -21,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +54,112 @@
 /* A requester's groups, and a view's layer fds, held on the stack up to
  * this many before falling back to malloc. */
 #define STACK_IDS 64
+
+/* File handles of open files (see above). malloc's alignment keeps bit 0
+ * of a view's address clear. */
+#define FH_VIEW 1u
+
+static uint64_t fh_of_view(struct view *v)
+{
+	return (uint64_t)(uintptr_t)v | FH_VIEW;
+}
+
+static uint64_t fh_of_fd(int fd)
+{
+	return (uint64_t)fd << 1;
+}
+
+/* The view of an open view's handle, or NULL for an ordinary file. */
+static struct view *fh_view(const struct fuse_file_info *fi)
+{
+	return fi->fh & FH_VIEW ? (struct view *)(uintptr_t)(fi->fh & ~(uint64_t)FH_VIEW) : NULL;
+}
+
+static int fh_fd(const struct fuse_file_info *fi)
+{
+	return (int)(fi->fh >> 1);
+}
+
+/* A directory's handle: the listing taken at opendir. */
+struct dir_handle {
+	struct node_dirent *ents;
+	size_t count;
+};
+
+static void dir_handle_free(struct dir_handle *d)
+{
+	node_dirents_free(d->ents, d->count);
+	free(d);
+}
+
+/* ---- open handles, for the end of the session ---- */
+
+struct open_handle {
+	void *p;		/* struct view * or struct dir_handle * */
+	bool dir;
+};
+
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct open_handle *handles;	/* protected by handles_lock */
+static size_t handles_n, handles_cap;	/* protected by handles_lock */
+
+/* Records an open handle. Returns 0 or -ENOMEM. */
+static int handle_add(void *p, bool dir)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&handles_lock);
+	if (handles_n == handles_cap) {
+		size_t cap = handles_cap ? handles_cap * 2 : 64;
+		struct open_handle *h = realloc(handles, cap * sizeof(*h));
+
+		if (!h) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		handles = h;
+		handles_cap = cap;
+	}
+	handles[handles_n++] = (struct open_handle){ p, dir };
+out:
+	pthread_mutex_unlock(&handles_lock);
+	return ret;
+}
+
+/* Forgets one record of p (a linear scan: handles open at once are few,
+ * one per running VM and reader). */
+static void handle_del(void *p)
+{
+	pthread_mutex_lock(&handles_lock);
+	for (size_t i = handles_n; i-- > 0;) {
+		if (handles[i].p == p) {
+			handles[i] = handles[--handles_n];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&handles_lock);
+}
+
+void snapfs_close_handles(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&handles_lock);
+	n = handles_n;
+	for (size_t i = 0; i < handles_n; i++) {
+		if (handles[i].dir)
+			dir_handle_free(handles[i].p);
+		else
+			view_put(handles[i].p);
+	}
+	free(handles);
+	handles = NULL;
+	handles_n = handles_cap = 0;
+	pthread_mutex_unlock(&handles_lock);
+	if (n)
+		log_debug("%zu file handle(s) still open at the end of the session "
+			  "(no release came after a lazy unmount): closed", n);
+}
 
 static struct snapfs *fs_of(fuse_req_t req)
 {
@@ -287,11 +401,6 @@ static void snapfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- directories ---- */
 
-struct dir_handle {
-	struct node_dirent *ents;
-	size_t count;
-};
-
 static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
@@ -316,11 +425,17 @@ static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	ret = handle_add(d, true);
+	if (ret) {
+		dir_handle_free(d);
+		fuse_reply_err(req, -ret);
+		return;
+	}
 	fi->fh = (uintptr_t)d;
 	fi->cache_readdir = 0;
 	if (fuse_reply_open(req, fi) != 0) {
-		node_dirents_free(d->ents, d->count);
-		free(d);
+		handle_del(d);
+		dir_handle_free(d);
 	}
 }
 
@@ -409,8 +524,8 @@ static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	node_dirents_free(d->ents, d->count);
-	free(d);
+	handle_del(d);
+	dir_handle_free(d);
 	fuse_reply_err(req, 0);
 }
 
@@ -448,10 +563,19 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			fuse_reply_err(req, -ret);
 			return;
 		}
-		fi->fh = (uintptr_t)v;
-		fi->keep_cache = 1;	/* the version's bytes never change */
-		if (fuse_reply_open(req, fi) != 0)
+		view_set_label(v, n->path);	/* unnamed in logs if it fails */
+		ret = handle_add(v, false);
+		if (ret) {
 			view_put(v);
+			fuse_reply_err(req, -ret);
+			return;
+		}
+		fi->fh = fh_of_view(v);
+		fi->keep_cache = 1;	/* the version's bytes never change */
+		if (fuse_reply_open(req, fi) != 0) {
+			handle_del(v);
+			view_put(v);
+		}
 		return;
 	}
 	if (n->kind == NODE_FILE) {
@@ -466,7 +590,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	fi->fh = (uint64_t)ret;
+	fi->fh = fh_of_fd(ret);
 	if (fuse_reply_open(req, fi) != 0)
 		close(ret);
 }
@@ -523,8 +647,8 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	return true;
 }
 
-static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct node *node,
-			    struct view *v, size_t size, off_t off)
+static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
+			    size_t size, off_t off)
 {
 	struct view_piece stack_p[STACK_PIECES], *pieces = stack_p;
 	struct fuse_bufvec *bv;
@@ -549,7 +673,7 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct node *node
 	 * kernel takes for EOF (splice), or fault the copy (mappings). */
 	if (view_check_read(v, pieces, n, &first, why, sizeof(why)) != 0) {
 		if (first)
-			log_err("%s: %s", node->path, why);
+			log_err("%s: %s", view_label(v), why);
 		if (pieces != stack_p)
 			free(pieces);
 		fuse_reply_err(req, EIO);
@@ -603,16 +727,20 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct node *node
 static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
-	struct snapfs *fs = fs_of(req);
-	struct node *n = node_of(req, ino);
+	struct view *v = fh_view(fi);
 
-	if (n->kind == NODE_VIEW) {
-		reply_view_read(req, fs, n, (struct view *)(uintptr_t)fi->fh, size, off);
+	(void)ino;
+	if (v) {
+		/* Held until the reply is sent: its pieces name the view's
+		 * layer fds and mappings (see the top of this file). */
+		view_get(v);
+		reply_view_read(req, fs_of(req), v, size, off);
+		view_put(v);
 	} else {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		bv.buf[0].fd = (int)fi->fh;
+		bv.buf[0].fd = fh_fd(fi);
 		bv.buf[0].pos = off;
 		fuse_reply_data(req, &bv, 0);
 	}
@@ -621,18 +749,21 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
 			    int whence, struct fuse_file_info *fi)
 {
-	struct node *n = node_of(req, ino);
+	struct view *v = fh_view(fi);
 	off_t res;
 
-	if (n->kind == NODE_VIEW) {
-		res = view_seek((struct view *)(uintptr_t)fi->fh, off, whence);
+	(void)ino;
+	if (v) {
+		view_get(v);
+		res = view_seek(v, off, whence);
+		view_put(v);
 		if (res < 0)
 			fuse_reply_err(req, (int)-res);
 		else
 			fuse_reply_lseek(req, res);
 		return;
 	}
-	res = lseek((int)fi->fh, off, whence);
+	res = lseek(fh_fd(fi), off, whence);
 	if (res < 0)
 		fuse_reply_err(req, errno);
 	else
@@ -642,12 +773,15 @@ static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
 static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
-	struct node *n = node_of(req, ino);
+	struct view *v = fh_view(fi);
 
-	if (n->kind == NODE_VIEW)
-		view_put((struct view *)(uintptr_t)fi->fh);
-	else
-		close((int)fi->fh);
+	(void)ino;
+	if (v) {
+		handle_del(v);
+		view_put(v);
+	} else {
+		close(fh_fd(fi));
+	}
 	fuse_reply_err(req, 0);
 }
 

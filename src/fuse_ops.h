@@ -38,4 +38,12 @@ extern const struct fuse_lowlevel_ops snapfs_ops;
  * parent_id (ctx is the struct snapfs). */
 void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name);
 
+/*
+ * Lets go of every view and directory listing still held by an open file
+ * handle: after a lazy unmount the kernel ends the connection without the
+ * releases of files still open. Call once the session loop has returned,
+ * before the node table is freed.
+ */
+void snapfs_close_handles(void);
+
 #endif

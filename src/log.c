@@ -10,13 +10,19 @@
  * DEL and the backslash itself are written as C escapes (\n, \t, \\,
  * \xHH). A forged "snapfs: vm9: removed ..." line is then visibly part of
  * the line that named the file.
+ *
+ * Rate limiting (log.h) keeps one struct per call site; rl_lock protects
+ * all of them and the list of those that have been used. Lines are handed
+ * to fuse_log() outside the lock.
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -93,6 +99,115 @@ void snapfs_log(enum fuse_log_level level, const char *fmt, ...)
 	va_end(ap);
 	snapfs_log_escape(safe, sizeof(safe), line);
 	fuse_log(level, "%s", safe);
+}
+
+static pthread_mutex_t rl_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct snapfs_ratelimit *rl_list;	/* protected by rl_lock */
+static unsigned rl_burst = SNAPFS_LOG_BURST;	/* protected by rl_lock */
+static unsigned rl_interval_ms = SNAPFS_LOG_INTERVAL_MS;	/* protected by rl_lock */
+static int64_t (*rl_clock)(void);		/* protected by rl_lock */
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void snapfs_log_set_ratelimit(unsigned burst, unsigned interval_ms)
+{
+	pthread_mutex_lock(&rl_lock);
+	rl_burst = burst;
+	rl_interval_ms = interval_ms;
+	pthread_mutex_unlock(&rl_lock);
+}
+
+void snapfs_log_set_clock(int64_t (*now_ms)(void))
+{
+	pthread_mutex_lock(&rl_lock);
+	rl_clock = now_ms;
+	pthread_mutex_unlock(&rl_lock);
+}
+
+/* The summary line of rl's current interval into out (empty if nothing
+ * was left out), and a new interval from now. Under rl_lock. */
+static void rl_close_locked(struct snapfs_ratelimit *rl, int64_t now,
+			    char *out, size_t size, enum fuse_log_level *level)
+{
+	out[0] = '\0';
+	if (rl->dropped) {
+		int64_t secs = (now - rl->start_ms + 999) / 1000;
+
+		snprintf(out, size, "%s [repeated %u time%s in the last %lld s]",
+			 rl->last, rl->dropped, rl->dropped == 1 ? "" : "s",
+			 (long long)(secs > 0 ? secs : 1));
+		*level = rl->level;
+	}
+	rl->start_ms = now;
+	rl->passed = 0;
+	rl->dropped = 0;
+}
+
+void snapfs_log_rl(struct snapfs_ratelimit *rl, enum fuse_log_level level,
+		   const char *fmt, ...)
+{
+	char line[1024], summary[sizeof(rl->last) + 64];
+	enum fuse_log_level slevel = level;
+	bool pass;
+	int64_t now;
+	va_list ap;
+
+	if (level > snapfs_log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	summary[0] = '\0';
+	pthread_mutex_lock(&rl_lock);
+	now = rl_clock ? rl_clock() : monotonic_ms();
+	if (!rl->registered) {
+		rl->registered = true;
+		rl->start_ms = now;
+		rl->next = rl_list;
+		rl_list = rl;
+	} else if (now - rl->start_ms >= (int64_t)rl_interval_ms) {
+		rl_close_locked(rl, now, summary, sizeof(summary), &slevel);
+	}
+	pass = rl->passed < rl_burst;
+	if (pass) {
+		rl->passed++;
+	} else {
+		rl->dropped++;
+		rl->level = level;
+		snapfs_log_escape(rl->last, sizeof(rl->last), line);
+	}
+	pthread_mutex_unlock(&rl_lock);
+	if (summary[0])
+		fuse_log(slevel, "%s", summary);	/* already escaped */
+	if (pass)
+		snapfs_log(level, "%s", line);
+}
+
+void snapfs_log_flush(void)
+{
+	for (;;) {
+		char summary[sizeof(((struct snapfs_ratelimit *)0)->last) + 64];
+		enum fuse_log_level level = FUSE_LOG_INFO;
+		struct snapfs_ratelimit *rl;
+
+		/* one at a time, each printed outside the lock */
+		pthread_mutex_lock(&rl_lock);
+		for (rl = rl_list; rl && !rl->dropped; rl = rl->next)
+			;
+		if (rl)
+			rl_close_locked(rl, rl_clock ? rl_clock() : monotonic_ms(),
+					summary, sizeof(summary), &level);
+		pthread_mutex_unlock(&rl_lock);
+		if (!rl)
+			return;
+		fuse_log(level, "%s", summary);
+	}
 }
 
 void snapfs_log_to_syslog(void)

@@ -342,6 +342,8 @@ int main(int argc, char *argv[])
 	ret = ret < 0 ? 1 : 0;
 	compactd_stop(fs.nodes);
 	dirwatch_stop(fs.nodes);
+	snapfs_close_handles();
+	snapfs_log_flush();	/* the counts of rate-limited lines */
 
 out_unmount:
 	fuse_session_unmount(se);

@@ -505,7 +505,30 @@ static void view_free(struct view *v)
 	}
 	free(v->layers);
 	free(v->seg);
+	free(v->label);
 	free(v);
+}
+
+int view_set_label(struct view *v, const char *label)
+{
+	char *copy, *none = NULL;
+
+	if (__atomic_load_n(&v->label, __ATOMIC_ACQUIRE))
+		return 0;
+	copy = strdup(label);
+	if (!copy)
+		return -ENOMEM;
+	if (!__atomic_compare_exchange_n(&v->label, &none, copy, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		free(copy);	/* another open named it first */
+	return 0;
+}
+
+const char *view_label(const struct view *v)
+{
+	const char *l = __atomic_load_n(&v->label, __ATOMIC_ACQUIRE);
+
+	return l ? l : "";
 }
 
 void view_get(struct view *v)

@@ -50,9 +50,12 @@ struct view {
 	uint64_t data_bytes;	/* bytes not served as zero */
 	unsigned refs;		/* atomic */
 	int broken;		/* atomic: a layer was found shorter than
-				   the view (view_check_read()); the one
-				   field that changes after view_open() */
+				   the view (view_check_read()); with
+				   label, the only fields that change
+				   after view_open() */
 	struct view_env *env;
+	char *label;		/* atomic: set once (view_set_label()), for
+				   log lines; NULL until then */
 };
 
 /*
@@ -98,9 +101,26 @@ size_t view_env_open_layers(struct view_env *env);
 int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	      struct view **out, char *why, size_t len);
 
+/*
+ * References: view_get() takes one, view_put() drops one; the last put
+ * closes the layers and frees the view. Whoever touches a view on a thread
+ * of its own holds a reference until it is done: the put (a release on the
+ * count, which the last put acquires) is what orders those accesses before
+ * the free, also where the order is otherwise kept by the kernel (a read's
+ * reply is sent before the release and forget that end the view), which
+ * ThreadSanitizer cannot see.
+ */
 void view_get(struct view *v);
-/* Drops a reference; the last one closes the layers and frees the view. */
 void view_put(struct view *v);
+
+/*
+ * Names the view in log lines (the layered file's path in STORE): the
+ * first call sets it, later ones are ignored (every version has one path).
+ * Thread-safe; -ENOMEM if the copy cannot be made (the view then stays
+ * unnamed). view_label() returns it, or "" while none is set.
+ */
+int view_set_label(struct view *v, const char *label);
+const char *view_label(const struct view *v);
 
 /* Index i of the segment holding off (seg[i].off <= off < seg[i+1].off);
  * off must be below v->size. */

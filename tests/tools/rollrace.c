@@ -384,8 +384,10 @@ static bool store_merge(int64_t *gens, uint64_t *buf)
 		for (size_t i = 0; ok && i < n; i++) {
 			char p[4096];
 
-			snprintf(p, sizeof(p), "%s/%s", g.store, a[i].fname);
-			fds[i] = open(p, O_RDONLY | O_CLOEXEC);
+			if (snprintf(p, sizeof(p), "%s/%s", g.store, a[i].fname) >= (int)sizeof(p))
+				fds[i] = -1;
+			else
+				fds[i] = open(p, O_RDONLY | O_CLOEXEC);
 			if (fds[i] < 0)
 				ok = false;
 			else
@@ -397,8 +399,8 @@ static bool store_merge(int64_t *gens, uint64_t *buf)
 			char p[4096];
 			struct stat s1, s2;
 
-			snprintf(p, sizeof(p), "%s/%s", g.store, b[i].fname);
-			ok = strcmp(a[i].fname, b[i].fname) == 0 && fstat(fds[i], &s1) == 0 &&
+			ok = snprintf(p, sizeof(p), "%s/%s", g.store, b[i].fname) < (int)sizeof(p) &&
+			     strcmp(a[i].fname, b[i].fname) == 0 && fstat(fds[i], &s1) == 0 &&
 			     stat(p, &s2) == 0 && s1.st_ino == s2.st_ino && s1.st_dev == s2.st_dev;
 		}
 		for (uint32_t p = 0; ok && p < g.npages; p++) {
