@@ -150,11 +150,12 @@ static bool fault_wants(int step, const char *want)
 #endif
 }
 
-/* What follows step `step` that returned ret: ret if it failed, else its
- * fault point's doing (0 in a build without them). */
+/* What follows step `step` (0: one without a fault point) that returned
+ * ret: ret if it failed, else its fault point's doing (0 in a build
+ * without them). */
 static int after(struct compaction *cp, int step, int ret)
 {
-	if (ret)
+	if (ret || !step)
 		return ret;
 	if (fault_wants(step, "kill")) {
 		log_err("fault injection: killed after compaction step %d", step);
@@ -549,6 +550,18 @@ static int unlink_merged(struct compaction *cp, size_t from, size_t to)
 	return 0;
 }
 
+/* Step 7: the old base. */
+static int unlink_old_base(struct compaction *cp)
+{
+	return unlink_merged(cp, 0, 1);
+}
+
+/* Then the merged diffs below the newest (claimed already). */
+static int unlink_other_merged(struct compaction *cp)
+{
+	return unlink_merged(cp, 1, cp->nmerge - 1);
+}
+
 /* The figures of a compaction done, into res; the copy path logged once
  * per filesystem. */
 static void report(struct compaction *cp)
@@ -561,9 +574,28 @@ static void report(struct compaction *cp)
 }
 
 /*
- * The sequence of doc/design.md §10.2; after(cp, N, ...) is the fault
- * point of step N (§10.4).
+ * The steps of doc/design.md §10.2, in order, each with the number of the
+ * fault point that follows it (§10.4; 0: none).
  */
+static const struct step {
+	int (*run)(struct compaction *cp);
+	int fault;
+} steps[] = {
+	{ load_and_check, 0 },
+	{ stage, 1 },
+	{ copy_base, 2 },
+	{ apply_diffs, 3 },
+	{ fsync_data, 4 },
+	{ publish, 5 },
+	{ fsync_dir, 6 },
+	/* The merged layers are superseded now: the newest merged diff
+	 * first (claimed, or the new base withdrawn), then the old base,
+	 * then the other diffs. */
+	{ claim_newest, 0 },
+	{ unlink_old_base, 7 },
+	{ unlink_other_merged, 0 },
+};
+
 int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		  size_t nmerge, struct cache *cache, const struct compact_opts *opts,
 		  struct compact_result *res)
@@ -574,30 +606,10 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	ret = compaction_init(&cp, dirfd, name, chain, nmerge, cache, opts, res);
 	if (ret || opts->dry_run)
 		return ret;
-	ret = load_and_check(&cp);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]) && !ret; i++)
+		ret = after(&cp, steps[i].fault, steps[i].run(&cp));
 	if (!ret)
-		ret = after(&cp, 1, stage(&cp));
-	if (!ret)
-		ret = after(&cp, 2, copy_base(&cp));
-	if (!ret)
-		ret = after(&cp, 3, apply_diffs(&cp));
-	if (!ret)
-		ret = after(&cp, 4, fsync_data(&cp));
-	if (!ret)
-		ret = after(&cp, 5, publish(&cp));
-	if (!ret)
-		ret = after(&cp, 6, fsync_dir(&cp));
-	/* The merged layers are superseded now: the newest merged diff
-	 * first (claimed, or the new base withdrawn), then the old base,
-	 * then the other diffs. */
-	if (!ret)
-		ret = claim_newest(&cp);
-	if (!ret)
-		ret = after(&cp, 7, unlink_merged(&cp, 0, 1));
-	if (!ret) {
-		unlink_merged(&cp, 1, nmerge - 1);
 		report(&cp);
-	}
 	compaction_release(&cp, ret);
 	return ret;
 }
