@@ -35,6 +35,7 @@
 
 #include "access.h"
 #include "log.h"
+#include "procfd.h"
 
 #ifndef SYS_faccessat2
 #define SYS_faccessat2 439
@@ -153,10 +154,10 @@ static int check_fd(int fd, int mask)
 	if (mask & ~R_OK)
 		return -EACCES;
 	{
-		char path[64];
+		char path[PROC_FD_PATH_LEN];
 		int rfd;
 
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		proc_fd_path(path, fd);
 		rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 		if (rfd < 0)
 			return -errno;
@@ -193,4 +194,74 @@ int access_check(const struct access_cred *c, const int *fds, size_t n, int mask
 			 "only uid %u may open files through the mount",
 			 why, (unsigned)self.fsuid);
 	return -EACCES;
+}
+
+int access_proc_groups(pid_t pid, gid_t *groups, int cap)
+{
+	char path[64], *buf = NULL, *line, *p, *end;
+	size_t size = 0, len = 0;
+	int fd, n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		ssize_t r;
+
+		if (len + 1 >= size) {
+			char *nb = realloc(buf, size ? size * 2 : 4096);
+
+			if (!nb) {
+				free(buf);
+				close(fd);
+				return -ENOMEM;
+			}
+			buf = nb;
+			size = size ? size * 2 : 4096;
+		}
+		r = read(fd, buf + len, size - len - 1);
+		if (r < 0) {
+			int e = errno;
+
+			free(buf);
+			close(fd);
+			return e == EINTR ? -EIO : -e;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	buf[len] = '\0';
+	line = strstr(buf, "\nGroups:");
+	if (!line) {
+		free(buf);
+		return -EIO;
+	}
+	p = line + strlen("\nGroups:");
+	end = strchr(p, '\n');
+	if (end)
+		*end = '\0';
+	for (;;) {
+		unsigned long g;
+		char *q;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p)
+			break;
+		errno = 0;
+		g = strtoul(p, &q, 10);
+		if (q == p || errno || g > (gid_t)-1) {
+			free(buf);
+			return -EIO;
+		}
+		if (n < cap)
+			groups[n] = (gid_t)g;
+		n++;
+		p = q;
+	}
+	free(buf);
+	return n;
 }

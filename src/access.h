@@ -61,6 +61,16 @@ int access_check(const struct access_cred *c, const int *fds, size_t n, int mask
 bool access_is_daemon(uid_t uid);
 
 /*
+ * The supplementary groups of process (or thread) pid, from the "Groups:"
+ * line of /proc/PID/status, into groups[0..cap). Returns how many it has
+ * (more than cap: call again with a larger array), or -errno (-ENOENT,
+ * -ESRCH: the process is gone; -EIO: no such line). This replaces
+ * libfuse's fuse_req_getgroups(), which in 3.14 reads past its buffer when
+ * the status file does not fit it.
+ */
+int access_proc_groups(pid_t pid, gid_t *groups, int cap);
+
+/*
  * For tests: act as if faccessat2 were missing (on = true) or not. Call
  * before any check runs on another thread.
  */

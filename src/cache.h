@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The extent-map cache (SPEC §4): layer maps kept across opens and versions,
+ * The extent-map cache (doc/format.md §4): layer maps kept across opens and versions,
  * keyed by the layer file's identity, within a memory budget. A new version
  * of a chain (one more diff) then only scans the new layer.
  */

@@ -29,8 +29,13 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "dirwatch.h"
 #include "fuse_ops.h"
 #include "log.h"
+#include "names.h"
+#include "procfd.h"
+#include "version.h"
+#include "xattr.h"
 
 /* A version's attributes never change (a new chain is a new inode). */
 #define VIEW_ATTR_TIMEOUT 86400.0
@@ -62,7 +67,7 @@ static fuse_ino_t ino_of(struct snapfs *fs, struct node *n)
 /* How long the kernel may trust a name in dir without asking again. */
 static double entry_timeout_of(struct snapfs *fs, struct node *dir)
 {
-	return node_dir_watched(fs->nodes, dir) ? fs->entry_timeout : fs->revalidate;
+	return dirwatch_watched(fs->nodes, dir) ? fs->entry_timeout : fs->revalidate;
 }
 
 void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name)
@@ -95,7 +100,7 @@ static int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
 
 	if (access_is_daemon(ctx->uid))
 		return 0;
-	ng = fuse_req_getgroups(req, cap, groups);
+	ng = access_proc_groups(ctx->pid, groups, cap);
 	while (ng > cap) {	/* more groups than the buffer holds */
 		gid_t *g = realloc(groups == stack ? NULL : groups,
 				   (size_t)ng * sizeof(*g));
@@ -106,7 +111,7 @@ static int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
 		}
 		groups = g;
 		cap = ng;
-		ng = fuse_req_getgroups(req, cap, groups);
+		ng = access_proc_groups(ctx->pid, groups, cap);
 	}
 	if (ng < 0) {
 		if (ng != -ENOENT && ng != -ESRCH &&
@@ -668,12 +673,12 @@ static void snapfs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 static ssize_t store_xattr(struct node *n, const char *name, char *buf,
 			   size_t size, bool list)
 {
-	char path[64];
+	char path[PROC_FD_PATH_LEN];
 	ssize_t ret;
 
 	if (n->kind != NODE_FILE && n->kind != NODE_DIR)
 		return list ? 0 : -ENODATA;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd);
+	proc_fd_path(path, n->fd);
 	ret = list ? listxattr(path, buf, size) : getxattr(path, name, buf, size);
 	return ret < 0 ? -errno : ret;
 }
@@ -701,7 +706,7 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	if (n->kind == NODE_VIEW)
-		ret = node_view_getxattr(fs->nodes, n, name, buf, size);
+		ret = xattr_get(fs->nodes, n, name, buf, size);
 	else
 		ret = store_xattr(n, name, buf, size, false);
 	reply_xattr(req, ret, buf, size);
@@ -719,7 +724,7 @@ static void snapfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	}
 	if (n->kind == NODE_VIEW)
-		ret = node_view_listxattr(fs_of(req)->nodes, n, buf, size);
+		ret = xattr_list(fs_of(req)->nodes, n, buf, size);
 	else
 		ret = store_xattr(n, NULL, buf, size, true);
 	reply_xattr(req, ret, buf, size);
@@ -749,7 +754,7 @@ static void snapfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_reply_err(req, EROFS);
 }
 
-/* Rollback: only the highest diff of a chain may go (SPEC §2). */
+/* Rollback: only the highest diff of a chain may go (doc/format.md §2). */
 static void snapfs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	fuse_reply_err(req, -node_unlink(fs_of(req)->nodes, node_of(req, parent), name));

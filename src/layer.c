@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "layer.h"
+#include "procfd.h"
 
 void layer_id_from_stat(struct layer_id *id, const struct stat *st)
 {
@@ -41,7 +42,7 @@ bool layer_unchanged(int dirfd, const char *fname, const struct layer_id *id)
 int layer_open(int dirfd, const char *fname, bool noatime, struct stat *st)
 {
 	struct stat sb;
-	char path[64];
+	char path[PROC_FD_PATH_LEN];
 	int pfd, fd, e;
 
 	pfd = openat(dirfd, fname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -56,7 +57,7 @@ int layer_open(int dirfd, const char *fname, bool noatime, struct stat *st)
 		close(pfd);
 		return S_ISLNK(sb.st_mode) ? -ELOOP : -EFTYPE_LAYER;
 	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);
+	proc_fd_path(path, pfd);
 	fd = -1;
 	if (noatime)
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);

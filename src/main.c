@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "compactd.h"
+#include "dirwatch.h"
 #include "fuse_ops.h"
 #include "log.h"
 #include "node.h"
@@ -310,7 +312,7 @@ int main(int argc, char *argv[])
 	/* Threads only now: fuse_daemonize() forks, and threads do not
 	 * survive a fork. */
 	if (!o.nowatch)
-		node_table_watch(fs.nodes);	/* failure: logged, timeouts only */
+		dirwatch_start(fs.nodes);	/* failure: logged, timeouts only */
 	if (!o.compact || strcmp(o.compact, "off") != 0) {
 		struct compact_opts co = {
 			.threshold = o.compact_threshold,
@@ -319,7 +321,7 @@ int main(int argc, char *argv[])
 			.page_size = o.page_size,
 		};
 
-		node_table_compact(fs.nodes, &co);	/* failure: logged */
+		compactd_start(fs.nodes, &co);	/* failure: logged */
 	}
 
 	if (copts.singlethread) {
@@ -338,8 +340,8 @@ int main(int argc, char *argv[])
 	if (ret < 0)
 		log_err("the FUSE session ended with an error: %s", strerror(-ret));
 	ret = ret < 0 ? 1 : 0;
-	node_table_stop_compact(fs.nodes);
-	node_table_unwatch(fs.nodes);
+	compactd_stop(fs.nodes);
+	dirwatch_stop(fs.nodes);
 
 out_unmount:
 	fuse_session_unmount(se);

@@ -34,7 +34,7 @@ struct rollback_result {
  *            base alone, or want is not in the chain (gone, or merged into
  *            the base by compaction);
  *   -EBUSY   want is in the chain but is not its newest diff;
- *   -EIO     the chain is unusable (SPEC §5): not rolled back blindly;
+ *   -EIO     the chain is unusable (doc/format.md §5): not rolled back blindly;
  *   -ENOMEM.
  */
 int rollback_resolve(const struct store_group *g, const char *name,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Layer names, directory indexes and chain resolution (SPEC §2).
+ * Layer names, directory indexes and chain resolution (doc/format.md §2).
  *
  * A directory is indexed in one pass: every entry whose name has the layer
  * shape is put in the group of its NAME, groups are sorted by NAME, and each
@@ -305,9 +305,7 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 	const struct store_layer *base = NULL;
 	size_t i, first, n;
 
-	chain->nlayers = 0;
-	chain->layers = NULL;
-	chain->culprit = NULL;
+	memset(chain, 0, sizeof(*chain));
 
 	for (i = 0; i < g->nlayers; i++) {
 		if (g->layers[i].overflow) {
@@ -368,8 +366,44 @@ int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 	return 0;
 }
 
+int store_chain_from_names(const char *const *names, size_t n, struct store_chain *chain)
+{
+	memset(chain, 0, sizeof(*chain));
+	chain->own = calloc(n ? n : 1, sizeof(*chain->own));
+	chain->layers = calloc(n ? n : 1, sizeof(*chain->layers));
+	if (!chain->own || !chain->layers) {
+		store_chain_free(chain);
+		return -ENOMEM;
+	}
+	chain->nlayers = n;
+	for (size_t i = 0; i < n; i++) {
+		struct store_layer *l = &chain->own[i];
+		struct store_name sn;
+
+		if (!store_parse_name(names[i], &sn)) {
+			store_chain_free(chain);
+			return -EINVAL;
+		}
+		l->fname = strdup(names[i]);
+		if (!l->fname) {
+			store_chain_free(chain);
+			return -ENOMEM;
+		}
+		l->seq = sn.seq;
+		l->kind = sn.kind;
+		l->overflow = sn.overflow;
+		l->d_type = DT_UNKNOWN;
+		chain->layers[i] = l;
+	}
+	return 0;
+}
+
 void store_chain_free(struct store_chain *chain)
 {
+	for (size_t i = 0; chain->own && i < chain->nlayers; i++)
+		free(chain->own[i].fname);
+	free(chain->own);
+	chain->own = NULL;
 	free(chain->layers);
 	chain->layers = NULL;
 	chain->nlayers = 0;

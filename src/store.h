@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The store's naming rules (SPEC §2): which directory entries are layers of
+ * The store's naming rules (doc/format.md §2): which directory entries are layers of
  * which layered file, and which layers make up a file's chain. Pure logic on
  * names plus one directory scan; nothing here opens a layer.
  */
@@ -78,13 +78,18 @@ const struct store_group *store_dir_find(const struct store_dir *dir,
 struct store_chain {
 	size_t nlayers;				/* base + diffs */
 	const struct store_layer **layers;	/* base first; owned array,
-						   layers point into the group */
+						   layers point into the group
+						   (or into own) */
 	const struct store_layer *culprit;	/* on -EIO: the layer at fault,
 						   if one is */
+	struct store_layer *own;		/* the layers themselves, with
+						   their names, when the chain
+						   was built from names; else
+						   NULL */
 };
 
 /*
- * Resolves the chain of group g (SPEC §2): the base with the highest seq and
+ * Resolves the chain of group g (doc/format.md §2): the base with the highest seq and
  * every diff with a greater seq, in increasing order. Returns 0 and fills
  * *chain (free with store_chain_free()), or a negative errno with *why set
  * to a static sentence for the log and for user.snapfs.error, about
@@ -97,6 +102,17 @@ struct store_chain {
 int store_chain_resolve(const struct store_group *g, struct store_chain *chain,
 			const char **why);
 
+/*
+ * Builds a chain from the names of its layers, base first, as a version
+ * remembers them (the one way to do so): each name is parsed for its seq
+ * and kind and copied, so the chain owns everything and outlives names.
+ * Returns 0, -EINVAL if a name is not a layer name, or -ENOMEM. Free with
+ * store_chain_free().
+ */
+int store_chain_from_names(const char *const *names, size_t n, struct store_chain *chain);
+
+/* Frees what the chain owns (the pointer array; the layers and their
+ * names too if it was built from names). */
 void store_chain_free(struct store_chain *chain);
 
 /*

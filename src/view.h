@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * A view is one version of a layered file: the open layers of its chain and
- * the chain's flattened map (SPEC §4), a sorted array of segments that each
+ * the chain's flattened map (doc/format.md §4), a sorted array of segments that each
  * say which layer serves a range, or that it reads as zero. A read is one
  * binary search plus the segments it spans, whatever the chain's depth.
  *
@@ -89,7 +89,7 @@ size_t view_env_open_layers(struct view_env *env);
 
 /*
  * Opens every layer of chain (entries of directory dirfd; never through a
- * symlink), checks it (SPEC §5), and builds the view with one reference.
+ * symlink), checks it (doc/format.md §5), and builds the view with one reference.
  * Returns 0; -EIO when the chain itself is unusable, with a one-line cause
  * naming the layer in why[len] (the caller logs it); or -EMFILE, -ENFILE,
  * -ENOMEM when the process ran short (why may say which layer): those are

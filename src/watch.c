@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "procfd.h"
 #include "watch.h"
 
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | \
@@ -120,10 +121,10 @@ void watch_stop(struct watch *w)
 
 int watch_add(struct watch *w, int fd)
 {
-	char path[64];
+	char path[PROC_FD_PATH_LEN];
 	int wd;
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	proc_fd_path(path, fd);
 	wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
 	return wd < 0 ? -errno : wd;
 }

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# compact-bench.sh: the compactor benchmark (SPEC §6), all in one run. On a
+# compact-bench.sh: the compactor benchmark (doc/format.md §6), all in one run. On a
 # loop-mounted XFS (reflink=1), btrfs and ext4 it builds a chain of a 2 GiB
 # dense base and 10 sparse diffs (2% random dirty pages each), then times
 # snapfs-compact with its defaults (-t 8 -k 2: the base and the 8 oldest

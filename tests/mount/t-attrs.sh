@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Attributes of views (SPEC §2, §3): the xattrs describe the chain (with
+# Attributes of views (doc/format.md §2, §3): the xattrs describe the chain (with
 # data_bytes computed here independently), the synthetic inode number, mode,
 # owner and size, listings with and without readdirplus, a plain file hidden
 # by a layered NAME, statfs, and a store of 200 directories.

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Bad input (SPEC §5): one store holds layered files each broken in one way
+# Bad input (doc/format.md §5): one store holds layered files each broken in one way
 # next to good ones. Every broken file answers EIO, logs exactly one line
 # naming it and its cause, and says why in user.snapfs.error, while the good
 # files of the same directory read exactly like a reference merge.

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# The compactor's crash safety (SPEC §6): a crash, ENOSPC or EIO at any step
+# The compactor's crash safety (doc/format.md §6): a crash, ENOSPC or EIO at any step
 # leaves every chain reading as before, and the next start removes what was
 # left. Sections:
 #  1. With a fault-injection build, snapfs-compact is killed (as a crash: no

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# snapfs-compact on each filesystem it meets (SPEC §6): XFS with reflinks and
+# snapfs-compact on each filesystem it meets (doc/format.md §6): XFS with reflinks and
 # btrfs (loop images), ext4 (loop image) and tmpfs. A seeded random store with
 # chains up to 16 diffs deep is compacted with -t 4 -k 2, after a --dry-run
 # that must change nothing. Then every view, read through a snapfs mount,

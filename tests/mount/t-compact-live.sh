@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Background compaction while mounted (SPEC §6, §3 "Versions"), with
+# Background compaction while mounted (doc/format.md §6, §3 "Versions"), with
 # -o compact_threshold=4,keep_diffs=2 and a low compact_rate so that a
 # compaction lasts seconds. A store is mounted with its crafted chain 4 diffs
 # deep; publishing two more diffs into STORE makes it 6 deep, and the

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# A live store (SPEC §2 "Publishing", §3 "Versions"), with default options:
+# A live store (doc/format.md §2 "Publishing", §3 "Versions"), with default options:
 # the daemon must notice changes in STORE by itself. A diff renamed into
 # place, a new base, deleted layers, a layer rewritten in place and a new
 # snapshot directory each show through the mount within LIVE_LIMIT_MS; every

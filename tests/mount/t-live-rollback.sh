@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Rollback (SPEC §2 "Rollback", §3 "Versions"): deleting the highest diff,
+# Rollback (doc/format.md §2 "Rollback", §3 "Versions"): deleting the highest diff,
 # through the mount or in STORE, rolls the view back to the previous
 # content under a new inode, while fds and mappings opened before keep their
 # bytes. Through the mount only the highest diff may go: any other layer

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Everything in STORE that is not a layered file passes through read-only
-# and unchanged (SPEC §3): contents, modes, owners, times, symlinks (never
+# and unchanged (doc/format.md §3): contents, modes, owners, times, symlinks (never
 # resolved by snapfs, even when they point outside STORE), hard links,
 # special files, and names that only look like layers.
 . ./tests/mount/lib.sh

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# The mount is read-only (SPEC §3): every way to write, through every kind of
+# The mount is read-only (doc/format.md §3): every way to write, through every kind of
 # entry (view, layer file, ordinary file, directory), answers EROFS and leaves
 # STORE byte for byte and timestamp for timestamp as it was; a private
 # writable mapping of a view still works, copy-on-write.

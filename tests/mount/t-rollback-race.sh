@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# A rollback that returned success is never undone by a compaction (SPEC §6,
+# A rollback that returned success is never undone by a compaction (doc/format.md §6,
 # the rollback lock of doc/snapfs.8 ROLLBACK). rollrace publishes diffs into
 # STORE and rolls them back, taking turns among snapfs-rollback, `flock DIR
 # rm` and unlink through the mount, while the daemon (compact_threshold=2, a
@@ -12,7 +12,7 @@
 # Before that, quick checks of snapfs-rollback's answers, and (fault-
 # injection builds) of the compactor withdrawing a new base when a merged
 # diff is deleted without the lock right after its rename.
-# SNAPFS_RACE_SECONDS (default 90) is the churn time, split 2:1 between the
+# SNAPFS_RACE_SECONDS (default 60) is the churn time, split 2:1 between the
 # two runs; contrib/soak-rollback.sh runs it for minutes.
 . ./tests/mount/lib.sh
 setup_loops
@@ -24,7 +24,7 @@ command -v flock >/dev/null || fail "flock(1) is needed"
 FAULTS=0
 grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" && FAULTS=1
 
-SECS=${SNAPFS_RACE_SECONDS:-90}
+SECS=${SNAPFS_RACE_SECONDS:-60}
 SEED=${SNAPFS_SEED:-$RANDOM}
 log "seed $SEED (rerun with SNAPFS_SEED=$SEED), $SECS s of churn"
 

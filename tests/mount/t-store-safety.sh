@@ -17,7 +17,9 @@
 #   6. a layer swapped for a FIFO after its view was built makes the
 #      compaction fail at once with a log line, and unmount is prompt;
 #   7. a directory moved out of STORE while a shell sits in it through the
-#      mount: nothing there is cleaned, compacted, rolled back or listed.
+#      mount: nothing there is cleaned, compacted, rolled back or listed;
+#   8. a rollback through the mount is durable before it answers: the
+#      daemon fsyncs the directory (seen with strace) before rm returns.
 . ./tests/mount/lib.sh
 setup
 
@@ -72,7 +74,7 @@ echo "a leftover of a crash" >"$S/vm/.snapfs-compact.0123456789abcdef.4242"
 # want N: case N is to run (SNAPFS_CASES="4 6" runs only those, e.g. to
 # show each one failing against an older build).
 want() {
-	[[ " ${SNAPFS_CASES:-1 2 3 4 5 6 7} " == *" $1 "* ]]
+	[[ " ${SNAPFS_CASES:-1 2 3 4 5 6 7 8} " == *" $1 "* ]]
 }
 
 mount_snapfs "$S" "$M" -o compact=off,entry_timeout=0
@@ -251,4 +253,29 @@ grep -q "memory.bin" "$T/vm1.ls" "$T/vm2.ls" && fail "a directory outside STORE 
 [ "$(log_count "moved out of STORE")" -ge 1 ] || fail "no log line says a directory left STORE"
 umount_snapfs "$M"
 fi
-log "ok: cases ${SNAPFS_CASES:-1 2 3 4 5 6 7}"
+# ---- 8. a rollback through the mount fsyncs the directory first ----
+if want 8; then
+mkdir -p "$S/rb"
+mk_chain "$S/rb" mem "$R/rb"
+: >"$T/snapfs.log"
+mount_snapfs "$S" "$M" -o compact=off
+cmp -s "$M/rb/mem" "$R/rb" || fail "rb differs before the rollback"
+strace -f -qq -p "$SNAPFS_PID" -e trace=unlinkat,fsync,fdatasync -o "$T/strace.out" &
+st_pid=$!
+PIDS+=("$st_pid")
+# strace attaches to every thread before it traces: wait until it does.
+wait_for 5000 test -s "$T/strace.out" || stat "$M/rb" >/dev/null
+sleep 0.5
+rm "$M/rb/mem.2.diff" || fail "rollback through the mount failed"
+sleep 0.2
+kill "$st_pid" 2>/dev/null
+wait "$st_pid" 2>/dev/null
+unset 'PIDS[-1]'
+# The unlink of the diff, then an fsync, before the reply (rm returned
+# only after both, so their order in the trace is the order they ran).
+awk '/unlinkat\(.*mem\.2\.diff/ { u = NR } /fsync\(/ && u && NR > u { f = NR } END { exit !(u && f) }' \
+	"$T/strace.out" || fail "no fsync of the directory after the rollback's unlink: $(grep -E 'unlinkat|fsync' "$T/strace.out" | tail -5)"
+[ -e "$S/rb/mem.2.diff" ] && fail "the diff is still in STORE"
+umount_snapfs "$M"
+fi
+log "ok: cases ${SNAPFS_CASES:-1 2 3 4 5 6 7 8}"

@@ -492,7 +492,7 @@ struct store_state {
 	size_t nfiles;
 };
 
-/* The chain of st per SPEC §2 (the highest base, the diffs above it). */
+/* The chain of st per doc/format.md §2 (the highest base, the diffs above it). */
 static void state_chain(const struct store_state *st, struct chain *c)
 {
 	bool have = false;

@@ -9,6 +9,9 @@
  */
 #include "unit.h"
 
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
 #include <grp.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -281,6 +284,66 @@ static void test_other_threads(void **state)
 	close(fd);
 }
 
+/*
+ * The requester's groups come from /proc/PID/status: the same list
+ * getgroups() gives, for this process and for one of its threads (FUSE
+ * reports thread ids); "more than cap" asks for a larger array; a process
+ * that is gone is -ENOENT or -ESRCH. Many groups make the status file
+ * longer than a page, where libfuse 3.14's reader overran its buffer.
+ */
+static void test_proc_groups(void **state)
+{
+	gid_t want[256], got[256], many[300];
+	int nwant, n;
+	pid_t gone;
+
+	(void)state;
+	nwant = getgroups(256, want);
+	assert_true(nwant >= 0);
+	n = access_proc_groups(getpid(), got, 256);
+	assert_int_equal(n, nwant);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(got[i], want[i]);
+	n = access_proc_groups((pid_t)syscall(SYS_gettid), got, 256);
+	assert_int_equal(n, nwant);
+	if (nwant > 0)
+		assert_int_equal(access_proc_groups(getpid(), got, 0), nwant);
+
+	/* A child with 300 groups (root only): a status file over 4 KiB. */
+	if (geteuid() != 0)
+		return;
+	for (int i = 0; i < 300; i++)
+		many[i] = (gid_t)(50000 + i);
+	gone = fork();
+	if (gone == 0) {
+		if (syscall(SYS_setgroups, 300, many) != 0)
+			_exit(1);
+		n = access_proc_groups(getpid(), got, 256);
+		if (n != 300)
+			_exit(2);
+		{
+			gid_t *all = calloc(300, sizeof(*all));
+
+			if (!all || access_proc_groups(getpid(), all, 300) != 300 ||
+			    all[0] != 50000 || all[299] != 50299)
+				_exit(3);
+			free(all);
+		}
+		_exit(0);
+	}
+	assert_true(gone > 0);
+	{
+		int st;
+
+		assert_int_equal(waitpid(gone, &st, 0), gone);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+	/* The child is reaped: its pid is gone. */
+	n = access_proc_groups(gone, got, 256);
+	assert_true(n == -ENOENT || n == -ESRCH);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -291,6 +354,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fallback, unit_dir_setup, unit_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_unmapped, unit_dir_setup, unit_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_other_threads, unit_dir_setup, unit_dir_teardown),
+		cmocka_unit_test(test_proc_groups),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

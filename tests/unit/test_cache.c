@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Unit tests of the extent-map cache (SPEC §4): a layer is scanned once per
+ * Unit tests of the extent-map cache (doc/format.md §4): a layer is scanned once per
  * identity, a changed identity is rescanned while maps still in use stay
  * valid, and the memory budget evicts unreferenced maps coldest first and
  * never a referenced one. Maps come from real sparse files in a mkdtemp dir.

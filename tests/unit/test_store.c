@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Unit tests of the store's naming rules (SPEC §2): which names are layers,
+ * Unit tests of the store's naming rules (doc/format.md §2): which names are layers,
  * how a directory's layers group by NAME, and which layers form a chain,
  * including the inputs that must make a file unavailable (missing base,
  * overflowing or duplicate <seq>, a symlink in the chain).
@@ -522,6 +522,31 @@ static void test_dir_scan(void **state)
 	assert_int_equal(store_dir_scan(-1, &d), -EBADF);
 }
 
+/* A chain rebuilt from the names a version remembers owns its layers,
+ * parsed like a directory scan would parse them. */
+static void test_chain_from_names(void **state)
+{
+	const char *names[] = { "mem.0007.base", "mem.8.diff", "mem.10.diff" };
+	const char *bad[] = { "mem.1.base", "notalayer" };
+	struct store_chain c;
+
+	(void)state;
+	assert_int_equal(store_chain_from_names(names, 3, &c), 0);
+	assert_int_equal(c.nlayers, 3);
+	assert_string_equal(c.layers[0]->fname, "mem.0007.base");
+	assert_ptr_not_equal(c.layers[0]->fname, names[0]);	/* a copy */
+	assert_int_equal(c.layers[0]->seq, 7);
+	assert_int_equal(c.layers[0]->kind, STORE_BASE);
+	assert_int_equal(c.layers[2]->seq, 10);
+	assert_int_equal(c.layers[2]->kind, STORE_DIFF);
+	store_chain_free(&c);
+	assert_null(c.layers);
+	assert_int_equal(store_chain_from_names(bad, 2, &c), -EINVAL);
+	assert_null(c.layers);
+	assert_int_equal(store_chain_from_names(names, 0, &c), 0);
+	store_chain_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -537,6 +562,7 @@ int main(void)
 		cmocka_unit_test(test_chain_overflow),
 		cmocka_unit_test(test_chain_duplicates),
 		cmocka_unit_test(test_chain_types),
+		cmocka_unit_test(test_chain_from_names),
 		cmocka_unit_test_setup_teardown(test_dir_scan, unit_dir_setup,
 						unit_dir_teardown),
 	};

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Unit tests of views (SPEC §2 content rule, §4, §5): view_flatten, the read
+ * Unit tests of views (doc/format.md §2 content rule, §4, §5): view_flatten, the read
  * mapping and SEEK_DATA/SEEK_HOLE are checked against a naive model ("the
  * highest layer with data, else zero", unit by unit) on thousands of seeded
  * random chains; view_open is checked end to end on real layer files against
@@ -961,7 +961,7 @@ static void test_open_missing_layer(void **state)
 	env_free(&e);
 }
 
-/* Diffs on a filesystem whose holes are coarser than a page (SPEC §5). */
+/* Diffs on a filesystem whose holes are coarser than a page (doc/format.md §5). */
 static void test_open_coarse_holes(void **state)
 {
 	struct unit_tmpfs *h = *state;

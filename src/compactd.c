@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The daemon's compaction scheduling (doc/format.md §6): which versions are
+ * compacted, when, and what the table learns from it. The compaction itself
+ * is compact.c's; this file queues versions whose chain is deeper than the
+ * threshold (a hook the table calls when a version becomes current), runs
+ * them one at a time on one thread at the lowest CPU and I/O priority, and
+ * after a compaction moves the version onto its new base (same content:
+ * same inode, same page cache) and prunes the layers the new base
+ * supersedes.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compact.h"
+#include "compactd.h"
+#include "log.h"
+#include "node_priv.h"
+#include "version.h"
+
+struct compactd {
+	struct compact_opts copts;
+	pthread_t thread;
+	pthread_cond_t cond;		/* signals jobs or stop */
+	struct cjob *jobs;		/* protected by node_table.lock */
+	int stop;			/* atomic; also protected by
+					   node_table.lock */
+};
+
+/* A version waiting for the compactor; holds a reference on it. */
+struct cjob {
+	struct node *v;
+	struct cjob *next;
+};
+
+/* Queues v for compaction if its chain is deeper than the threshold. */
+static void compact_enqueue_locked(struct node_table *t, struct node *v)
+{
+	struct compactd *cd = t->compactd;
+	struct cjob *j;
+
+	if (!cd || v->error || v->cstate != COMPACT_IDLE ||
+	    version_depth(v) <= cd->copts.threshold)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return;		/* retried when the next version appears */
+	j->v = v;
+	v->refs++;
+	v->cstate = COMPACT_PENDING;
+	j->next = cd->jobs;
+	cd->jobs = j;
+	pthread_cond_signal(&cd->cond);
+}
+
+struct publish_ctx {
+	struct node_table *t;
+	struct node *v;
+	size_t nmerge;
+};
+
+/*
+ * Called by compact_chain() right after the new base is renamed into place,
+ * with the directory's lock held: the version now *is* the new base plus
+ * its kept diffs. Its inode, attributes, page cache and open views stay as
+ * they are (the content is the same); the next lookup matches it again.
+ */
+static void compact_published(void *ctx, const char *new_base)
+{
+	struct publish_ctx *pc = ctx;
+	struct node *v = pc->v;
+	size_t n = v->nlayers - pc->nmerge + 1;
+	char **names = calloc(n, sizeof(*names)), **old_names;
+	struct layer_id *ids = calloc(n, sizeof(*ids)), *old_ids;
+	struct view *old_view;
+	struct stat st;
+
+	if (!names || !ids || fstatat(v->parent->fd, new_base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !(names[0] = strdup(new_base))) {
+		/* The next lookup will simply make a new version. */
+		log_warn("%s: cannot record the compacted chain; the file gets a "
+			 "new inode number", v->path);
+		free(names);
+		free(ids);
+		return;
+	}
+	layer_id_from_stat(&ids[0], &st);
+	for (size_t i = 1; i < n; i++) {
+		names[i] = v->layer_names[pc->nmerge + i - 1];
+		ids[i] = v->layer_ids[pc->nmerge + i - 1];
+	}
+	pthread_mutex_lock(&v->lock);
+	pthread_mutex_lock(&pc->t->lock);
+	old_names = v->layer_names;
+	old_ids = v->layer_ids;
+	v->layer_names = names;
+	v->layer_ids = ids;
+	v->nlayers = n;
+	v->parent->index_stale = true;
+	pthread_mutex_unlock(&pc->t->lock);
+	/* New opens build the view on the new base; open handles keep the
+	 * old layers (their own references) until they close. */
+	old_view = v->view;
+	v->view = NULL;
+	pthread_mutex_unlock(&v->lock);
+	view_put(old_view);
+	for (size_t i = 0; i < pc->nmerge; i++)
+		free(old_names[i]);
+	free(old_names);
+	free(old_ids);
+}
+
+/* Compacts version v if it is still current and deep enough. */
+static void compact_version(struct node_table *t, struct node *v)
+{
+	struct node *dir = v->parent;
+	struct store_chain chain = { 0 };
+	struct compact_result res;
+	struct publish_ctx pc = { t, v, 0 };
+	struct compactd *cd = t->compactd;
+	struct compact_opts o = cd->copts;
+	uint64_t new_base_seq = 0;
+	char **prune = NULL;
+	size_t nprune = 0;
+	bool retry = false;
+	int ret;
+
+	/* The chain this version was made of, copied: compact_published()
+	 * replaces the version's list while compact_chain() still needs the
+	 * old names. Only this thread changes a version's layers, so they can
+	 * be read here without the table lock. */
+	if (store_chain_from_names((const char *const *)v->layer_names, v->nlayers, &chain))
+		goto out;
+	pc.nmerge = compact_plan(&chain, &o);
+	if (!pc.nmerge)
+		goto out;
+	/* Only a chain that opens cleanly is compacted: one that is refused
+	 * (doc/format.md §5) must stay refused, not be baked into a base. */
+	{
+		struct view *chk;
+
+		if (node_view(t, v, &chk) != 0)
+			goto out;
+		view_put(chk);
+	}
+	new_base_seq = chain.layers[pc.nmerge - 1]->seq;
+
+	pthread_mutex_lock(&t->lock);
+	if (!v->current) {	/* a newer version has its own job */
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	v->cstate = COMPACT_RUNNING;
+	pthread_mutex_unlock(&t->lock);
+
+	/* Nothing is written outside STORE: a directory moved out of it is
+	 * left alone (the prune below checks again). */
+	if (!dir_in_store(t, dir)) {
+		dir_moved_out(t, dir);
+		goto out;
+	}
+	o.stop = &cd->stop;
+	o.store_dev = t->root->dev;
+	o.store_ino = t->root->ino;
+	o.publish_lock = &dir->lock;
+	o.published = compact_published;
+	o.ctx = &pc;
+	ret = compact_chain(dir->fd, v->name, &chain, pc.nmerge,
+			    view_env_cache(t->env), &o, &res);
+	if (ret == -ECANCELED) {
+		log_info("%s: compaction stopped; the store is unchanged", v->path);
+		goto out;
+	}
+	if (ret == -EAGAIN && res.withdrawn) {
+		/* compact_chain() logged it. The version's layer list names the
+		 * withdrawn base now: drop its view, rescan; the next lookup
+		 * finds the rolled-back chain, a new version. */
+		struct view *old_view;
+
+		pthread_mutex_lock(&v->lock);
+		old_view = v->view;
+		v->view = NULL;
+		pthread_mutex_unlock(&v->lock);
+		view_put(old_view);
+		pthread_mutex_lock(&t->lock);
+		dir->index_stale = true;
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	if (ret == -EXDEV) {
+		dir_moved_out(t, dir);
+		goto out;
+	}
+	if (ret == -EAGAIN) {
+		/* A rollback came first: not a failure. */
+		log_info("%s: compaction abandoned: a merged layer changed "
+			 "meanwhile (a rollback); the store is unchanged", v->path);
+		goto out;
+	}
+	if (ret == -EBUSY) {
+		log_info("%s: compaction postponed: the directory's rollback lock "
+			 "stayed held for %d ms; the store is unchanged", v->path,
+			 COMPACT_LOCK_WAIT_MS);
+		retry = true;
+		goto out;
+	}
+	if (ret == -EPERM && res.refused[0]) {
+		/* Permanent for this version (queued once): a new version,
+		 * whose layers may agree, is tried again. */
+		char *why = strdup(res.refused);
+
+		log_err("%s: compaction refused: %s; the store is unchanged",
+			v->path, res.refused);
+		pthread_mutex_lock(&t->lock);
+		free(v->crefused);
+		v->crefused = why;
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	if (ret && res.published) {
+		log_err("%s: compaction incomplete after the new base was in place: "
+			"%s; content unchanged, superseded layers remain", v->path,
+			strerror(-ret));
+		goto out;
+	}
+	if (ret) {
+		log_err("%s: compaction failed: %s; the store is unchanged",
+			v->path, strerror(-ret));
+		goto out;
+	}
+	log_info("%s: compacted %zu layers into %s: %.1f MiB written in %.2f s "
+		 "(%s, %s)", v->path, res.merged, res.new_base,
+		 (double)res.bytes_copied / (1 << 20), res.seconds,
+		 res.reflinked ? "base reflinked" : "base copied",
+		 compact_method_name(res.method));
+
+	/* Everything else the new base supersedes: older chains below the
+	 * merged base, a diff of the new base's own seq. */
+	pthread_mutex_lock(&dir->lock);
+	if (dir_refresh_locked(t, dir, true) == 0) {
+		const struct store_group *g = store_dir_find(dir->index, v->name);
+
+		prune = g ? calloc(g->nlayers, sizeof(*prune)) : NULL;
+		for (size_t i = 0; prune && i < g->nlayers; i++) {
+			const struct store_layer *l = &g->layers[i];
+
+			if (!l->overflow && (l->seq < new_base_seq ||
+			    (l->seq == new_base_seq && l->kind == STORE_DIFF)))
+				prune[nprune++] = strdup(l->fname);
+		}
+	}
+	pthread_mutex_unlock(&dir->lock);
+	for (size_t i = 0; i < nprune; i++) {
+		if (prune[i] && unlinkat(dir->fd, prune[i], 0) < 0 && errno != ENOENT)
+			log_warn("%s: cannot remove superseded layer %s: %s", v->path,
+				 prune[i], strerror(errno));
+		free(prune[i]);
+	}
+out:
+	free(prune);
+	store_chain_free(&chain);
+	pthread_mutex_lock(&t->lock);
+	v->cstate = COMPACT_IDLE;
+	if (retry && v->current && !cd->stop)
+		compact_enqueue_locked(t, v);
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void *compact_thread(void *arg)
+{
+	struct node_table *t = arg;
+	struct compactd *cd = t->compactd;
+
+	/* Page faults of running VMs come first: lowest CPU and I/O class. */
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+	syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IDLE */);
+
+	pthread_mutex_lock(&t->lock);
+	for (;;) {
+		struct cjob *j;
+
+		while (!cd->jobs && !cd->stop)
+			pthread_cond_wait(&cd->cond, &t->lock);
+		if (cd->stop)
+			break;
+		j = cd->jobs;
+		cd->jobs = j->next;
+		pthread_mutex_unlock(&t->lock);
+		compact_version(t, j->v);
+		node_unref(t, j->v);
+		free(j);
+		pthread_mutex_lock(&t->lock);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+int compactd_start(struct node_table *t, const struct compact_opts *opts)
+{
+	struct compactd *cd = calloc(1, sizeof(*cd));
+	int ret;
+
+	if (!cd)
+		return -ENOMEM;
+	cd->copts = *opts;
+	pthread_cond_init(&cd->cond, NULL);
+	pthread_mutex_lock(&t->lock);
+	t->compactd = cd;
+	t->hooks.version_made_locked = compact_enqueue_locked;
+	pthread_mutex_unlock(&t->lock);
+	ret = -pthread_create(&cd->thread, NULL, compact_thread, t);
+	if (ret) {
+		pthread_mutex_lock(&t->lock);
+		t->compactd = NULL;
+		t->hooks.version_made_locked = NULL;
+		pthread_mutex_unlock(&t->lock);
+		pthread_cond_destroy(&cd->cond);
+		free(cd);
+		log_err("cannot start the compactor: %s", strerror(-ret));
+	}
+	return ret;
+}
+
+void compactd_stop(struct node_table *t)
+{
+	struct compactd *cd = t->compactd;
+	struct cjob *j;
+
+	if (!cd)
+		return;
+	pthread_mutex_lock(&t->lock);
+	__atomic_store_n(&cd->stop, 1, __ATOMIC_RELAXED);
+	pthread_cond_signal(&cd->cond);
+	t->hooks.version_made_locked = NULL;
+	pthread_mutex_unlock(&t->lock);
+	pthread_join(cd->thread, NULL);
+	pthread_mutex_lock(&t->lock);
+	t->compactd = NULL;
+	pthread_mutex_unlock(&t->lock);
+	while ((j = cd->jobs)) {
+		cd->jobs = j->next;
+		j->v->cstate = COMPACT_IDLE;
+		node_unref(t, j->v);
+		free(j);
+	}
+	pthread_cond_destroy(&cd->cond);
+	free(cd);
+}
+
+char *compactd_describe(struct node_table *t, struct node *v)
+{
+	char *state;
+
+	pthread_mutex_lock(&t->lock);
+	if (asprintf(&state, "%s%s", !t->compactd ? "off" :
+		     v->cstate == COMPACT_RUNNING ? "running" :
+		     v->cstate == COMPACT_PENDING ? "pending" :
+		     v->crefused ? "refused: " : "idle",
+		     t->compactd && v->cstate == COMPACT_IDLE && v->crefused ?
+		     v->crefused : "") < 0)
+		state = NULL;
+	pthread_mutex_unlock(&t->lock);
+	return state;
+}

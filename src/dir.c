@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * A directory's index of layered files (store.h's struct store_dir), kept
+ * in its node and rebuilt when the directory changed, and the check that
+ * a directory is still inside STORE before anything is read or written
+ * there (doc/format.md §3).
+ *
+ * The index is trusted while the directory's mtime and ctime are those
+ * seen at the scan and the scan began clearly after that mtime: a change in
+ * the same timestamp tick as the scan would otherwise go unseen (RACY_NS).
+ * The watcher (dirwatch.c) marks an index stale at once; without a watch,
+ * the times alone tell.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "compact.h"
+#include "log.h"
+#include "node_priv.h"
+#include "store.h"
+
+/* A directory index younger than this after the directory's mtime may have
+ * missed a change made in the same timestamp tick; it is rescanned. */
+#define RACY_NS 20000000LL
+
+/*
+ * True if directory dir is still inside STORE: walking up through ".."
+ * from it reaches STORE's root. A directory moved out of STORE (mv
+ * STORE/vm1 /elsewhere) keeps its node while the kernel remembers it, and
+ * nothing may be written, deleted or read there any more. Called before
+ * every write or delete in a directory and whenever its index is rebuilt;
+ * a moved directory's ctime changes, so a rebuild follows a move.
+ */
+bool dir_in_store(struct node_table *t, const struct node *dir)
+{
+	return dir == t->root || store_dir_inside(dir->fd, t->root->dev, t->root->ino);
+}
+
+void dir_moved_out(struct node_table *t, struct node *dir)
+{
+	bool first;
+
+	pthread_mutex_lock(&t->lock);
+	first = !dir->moved_out;
+	dir->moved_out = true;
+	pthread_mutex_unlock(&t->lock);
+	if (first)
+		log_warn("%s: the directory was moved out of STORE: nothing in it "
+			 "is served, written or removed any more", dir->path);
+}
+
+static bool ts_eq(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+int dir_refresh_locked(struct node_table *t, struct node *dir, bool force)
+{
+	struct store_dir *idx;
+	struct timespec now;
+	struct stat st;
+	bool stale;
+	int ret;
+
+	/* Watch before the first scan, so no change falls between them. */
+	if (dir->wd == 0)
+		dirwatch_add_locked(t, dir);
+	pthread_mutex_lock(&t->lock);
+	stale = dir->index_stale;
+	dir->index_stale = false;
+	pthread_mutex_unlock(&t->lock);
+	if (fstat(dir->fd, &st) < 0)
+		return -errno;
+	if (!force && !stale && dir->index && ts_eq(&st.st_mtim, &dir->index_mtime) &&
+	    ts_eq(&st.st_ctim, &dir->index_ctime) &&
+	    ts_ns(&dir->index_scanned) - ts_ns(&st.st_mtim) > RACY_NS)
+		return 0;
+
+	if (!dir_in_store(t, dir)) {
+		/* Not ENOENT: a lookup would then try the name as a plain
+		 * entry, outside STORE. */
+		dir_moved_out(t, dir);
+		return -ESTALE;
+	}
+	if (!dir->index) {
+		/* First look at this directory since the start: staging files
+		 * of a compaction that a crash interrupted are garbage. */
+		int n = compact_cleanup(dir->fd);
+
+		if (n > 0)
+			log_info("%s: removed %d staging file(s) of an interrupted "
+				 "compaction", dir->path[0] ? dir->path : ".", n);
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	ret = store_dir_scan(dir->fd, &idx);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < idx->ngroups; i++) {
+		const struct store_group *g = &idx->groups[i];
+		bool known = dir->index && store_dir_find(dir->index, g->name);
+
+		if (g->shadows_plain && !known)
+			log_warn("%s%s%s: a plain entry of this name is hidden "
+				 "by the layered file of the same name", dir->path,
+				 dir->path[0] ? "/" : "", g->name);
+	}
+	store_dir_free(dir->index);
+	dir->index = idx;
+	dir->index_mtime = st.st_mtim;
+	dir->index_ctime = st.st_ctim;
+	dir->index_scanned = now;
+	return 0;
+}

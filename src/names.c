@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What a directory of the mount shows (doc/format.md §3): a lookup finds a
+ * layered NAME's current version (version.c) or else the STORE entry of
+ * that name, held by an O_PATH fd and known by its (dev, ino); a listing
+ * shows STORE's entries, minus plain entries a layered NAME hides and the
+ * compactor's staging files, plus one entry per layered NAME; attributes
+ * and opens of plain files go to STORE's file itself. The one write the
+ * mount allows is here too: rollback by unlinking the highest diff of a
+ * chain (doc/format.md §2), under the directory's rollback lock.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "compact.h"
+#include "dirlock.h"
+#include "log.h"
+#include "names.h"
+#include "node_priv.h"
+#include "procfd.h"
+#include "version.h"
+
+static enum node_kind kind_of(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return NODE_DIR;
+	if (S_ISREG(mode))
+		return NODE_FILE;
+	if (S_ISLNK(mode))
+		return NODE_SYMLINK;
+	return NODE_OTHER;
+}
+
+int node_lookup(struct node_table *t, struct node *parent, const char *name,
+		uint32_t pid, struct node **out, struct stat *st)
+{
+	struct node *n, *fresh;
+	int fd, ret;
+
+	if (parent->kind != NODE_DIR)
+		return -ENOTDIR;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/') ||
+	    compact_is_tmp(name))
+		return -ENOENT;
+
+	for (int tries = 0;; tries++) {
+		struct view *view;
+		bool retry;
+
+		ret = version_get(t, parent, name, 1, pid, out, st);
+		if (ret)
+			break;
+		pthread_mutex_lock(&t->lock);
+		retry = version_retry_marked_locked(*out, pid);
+		pthread_mutex_unlock(&t->lock);
+		if (!retry)
+			return 0;
+		/*
+		 * This lookup is the kernel's retry of an open that got
+		 * ESTALE: its open comes next and must find the version's
+		 * layers, which a rollback could delete meanwhile. Open them
+		 * now (the version keeps its view); if they are gone already,
+		 * the version is too: look again.
+		 */
+		ret = node_view(t, *out, &view);
+		if (ret == 0)
+			view_put(view);
+		if (ret != -ESTALE || tries == 8)
+			return 0;	/* the open reports any other trouble */
+		node_forget(t, *out, 1);
+	}
+	if (ret != -ENOENT)
+		return ret;
+
+	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+
+	pthread_mutex_lock(&t->lock);
+	n = node_find_locked(t, st->st_dev, st->st_ino);
+	if (n) {
+		n->nlookup++;
+		pthread_mutex_unlock(&t->lock);
+		close(fd);
+		*out = n;
+		return 0;
+	}
+	pthread_mutex_unlock(&t->lock);
+
+	fresh = node_alloc(kind_of(st->st_mode));
+	if (!fresh) {
+		close(fd);
+		return -ENOMEM;
+	}
+	fresh->fd = fd;
+	fresh->dev = st->st_dev;
+	fresh->ino = st->st_ino;
+	if (fresh->kind == NODE_DIR && !(fresh->path = node_path_join(parent, name))) {
+		node_destroy(fresh);
+		return -ENOMEM;
+	}
+
+	pthread_mutex_lock(&t->lock);
+	/* Another thread may have inserted the same inode meanwhile. */
+	n = node_find_locked(t, st->st_dev, st->st_ino);
+	if (n) {
+		n->nlookup++;
+		pthread_mutex_unlock(&t->lock);
+		node_destroy(fresh);
+		*out = n;
+		return 0;
+	}
+	fresh->nlookup = 1;
+	node_hash_insert_locked(t, fresh);
+	pthread_mutex_unlock(&t->lock);
+	*out = fresh;
+	return 0;
+}
+
+int node_getattr(struct node_table *t, struct node *n, struct stat *st)
+{
+	(void)t;
+	if (n->kind == NODE_VIEW) {
+		*st = n->vattr;
+		return 0;
+	}
+	return fstat(n->fd, st) < 0 ? -errno : 0;
+}
+
+void node_dirents_free(struct node_dirent *d, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		free(d[i].name);
+	free(d);
+}
+
+static int dirent_add(struct node_dirent **d, size_t *n, size_t *cap,
+		      const char *name, unsigned char type, uint64_t ino)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 64;
+		struct node_dirent *nd = realloc(*d, nc * sizeof(*nd));
+
+		if (!nd)
+			return -ENOMEM;
+		*d = nd;
+		*cap = nc;
+	}
+	(*d)[*n].name = strdup(name);
+	if (!(*d)[*n].name)
+		return -ENOMEM;
+	(*d)[*n].d_type = type;
+	(*d)[*n].ino = ino;
+	(*n)++;
+	return 0;
+}
+
+int node_list_dir(struct node_table *t, struct node *n,
+		  struct node_dirent **out, size_t *count)
+{
+	struct node_dirent *d = NULL;
+	size_t nd = 0, cap = 0;
+	struct dirent *de;
+	DIR *dp;
+	int fd, ret = 0;
+
+	if (n->kind != NODE_DIR)
+		return -ENOTDIR;
+	fd = openat(n->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dp = fdopendir(fd);
+	if (!dp) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+
+	pthread_mutex_lock(&n->lock);
+	ret = dir_refresh_locked(t, n, false);
+	if (ret) {
+		pthread_mutex_unlock(&n->lock);
+		closedir(dp);
+		return ret;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(dp);
+		if (!de) {
+			ret = -errno;
+			break;
+		}
+		/* A plain entry named like a layered file is hidden by it;
+		 * compaction staging files are not shown at all. */
+		if (store_dir_find(n->index, de->d_name) || compact_is_tmp(de->d_name))
+			continue;
+		ret = dirent_add(&d, &nd, &cap, de->d_name, de->d_type, de->d_ino);
+		if (ret)
+			break;
+	}
+	/* Layered names come after the real entries; their versions are
+	 * resolved below, without the directory lock, so that readdir shows
+	 * the inode numbers that stat will. */
+	size_t first_layered = nd;
+
+	for (size_t i = 0; !ret && i < n->index->ngroups; i++)
+		ret = dirent_add(&d, &nd, &cap, n->index->groups[i].name, DT_REG, 0);
+	pthread_mutex_unlock(&n->lock);
+	closedir(dp);
+	for (size_t i = first_layered; !ret && i < nd; i++) {
+		struct node *v;
+		struct stat st;
+		int r = version_get(t, n, d[i].name, 0, 0, &v, &st);
+
+		if (r == 0)
+			d[i].ino = st.st_ino;	/* v itself may be gone already */
+		else if (r != -ENOENT)
+			ret = r;
+	}
+	if (ret) {
+		node_dirents_free(d, nd);
+		return ret;
+	}
+	*out = d;
+	*count = nd;
+	return 0;
+}
+
+int node_open_file(struct node *n, int flags)
+{
+	char path[PROC_FD_PATH_LEN];
+	int fd;
+
+	if (n->kind != NODE_FILE)
+		return n->kind == NODE_DIR ? -EISDIR : -EACCES;
+	/* The reopen goes through the magic link of the O_PATH fd, which is
+	 * the very file looked up (never a symlink): O_NOFOLLOW would refuse
+	 * the link itself with ELOOP (cp -a, tar open with it). */
+	proc_fd_path(path, n->fd);
+	fd = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOFOLLOW)) |
+		  O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* How long a rollback through the mount waits for the directory's rollback
+ * lock (a compaction holds it for a few system calls; a producer may hold
+ * it longer) before it fails with EAGAIN. */
+#define UNLINK_LOCK_WAIT_MS 10000
+
+int node_unlink(struct node_table *t, struct node *dir, const char *name)
+{
+	const struct store_group *g;
+	const struct store_layer *top = NULL, *l = NULL;
+	struct store_name sn;
+	struct dirlock lk;
+	char *nm = NULL;
+	bool removed = false;
+	int ret;
+
+	if (dir->kind != NODE_DIR)
+		return -ENOTDIR;
+	if (!store_parse_name(name, &sn))
+		return -EROFS;		/* a view or an ordinary entry */
+	nm = strndup(name, sn.name_len);
+	if (!nm)
+		return -ENOMEM;
+
+	/* The rollback lock first (lock order): a compaction merging this
+	 * diff is either abandoned (its check comes after the unlink) or
+	 * already published (the diff is then gone or no longer the top). */
+	ret = dirlock_acquire(dir->fd, UNLINK_LOCK_WAIT_MS, NULL, &lk);
+	if (ret) {
+		log_warn("%s%s%s: cannot roll back: the directory's rollback lock: %s",
+			 dir->path, dir->path[0] ? "/" : "", name,
+			 ret == -EWOULDBLOCK ? "held elsewhere for too long" :
+			 strerror(-ret));
+		free(nm);
+		return ret == -EWOULDBLOCK ? -EAGAIN : ret;
+	}
+	pthread_mutex_lock(&dir->lock);
+	ret = dir_refresh_locked(t, dir, true);
+	g = ret ? NULL : store_dir_find(dir->index, nm);
+	if (!ret && g) {
+		for (size_t i = 0; i < g->nlayers; i++)
+			if (strcmp(g->layers[i].fname, name) == 0)
+				l = &g->layers[i];
+		top = &g->layers[g->nlayers - 1];
+	}
+	if (!ret && !l) {
+		ret = -ENOENT;
+	} else if (!ret && (l != top || l->kind != STORE_DIFF || l->overflow ||
+		   (g->nlayers > 1 && g->layers[g->nlayers - 2].seq == l->seq))) {
+		/* Only the newest diff can go: anything else would change a
+		 * chain's content in the middle, not roll it back. */
+		ret = -EBUSY;
+	} else if (!ret && unlinkat(dir->fd, name, 0) < 0) {
+		ret = -errno;
+	} else if (!ret) {
+		removed = true;
+	}
+	pthread_mutex_unlock(&dir->lock);
+	/* Durable before the answer: a rollback that returned success stays
+	 * done across a crash. The directory's mutex is not held for it. */
+	if (ret == 0 && (ret = dirlock_sync_dir(&lk)))
+		log_err("%s%s%s: removed, but the directory cannot be synced: %s",
+			dir->path, dir->path[0] ? "/" : "", name, strerror(-ret));
+	dirlock_release(&lk);
+
+	if (ret == -EBUSY)
+		log_warn("%s%s%s: refusing to unlink: only the highest diff of a "
+			 "chain may be removed (rollback)", dir->path,
+			 dir->path[0] ? "/" : "", name);
+	else if (ret == 0)
+		log_info("%s%s%s: removed: %s rolled back by one layer", dir->path,
+			 dir->path[0] ? "/" : "", name, nm);
+	if (removed) {
+		pthread_mutex_lock(&t->lock);
+		dir->index_stale = true;
+		pthread_mutex_unlock(&t->lock);
+	}
+	free(nm);
+	return ret;
+}

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What a directory of the mount shows (names.c): lookups, listings,
+ * attributes and opens of STORE's entries and layered files, and rollback
+ * by unlink, the one write the mount allows.
+ */
+#ifndef SNAPFS_NAMES_H
+#define SNAPFS_NAMES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "node.h"
+
+/*
+ * Looks name up in directory parent for thread pid (0 if unknown; see
+ * node_version_check()). On success the returned node has one more lookup
+ * count (the kernel's) and *st holds its attributes. Returns 0, -ENOENT,
+ * -ENOTDIR, or another -errno.
+ */
+int node_lookup(struct node_table *t, struct node *parent, const char *name,
+		uint32_t pid, struct node **out, struct stat *st);
+
+/* Attributes of n now: fstat for STORE entries, the fixed ones for views. */
+int node_getattr(struct node_table *t, struct node *n, struct stat *st);
+
+/* One directory entry as listed: name, type, and inode number to show. */
+struct node_dirent {
+	char *name;
+	unsigned char d_type;
+	uint64_t ino;
+};
+
+/*
+ * Lists directory n as shown at the mount: STORE's entries, plus one entry
+ * per layered NAME, minus plain entries a layered NAME hides. Returns 0 and
+ * a malloc'd array (free with node_dirents_free()), or -errno.
+ */
+int node_list_dir(struct node_table *t, struct node *n,
+		  struct node_dirent **out, size_t *count);
+void node_dirents_free(struct node_dirent *d, size_t count);
+
+/*
+ * Opens the STORE file behind n for reading (never through a symlink).
+ * Returns an fd or -errno.
+ */
+int node_open_file(struct node *n, int flags);
+
+/*
+ * Rollback through the mount (doc/format.md §2): removes name from STORE if it is
+ * the highest diff of its chain. Returns 0; -EBUSY (logged) for any other
+ * layer; -EROFS for entries that are not layers; -ENOENT.
+ */
+int node_unlink(struct node_table *t, struct node *dir, const char *name);
+
+#endif

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Versions of layered files (version.c): the view that serves a version,
+ * and whether an open may be served by it. See node.h for the model.
+ */
+#ifndef SNAPFS_VERSION_H
+#define SNAPFS_VERSION_H
+
+#include <stdint.h>
+
+#include "node.h"
+#include "view.h"
+
+/*
+ * The view of version n, built on first use (opens and scans the layers).
+ * Returns 0 with a referenced view (view_put() it), or -EIO when the chain
+ * is unusable (logged once per version, with the cause), or -ENOMEM.
+ */
+int node_view(struct node_table *t, struct node *n, struct view **out);
+
+/*
+ * For an open of version n by thread pid (the FUSE request's): 0 if n is
+ * still what a lookup of its name would return now, or if n was current
+ * when this same thread's retry lookup found it less than STALE_RETRY_MS
+ * ago (see below); -ESTALE if its chain has changed (the kernel then looks
+ * the name up again and opens the new version), or another -errno.
+ *
+ * The retry rule: the kernel answers an ESTALE open by looking the name up
+ * again and opening what it finds, once, inside the same open(2). Under a
+ * chain that changes every millisecond, that second open can find its
+ * version superseded too, and the application would see ESTALE. But the
+ * version was current at the retry lookup, which happened during the
+ * open(2), so serving it is still a correct answer (the open is ordered at
+ * that lookup). An ESTALE answer is remembered per directory (thread, name);
+ * a lookup by that thread within the window marks the version it returns,
+ * and that thread's open of it succeeds.
+ */
+int node_version_check(struct node_table *t, struct node *n, uint32_t pid);
+
+/* How long an ESTALE open's retry may take: the window of the rule above. */
+#define STALE_RETRY_MS 1000
+
+#endif
