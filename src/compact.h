@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The compactor (SPEC §6): merges a chain's base and its oldest diffs into a
- * new base, NAME.<s>.base with <s> the seq of the last diff merged, so that
- * the newest diffs stay and can still be rolled back. The same code serves
- * the daemon's background thread and the one-shot snapfs-compact command.
+ * The compactor (doc/format.md §6): merges a chain's base and its oldest
+ * diffs into a new base, NAME.<s>.base with <s> the seq of the last diff
+ * merged, so that the newest diffs stay and can still be rolled back, and
+ * prunes what a base supersedes. The same code serves the daemon's
+ * background thread and the one-shot snapfs-compact command; how the data
+ * is copied on each filesystem is copy.h's.
  */
 #ifndef SNAPFS_COMPACT_H
 #define SNAPFS_COMPACT_H
@@ -14,24 +16,21 @@
 #include <stdint.h>
 
 #include "cache.h"
+#include "copy.h"
 #include "store.h"
 
 /* Prefix of the compactor's staging files; never a layer name. */
 #define COMPACT_TMP_PREFIX ".snapfs-compact."
 
-/* How data is copied into the new base, chosen per filesystem. */
-enum compact_method {
-	COMPACT_PREAD,		/* pread/pwrite */
-	COMPACT_CFR,		/* copy_file_range */
-	COMPACT_CLONE_RANGE,	/* FICLONERANGE where block-aligned */
-};
+/* enum compact_method and compact_method_name() (how data is copied into
+ * the new base, chosen per filesystem) are in copy.h, included above. */
 
 struct compact_opts {
 	unsigned threshold;	/* compact chains with more diffs than this */
 	unsigned keep;		/* diffs that stay above the new base */
 	uint64_t rate;		/* bytes/s of data written, 0 = unlimited */
 	bool dry_run;		/* plan and report, change nothing */
-	unsigned page_size;	/* holes must resolve to this (SPEC §5);
+	unsigned page_size;	/* holes must resolve to this (doc/format.md §5);
 				   0 means 4096 */
 	const int *stop;	/* if set and nonzero (read atomically), give
 				   up with -ECANCELED before the rename (also
@@ -89,8 +88,8 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * merged layers is read through their extent maps (taken from cache); the
  * base is reflinked where the filesystem can (FICLONE), else copied
  * sparsely. name is NAME (for messages). The chain is checked as opening
- * it would (SPEC §5: equal sizes, diffs with holes, page-exact holes) and
- * refused with -EIO otherwise.
+ * it would (doc/format.md §5: equal sizes, diffs with holes, page-exact
+ * holes) and refused with -EIO otherwise.
  *
  * Access: the new base is never readable by anyone who could not read
  * every merged layer: it gets their common owner and group and the AND of
@@ -100,18 +99,18 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * caller reports it once; retrying cannot help until the layers'
  * permissions change.
  *
- * Rollbacks (SPEC §6, dirlock.h): the directory's rollback lock is taken
- * (waiting at most COMPACT_LOCK_WAIT_MS, honouring opts->stop) and held
- * from the last check of the merged layers, through the rename, published()
- * and the directory fsync, to the removal of the newest merged diff. A
- * rollback that held the lock first has changed a merged layer: -EAGAIN,
- * nothing published. One that comes after finds the new chain (and the
- * merged diffs gone: it cannot remove them any more). A merged diff deleted
- * without the lock after the check is caught when the newest merged diff is
- * claimed (renamed away atomically, then its identity compared): the new
- * base is then removed again before anything merged is deleted
- * (res->withdrawn, a warning logged, -EAGAIN), so the store reads as the
- * rolled-back chain.
+ * Rollbacks (doc/format.md §6, dirlock.h): the directory's rollback lock
+ * is taken (waiting at most COMPACT_LOCK_WAIT_MS, honouring opts->stop) and
+ * held from the last check of the merged layers, through the rename,
+ * published() and the directory fsync, to the removal of the newest merged
+ * diff. A rollback that held the lock first has changed a merged layer:
+ * -EAGAIN, nothing published. One that comes after finds the new chain
+ * (and the merged diffs gone: it cannot remove them any more). A merged
+ * diff deleted without the lock after the check is caught when the newest
+ * merged diff is claimed (renamed away atomically, then its identity
+ * compared): the new base is then removed again before anything merged is
+ * deleted (res->withdrawn, a warning logged, -EAGAIN), so the store reads
+ * as the rolled-back chain.
  *
  * Returns 0, or -errno with the staging file removed and the chain
  * untouched (-ENOSPC, -EIO, -EPERM, -EAGAIN, -EBUSY: the rollback lock
@@ -141,11 +140,34 @@ int compact_check_chain(int dirfd, const struct store_chain *chain,
 			struct cache *cache, unsigned page_size, char *why, size_t len);
 
 /*
- * Unlinks the layers of group g that the chain based on its base of seq
- * `base` supersedes: every layer of a lower seq, and a diff of the same
- * seq. Returns how many were removed.
+ * Pruning. The one rule: a layer is superseded by the chain based on the
+ * base of seq `base` if its seq is lower, or if it is a diff of that same
+ * seq; a layer whose seq overflowed is never touched. Only the compactor
+ * prunes, only below a chain that opens cleanly (compact_check_chain()).
+ */
+
+/* True if layer l is superseded by the chain on the base of seq `base`. */
+bool compact_superseded(const struct store_layer *l, uint64_t base);
+
+/*
+ * Unlinks the layers of group g that the chain on the base of seq `base`
+ * supersedes (g must stay valid during the call). A failure other than
+ * ENOENT is logged as a warning. Returns how many were removed.
  */
 int compact_prune(int dirfd, const struct store_group *g, uint64_t base);
+
+/*
+ * The same in two halves, for a caller whose group lives only under a
+ * lock (the daemon's directory index): compact_prune_list() copies the
+ * names of g's superseded layers into *names, a NULL-terminated array
+ * (NULL if none), owned by the caller; it takes no lock and does no I/O.
+ * Returns how many, or -ENOMEM (*names NULL). compact_prune_names() then
+ * unlinks them in dirfd with no lock needed, logs a failure other than
+ * ENOENT as a warning prefixed with who (a path or NAME), and frees names
+ * (NULL is fine). Returns how many were removed.
+ */
+int compact_prune_list(const struct store_group *g, uint64_t base, char ***names);
+int compact_prune_names(int dirfd, const char *who, char **names);
 
 /* True if a directory entry name is exactly a compactor staging file's
  * name (COMPACT_TMP_PREFIX, 16 hex digits, '.', a pid); any other name,
