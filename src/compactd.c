@@ -131,7 +131,6 @@ static void compact_version(struct node_table *t, struct node *v)
 	struct compact_opts o = cd->copts;
 	uint64_t new_base_seq = 0;
 	char **prune = NULL;
-	size_t nprune = 0;
 	bool retry = false;
 	int ret;
 
@@ -250,24 +249,13 @@ static void compact_version(struct node_table *t, struct node *v)
 	if (dir_refresh_locked(t, dir, true) == 0) {
 		const struct store_group *g = store_dir_find(dir->index, v->name);
 
-		prune = g ? calloc(g->nlayers, sizeof(*prune)) : NULL;
-		for (size_t i = 0; prune && i < g->nlayers; i++) {
-			const struct store_layer *l = &g->layers[i];
-
-			if (!l->overflow && (l->seq < new_base_seq ||
-			    (l->seq == new_base_seq && l->kind == STORE_DIFF)))
-				prune[nprune++] = strdup(l->fname);
-		}
+		if (g)
+			compact_prune_list(g, new_base_seq, &prune);	/* -ENOMEM: next time */
 	}
 	pthread_mutex_unlock(&dir->lock);
-	for (size_t i = 0; i < nprune; i++) {
-		if (prune[i] && unlinkat(dir->fd, prune[i], 0) < 0 && errno != ENOENT)
-			log_warn("%s: cannot remove superseded layer %s: %s", v->path,
-				 prune[i], strerror(errno));
-		free(prune[i]);
-	}
+	compact_prune_names(dir->fd, v->path, prune);	/* unlinks, warns, frees */
+	prune = NULL;
 out:
-	free(prune);
 	store_chain_free(&chain);
 	pthread_mutex_lock(&t->lock);
 	v->cstate = COMPACT_IDLE;
