@@ -226,17 +226,31 @@ static void compact_version(struct node_table *t, struct node *v)
 		pthread_mutex_unlock(&t->lock);
 		goto out;
 	}
-	if (ret && res.published) {
-		log_err("%s: compaction incomplete after the new base was in place: "
-			"%s; content unchanged, superseded layers remain", v->path,
-			strerror(-ret));
-		goto out;
-	}
 	if (ret) {
-		log_err("%s: compaction failed: %s; the store is unchanged",
-			v->path, strerror(-ret));
+		char *why = NULL;
+
+		if (res.published)
+			log_err_rl("%s: compaction incomplete after the new base was in "
+				   "place: %s; content unchanged, superseded layers remain",
+				   v->path, strerror(-ret));
+		else
+			log_err_rl("%s: compaction failed: %s; the store is unchanged",
+				   v->path, strerror(-ret));
+		/* Shown in user.snapfs.compaction until a compaction of this
+		 * version succeeds (a new version starts clean). */
+		if (asprintf(&why, "%s%s", res.published ? "incomplete after the "
+			     "new base was in place: " : "", strerror(-ret)) < 0)
+			why = NULL;
+		pthread_mutex_lock(&t->lock);
+		free(v->cfailed);
+		v->cfailed = why;
+		pthread_mutex_unlock(&t->lock);
 		goto out;
 	}
+	pthread_mutex_lock(&t->lock);
+	free(v->cfailed);
+	v->cfailed = NULL;
+	pthread_mutex_unlock(&t->lock);
 	log_info("%s: compacted %zu layers into %s: %.1f MiB written in %.2f s "
 		 "(%s, %s)", v->path, res.merged, res.new_base,
 		 (double)res.bytes_copied / (1 << 20), res.seconds,
@@ -347,15 +361,17 @@ void compactd_stop(struct node_table *t)
 
 char *compactd_describe(struct node_table *t, struct node *v)
 {
+	const char *why = NULL;
 	char *state;
 
 	pthread_mutex_lock(&t->lock);
+	if (t->compactd && v->cstate == COMPACT_IDLE)
+		why = v->crefused ? v->crefused : v->cfailed;
 	if (asprintf(&state, "%s%s", !t->compactd ? "off" :
 		     v->cstate == COMPACT_RUNNING ? "running" :
 		     v->cstate == COMPACT_PENDING ? "pending" :
-		     v->crefused ? "refused: " : "idle",
-		     t->compactd && v->cstate == COMPACT_IDLE && v->crefused ?
-		     v->crefused : "") < 0)
+		     v->crefused ? "refused: " :
+		     v->cfailed ? "failed: " : "idle", why ? why : "") < 0)
 		state = NULL;
 	pthread_mutex_unlock(&t->lock);
 	return state;

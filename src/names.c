@@ -320,9 +320,9 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 	dirlock_release(&lk);
 
 	if (ret == -EBUSY)
-		log_warn("%s%s%s: refusing to unlink: only the highest diff of a "
-			 "chain may be removed (rollback)", dir->path,
-			 dir->path[0] ? "/" : "", name);
+		log_info_rl("%s%s%s: refusing to unlink: only the highest diff of a "
+			    "chain may be removed (rollback)", dir->path,
+			    dir->path[0] ? "/" : "", name);
 	else if (ret == 0)
 		log_info("%s%s%s: removed: %s rolled back by one layer", dir->path,
 			 dir->path[0] ? "/" : "", name, nm);

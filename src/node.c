@@ -52,6 +52,7 @@ void node_destroy(struct node *n)
 	free(n->error);
 	free(n->build_error);
 	free(n->crefused);
+	free(n->cfailed);
 	free(n->name);
 	free(n->path);
 	pthread_mutex_destroy(&n->lock);

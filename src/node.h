@@ -106,6 +106,9 @@ struct node {
 	char *crefused;		/* why the compactor refused this version's
 				   chain (it would widen access), or NULL;
 				   protected by node_table.lock */
+	char *cfailed;		/* why this version's last compaction
+				   failed, or NULL (cleared by a success);
+				   protected by node_table.lock */
 };
 
 /*

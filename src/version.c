@@ -209,10 +209,21 @@ static void report_rewritten_layers(const struct node *old, const struct node *f
 
 			if (strcmp(old->layer_names[j], fresh->layer_names[i]) == 0 &&
 			    a->dev == b->dev && a->ino == b->ino && !layer_id_equal(a, b) &&
-			    (!a->btime_ns || !b->btime_ns || a->btime_ns == b->btime_ns))
-				log_err("%s: layer %s was changed after it was published "
-					"(layers must be immutable); new opens see it "
-					"re-scanned", fresh->path, fresh->layer_names[i]);
+			    (!a->btime_ns || !b->btime_ns || a->btime_ns == b->btime_ns)) {
+				if (a->btime_ns && b->btime_ns)
+					log_err_rl("%s: layer %s was changed after it was "
+						   "published (layers must be immutable); "
+						   "new opens see it re-scanned",
+						   fresh->path, fresh->layer_names[i]);
+				else
+					log_warn_rl("%s: layer %s has the inode number it had "
+						    "before but another size or times: changed "
+						    "after it was published, or removed and "
+						    "published again on a reused inode number "
+						    "(no birth time here to tell); new opens "
+						    "see it re-scanned",
+						    fresh->path, fresh->layer_names[i]);
+			}
 		}
 	}
 }
@@ -487,8 +498,8 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 	} else {
 		/* Out of memory or file descriptors: not the chain's fault,
 		 * so nothing is remembered and the next open tries again. */
-		log_err("%s: cannot open: %s", n->path,
-			why[0] ? why : strerror(-ret));
+		log_err_rl("%s: cannot open: %s", n->path,
+			   why[0] ? why : strerror(-ret));
 	}
 out:
 	pthread_mutex_unlock(&n->lock);
