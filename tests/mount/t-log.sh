@@ -6,14 +6,11 @@
 #     open fails with EIO and the daemon logs the cause in one line, the
 #     newline written as \n; no line of the log starts with the forged text.
 #  2. EMFILE: the daemon limited to 64 open files, a reader opening 60
-#     views of 2 layers each, 3 times over, most opens failing: the lines
-#     about the shortage are counted and printed. With
-#     SNAPFS_TEST_RATELIMITED=1 (once node_view()'s "cannot open" line is
-#     rate-limited) there must be at most SNAPFS_LOG_BURST (5) of them plus
-#     one "[repeated N times ...]" summary.
+#     views of 2 layers each, 3 times over, most opens failing: there must
+#     be at most SNAPFS_LOG_BURST (5) lines about the shortage plus one
+#     "[repeated N times ...]" summary.
 #  3. A compaction that fails (fault-injection builds: SNAPFS_FAULT=2:fail,
-#     EIO after the base copy) is one error line, and with
-#     SNAPFS_TEST_COMPACT_FAILED=1 (once node.c keeps the cause) the view's
+#     EIO after the base copy) is one error line, and the view's
 #     user.snapfs.compaction says "failed: Input/output error" instead of
 #     "idle".
 . ./tests/mount/lib.sh
@@ -71,7 +68,7 @@ emf=$(grep -c "Too many open files" "$T/emf.log")
 summ=$(grep -c "Too many open files.*\[repeated [0-9]* times\? in the last" "$T/emf.log")
 log "EMFILE: $held opens held, $failed failed; $emf log lines about it ($summ summaries), $(grep -c . "$T/emf.log") lines in all"
 [ "$failed" -gt 10 ] || fail "only $failed opens failed: the daemon's limit did not bite"
-if [ "${SNAPFS_TEST_RATELIMITED:-0}" = 1 ]; then
+if [ "${SNAPFS_TEST_RATELIMITED:-1}" = 1 ]; then
 	[ "$emf" -le 6 ] && [ "$summ" = 1 ] ||
 		fail "EMFILE: $emf lines ($summ summaries), want at most 5 and one summary"
 	log "ok: EMFILE lines rate-limited"
@@ -94,7 +91,7 @@ if grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h"; the
 	[ "$(log_count "cf/disk: compaction failed")" = 1 ] ||
 		fail "$(log_count "cf/disk: compaction failed") lines for one failed compaction"
 	log "a failed compaction: one line; user.snapfs.compaction says \"$state\""
-	if [ "${SNAPFS_TEST_COMPACT_FAILED:-0}" = 1 ]; then
+	if [ "${SNAPFS_TEST_COMPACT_FAILED:-1}" = 1 ]; then
 		[ "$state" = "failed: Input/output error" ] ||
 			fail "user.snapfs.compaction after a failure: \"$state\", want \"failed: Input/output error\""
 		log "ok: the failure shows in user.snapfs.compaction"
