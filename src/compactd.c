@@ -130,7 +130,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	struct compactd *cd = t->compactd;
 	struct compact_opts o = cd->copts;
 	uint64_t new_base_seq = 0;
-	char **prune = NULL;
+	char **prune = NULL;	/* superseded layers, for the prune */
 	bool retry = false;
 	int ret;
 
@@ -268,7 +268,6 @@ static void compact_version(struct node_table *t, struct node *v)
 	}
 	pthread_mutex_unlock(&dir->lock);
 	compact_prune_names(dir->fd, v->path, prune);	/* unlinks, warns, frees */
-	prune = NULL;
 out:
 	store_chain_free(&chain);
 	pthread_mutex_lock(&t->lock);

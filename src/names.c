@@ -39,6 +39,29 @@ static enum node_kind kind_of(mode_t mode)
 	return NODE_OTHER;
 }
 
+/*
+ * The node of STORE entry st with one more lookup count: the one already in
+ * the table, or else fresh (if given), inserted with a count of 1. NULL if
+ * neither. Takes the table lock.
+ */
+static struct node *take_known(struct node_table *t, const struct stat *st,
+			       struct node *fresh)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = node_find_locked(t, st->st_dev, st->st_ino);
+	if (n) {
+		n->nlookup++;
+	} else if (fresh) {
+		fresh->nlookup = 1;
+		node_hash_insert_locked(t, fresh);
+		n = fresh;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
 int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		uint32_t pid, struct node **out, struct stat *st)
 {
@@ -89,16 +112,12 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		return ret;
 	}
 
-	pthread_mutex_lock(&t->lock);
-	n = node_find_locked(t, st->st_dev, st->st_ino);
+	n = take_known(t, st, NULL);
 	if (n) {
-		n->nlookup++;
-		pthread_mutex_unlock(&t->lock);
 		close(fd);
 		*out = n;
 		return 0;
 	}
-	pthread_mutex_unlock(&t->lock);
 
 	fresh = node_alloc(kind_of(st->st_mode));
 	if (!fresh) {
@@ -113,20 +132,11 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		return -ENOMEM;
 	}
 
-	pthread_mutex_lock(&t->lock);
 	/* Another thread may have inserted the same inode meanwhile. */
-	n = node_find_locked(t, st->st_dev, st->st_ino);
-	if (n) {
-		n->nlookup++;
-		pthread_mutex_unlock(&t->lock);
+	n = take_known(t, st, fresh);
+	if (n != fresh)
 		node_destroy(fresh);
-		*out = n;
-		return 0;
-	}
-	fresh->nlookup = 1;
-	node_hash_insert_locked(t, fresh);
-	pthread_mutex_unlock(&t->lock);
-	*out = fresh;
+	*out = n;
 	return 0;
 }
 
