@@ -67,6 +67,7 @@ struct publish_ctx {
 	struct node_table *t;
 	struct node *v;
 	size_t nmerge;
+	int dfd;		/* the directory's fd, pinned */
 };
 
 /*
@@ -85,7 +86,7 @@ static void compact_published(void *ctx, const char *new_base)
 	struct view *old_view;
 	struct stat st;
 
-	if (!names || !ids || fstatat(v->parent->fd, new_base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	if (!names || !ids || fstatat(pc->dfd, new_base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !(names[0] = strdup(new_base))) {
 		/* The next lookup will simply make a new version. */
 		log_warn("%s: cannot record the compacted chain; the file gets a "
@@ -126,7 +127,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	struct node *dir = v->parent;
 	struct store_chain chain = { 0 };
 	struct compact_result res;
-	struct publish_ctx pc = { t, v, 0 };
+	struct publish_ctx pc = { t, v, 0, -1 };
 	struct compactd *cd = t->compactd;
 	struct compact_opts o = cd->copts;
 	uint64_t new_base_seq = 0;
@@ -150,7 +151,7 @@ static void compact_version(struct node_table *t, struct node *v)
 
 		if (node_view(t, v, &chk) != 0)
 			goto out;
-		view_put(chk);
+		node_view_done(t, v, chk);
 	}
 	new_base_seq = chain.layers[pc.nmerge - 1]->seq;
 
@@ -168,13 +169,16 @@ static void compact_version(struct node_table *t, struct node *v)
 		dir_moved_out(t, dir);
 		goto out;
 	}
+	pc.dfd = node_fd_get(t, dir);
+	if (pc.dfd < 0)
+		goto out;
 	o.stop = &cd->stop;
 	o.store_dev = t->root->dev;
 	o.store_ino = t->root->ino;
 	o.publish_lock = &dir->lock;
 	o.published = compact_published;
 	o.ctx = &pc;
-	ret = compact_chain(dir->fd, v->name, &chain, pc.nmerge,
+	ret = compact_chain(pc.dfd, v->name, &chain, pc.nmerge,
 			    view_env_cache(t->env), &o, &res);
 	if (ret == -ECANCELED) {
 		log_info("%s: compaction stopped; the store is unchanged", v->path);
@@ -267,8 +271,10 @@ static void compact_version(struct node_table *t, struct node *v)
 			compact_prune_list(g, new_base_seq, &prune);	/* -ENOMEM: next time */
 	}
 	pthread_mutex_unlock(&dir->lock);
-	compact_prune_names(dir->fd, v->path, prune);	/* unlinks, warns, frees */
+	compact_prune_names(pc.dfd, v->path, prune);	/* unlinks, warns, frees */
 out:
+	if (pc.dfd >= 0)
+		node_fd_put(t, dir);
 	store_chain_free(&chain);
 	pthread_mutex_lock(&t->lock);
 	v->cstate = COMPACT_IDLE;

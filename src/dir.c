@@ -35,9 +35,19 @@
  * every write or delete in a directory and whenever its index is rebuilt;
  * a moved directory's ctime changes, so a rebuild follows a move.
  */
-bool dir_in_store(struct node_table *t, const struct node *dir)
+bool dir_in_store(struct node_table *t, struct node *dir)
 {
-	return dir == t->root || store_dir_inside(dir->fd, t->root->dev, t->root->ino);
+	bool inside;
+	int fd;
+
+	if (dir == t->root)
+		return true;
+	fd = node_fd_get(t, dir);
+	if (fd < 0)	/* its name leads elsewhere now: not where it was */
+		return false;
+	inside = store_dir_inside(fd, t->root->dev, t->root->ino);
+	node_fd_put(t, dir);
+	return inside;
 }
 
 void dir_moved_out(struct node_table *t, struct node *dir)
@@ -58,7 +68,8 @@ static bool ts_eq(const struct timespec *a, const struct timespec *b)
 	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
-int dir_refresh_locked(struct node_table *t, struct node *dir, bool force)
+/* dir_refresh_locked() with the directory's fd pinned. */
+static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 {
 	struct store_dir *idx;
 	struct timespec now;
@@ -68,12 +79,12 @@ int dir_refresh_locked(struct node_table *t, struct node *dir, bool force)
 
 	/* Watch before the first scan, so no change falls between them. */
 	if (dir->wd == 0)
-		dirwatch_add_locked(t, dir);
+		dirwatch_add_locked(t, dir, fd);
 	pthread_mutex_lock(&t->lock);
 	stale = dir->index_stale;
 	dir->index_stale = false;
 	pthread_mutex_unlock(&t->lock);
-	if (fstat(dir->fd, &st) < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
 	if (!force && !stale && dir->index && ts_eq(&st.st_mtim, &dir->index_mtime) &&
 	    ts_eq(&st.st_ctim, &dir->index_ctime) &&
@@ -89,14 +100,14 @@ int dir_refresh_locked(struct node_table *t, struct node *dir, bool force)
 	if (!dir->index) {
 		/* First look at this directory since the start: staging files
 		 * of a compaction that a crash interrupted are garbage. */
-		int n = compact_cleanup(dir->fd);
+		int n = compact_cleanup(fd);
 
 		if (n > 0)
 			log_info("%s: removed %d staging file(s) of an interrupted "
 				 "compaction", dir->path[0] ? dir->path : ".", n);
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
-	ret = store_dir_scan(dir->fd, &idx);
+	ret = store_dir_scan(fd, &idx);
 	if (ret)
 		return ret;
 	for (size_t i = 0; i < idx->ngroups; i++) {
@@ -114,4 +125,16 @@ int dir_refresh_locked(struct node_table *t, struct node *dir, bool force)
 	dir->index_ctime = st.st_ctim;
 	dir->index_scanned = now;
 	return 0;
+}
+
+int dir_refresh_locked(struct node_table *t, struct node *dir, bool force)
+{
+	int fd, ret;
+
+	fd = node_fd_get(t, dir);
+	if (fd < 0)
+		return fd;
+	ret = refresh(t, dir, fd, force);
+	node_fd_put(t, dir);
+	return ret;
 }

@@ -105,16 +105,16 @@ static bool fs_is_remote(int fd)
 	}
 }
 
-void dirwatch_add_locked(struct node_table *t, struct node *dir)
+void dirwatch_add_locked(struct node_table *t, struct node *dir, int fd)
 {
 	int wd;
 
-	if (!t->watch || fs_is_remote(dir->fd)) {
+	if (!t->watch || fs_is_remote(fd)) {
 		dir->wd = -1;
 		return;
 	}
 	pthread_mutex_lock(&t->watch_lock);
-	wd = watch_add(t->watch, dir->fd);
+	wd = watch_add(t->watch, fd);
 	pthread_mutex_lock(&t->lock);
 	if (wd < 0) {
 		dir->wd = -1;

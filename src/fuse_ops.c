@@ -250,6 +250,19 @@ out:
 	return ret;
 }
 
+/* requester_may() on STORE entry n's own fd. */
+static int requester_may_node(fuse_req_t req, struct node *n, int mask)
+{
+	struct node_table *t = fs_of(req)->nodes;
+	int fd = node_fd_get(t, n), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = requester_may(req, &fd, 1, mask);
+	node_fd_put(t, n);
+	return ret;
+}
+
 /* requester_may() on every layer of v, for reading. */
 static int requester_may_read_view(fuse_req_t req, const struct view *v)
 {
@@ -380,17 +393,27 @@ static void snapfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 static void snapfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	struct node_table *t = fs_of(req)->nodes;
 	struct node *n = node_of(req, ino);
 	char buf[PATH_MAX + 1];
 	ssize_t len;
+	int fd;
 
 	if (n->kind != NODE_SYMLINK) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	len = readlinkat(n->fd, "", buf, sizeof(buf));
+	fd = node_fd_get(t, n);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	len = readlinkat(fd, "", buf, sizeof(buf));
 	if (len < 0)
-		fuse_reply_err(req, errno);
+		len = -errno;
+	node_fd_put(t, n);
+	if (len < 0)
+		fuse_reply_err(req, (int)-len);
 	else if ((size_t)len >= sizeof(buf))
 		fuse_reply_err(req, ENAMETOOLONG);
 	else {
@@ -409,7 +432,7 @@ static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct dir_handle *d;
 	int ret;
 
-	ret = requester_may(req, &n->fd, 1, R_OK);
+	ret = requester_may_node(req, n, R_OK);
 	if (ret) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -550,7 +573,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		 * again and open the new version. */
 		ret = node_version_check(fs->nodes, n, (uint32_t)fuse_req_ctx(req)->pid);
 		if (ret == 0)
-			ret = node_view(fs->nodes, n, &v);
+			ret = node_view_open(fs->nodes, n, &v);
 		if (ret) {
 			fuse_reply_err(req, -ret);
 			return;
@@ -559,14 +582,14 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		 * read each file whose bytes this version serves. */
 		ret = requester_may_read_view(req, v);
 		if (ret) {
-			view_put(v);
+			node_view_close(fs->nodes, n, v);
 			fuse_reply_err(req, -ret);
 			return;
 		}
 		view_set_label(v, n->path);	/* unnamed in logs if it fails */
 		ret = handle_add(v, false);
 		if (ret) {
-			view_put(v);
+			node_view_close(fs->nodes, n, v);
 			fuse_reply_err(req, -ret);
 			return;
 		}
@@ -574,25 +597,35 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		fi->keep_cache = 1;	/* the version's bytes never change */
 		if (fuse_reply_open(req, fi) != 0) {
 			handle_del(v);
-			view_put(v);
+			node_view_close(fs->nodes, n, v);
 		}
 		return;
 	}
 	if (n->kind == NODE_FILE) {
-		ret = requester_may(req, &n->fd, 1, R_OK);	/* O_RDONLY only */
+		ret = requester_may_node(req, n, R_OK);	/* O_RDONLY only */
 		if (ret) {
 			fuse_reply_err(req, -ret);
 			return;
 		}
 	}
-	ret = node_open_file(n, fi->flags);
+	ret = view_env_take_fd(fs->env);
+	if (ret) {
+		log_err_rl("%s: open refused: the budget of fds for open files is "
+			   "spent (see fd_budget in snapfs(8))", n->name ? n->name : ".");
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = node_open_file(fs->nodes, n, fi->flags);
 	if (ret < 0) {
+		view_env_drop_fd(fs->env);
 		fuse_reply_err(req, -ret);
 		return;
 	}
 	fi->fh = fh_of_fd(ret);
-	if (fuse_reply_open(req, fi) != 0)
+	if (fuse_reply_open(req, fi) != 0) {
 		close(ret);
+		view_env_drop_fd(fs->env);
+	}
 }
 
 /* Buffers a piece takes in a reply: one for data, one per zero_len slice
@@ -729,13 +762,16 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 {
 	struct view *v = fh_view(fi);
 
-	(void)ino;
 	if (v) {
+		struct snapfs *fs = fs_of(req);
+
 		/* Held until the reply is sent: its pieces name the view's
-		 * layer fds and mappings (see the top of this file). */
+		 * layer fds and mappings (see the top of this file). The
+		 * release may come in before this thread lets go: then this
+		 * thread closes the version's idle layers. */
 		view_get(v);
-		reply_view_read(req, fs_of(req), v, size, off);
-		view_put(v);
+		reply_view_read(req, fs, v, size, off);
+		node_view_done(fs->nodes, node_of(req, ino), v);
 	} else {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 
@@ -752,11 +788,10 @@ static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
 	struct view *v = fh_view(fi);
 	off_t res;
 
-	(void)ino;
 	if (v) {
 		view_get(v);
 		res = view_seek(v, off, whence);
-		view_put(v);
+		node_view_done(fs_of(req)->nodes, node_of(req, ino), v);
 		if (res < 0)
 			fuse_reply_err(req, (int)-res);
 		else
@@ -775,12 +810,13 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct view *v = fh_view(fi);
 
-	(void)ino;
 	if (v) {
 		handle_del(v);
-		view_put(v);
+		/* The kernel keeps the inode while a file of it is open. */
+		node_view_close(fs_of(req)->nodes, node_of(req, ino), v);
 	} else {
 		close(fh_fd(fi));
+		view_env_drop_fd(fs_of(req)->env);
 	}
 	fuse_reply_err(req, 0);
 }
@@ -804,17 +840,24 @@ static void snapfs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 
 /* ---- extended attributes ---- */
 
-static ssize_t store_xattr(struct node *n, const char *name, char *buf,
-			   size_t size, bool list)
+static ssize_t store_xattr(struct node_table *t, struct node *n, const char *name,
+			   char *buf, size_t size, bool list)
 {
 	char path[PROC_FD_PATH_LEN];
 	ssize_t ret;
+	int fd;
 
 	if (n->kind != NODE_FILE && n->kind != NODE_DIR)
 		return list ? 0 : -ENODATA;
-	proc_fd_path(path, n->fd);
+	fd = node_fd_get(t, n);
+	if (fd < 0)
+		return fd;
+	proc_fd_path(path, fd);
 	ret = list ? listxattr(path, buf, size) : getxattr(path, name, buf, size);
-	return ret < 0 ? -errno : ret;
+	if (ret < 0)
+		ret = -errno;
+	node_fd_put(t, n);
+	return ret;
 }
 
 static void reply_xattr(fuse_req_t req, ssize_t ret, const char *buf, size_t size)
@@ -842,7 +885,7 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	if (n->kind == NODE_VIEW)
 		ret = xattr_get(fs->nodes, n, name, buf, size);
 	else
-		ret = store_xattr(n, name, buf, size, false);
+		ret = store_xattr(fs_of(req)->nodes, n, name, buf, size, false);
 	reply_xattr(req, ret, buf, size);
 	free(buf);
 }
@@ -860,7 +903,7 @@ static void snapfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	if (n->kind == NODE_VIEW)
 		ret = xattr_list(fs_of(req)->nodes, n, buf, size);
 	else
-		ret = store_xattr(n, NULL, buf, size, true);
+		ret = store_xattr(fs_of(req)->nodes, n, NULL, buf, size, true);
 	reply_xattr(req, ret, buf, size);
 	free(buf);
 }

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
@@ -46,6 +47,7 @@ struct options {
 	char *read_reply;
 	int ready_fd;
 	unsigned max_threads;
+	unsigned fd_budget;
 	int allow_other;
 	int default_permissions;
 	int nonopts;
@@ -66,6 +68,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
+	OPT("fd_budget=%u", fd_budget),
 	FUSE_OPT_END
 };
 
@@ -117,6 +120,10 @@ static void usage(const char *prog)
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
 	       "    -o max_threads=N       worker threads (default 16)\n"
+	       "    -o fd_budget=N         fds kept open for STORE's entries (default:\n"
+	       "                           a quarter of the open file limit, at\n"
+	       "                           most 16384); open files get the rest\n"
+	       "                           but a reserve\n"
 	       "    -o allow_other         let other users in; implies\n"
 	       "                           default_permissions: STORE's modes and\n"
 	       "                           ACLs apply, and a layered file opens only\n"
@@ -124,15 +131,55 @@ static void usage(const char *prog)
 	       prog);
 }
 
-static void raise_nofile_limit(void)
+/*
+ * Raises the soft limit on open files to the hard one and splits it
+ * (doc/design.md §9.6): *nodes for the fds the inode table keeps for
+ * STORE's entries (asked, or a quarter of the limit, at most 16384), a
+ * reserve for the library, the watcher, the compactor and directory scans,
+ * and *files for open files: the layers of open views and plain files.
+ * Returns 0, or -1 if fd_budget leaves nothing for open files.
+ */
+static int split_nofile(unsigned asked, unsigned *nodes, size_t *files)
 {
 	struct rlimit rl;
+	rlim_t limit, reserve;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			log_warn("cannot raise the open file limit: %s", strerror(errno));
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		*nodes = asked ? asked : 256;
+		*files = 0;		/* unknown: no budget of our own */
+		return 0;
 	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t soft = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			log_warn("cannot raise the open file limit: %s", strerror(errno));
+			rl.rlim_cur = soft;
+		}
+	}
+	limit = rl.rlim_cur;
+	*nodes = asked ? asked : limit / 4 > 16384 ? 16384 : (unsigned)(limit / 4);
+	reserve = limit / 8 < 16 ? 16 : limit / 8 > 1024 ? 1024 : limit / 8;
+	if (limit < (rlim_t)*nodes + reserve + 4) {
+		log_err("fd_budget=%u leaves too few of the %llu open files allowed "
+			"(ulimit -n) for open views", *nodes, (unsigned long long)limit);
+		return -1;
+	}
+	*files = limit == RLIM_INFINITY ? 0 : (size_t)(limit - *nodes - reserve);
+	return 0;
+}
+
+/*
+ * glibc loads libgcc_s the first time a thread is cancelled, which libfuse
+ * does to its workers at unmount; a daemon out of fds then aborts ("libgcc_s.so.1
+ * must be installed for pthread_cancel to work"). Loaded now, it is there.
+ */
+static void preload_unwinder(void)
+{
+	if (!dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE))
+		log_warn("cannot load libgcc_s.so.1 (%s): an unmount while out of "
+			 "file descriptors may abort the daemon", dlerror());
 }
 
 static int check_options(const struct options *o)
@@ -223,6 +270,8 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	struct snapfs fs = { 0 };
 	void *zero = MAP_FAILED;
+	unsigned fd_budget;
+	size_t file_budget;
 	int ret = 1;
 
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
@@ -265,7 +314,9 @@ int main(int argc, char *argv[])
 		goto out_args;
 	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") || add_fsname(&args, o.store))
 		goto out_args;
-	raise_nofile_limit();
+	if (split_nofile(o.fd_budget, &fd_budget, &file_budget))
+		goto out_args;
+	preload_unwinder();
 
 	zero = mmap(NULL, ZERO_LEN, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (zero == MAP_FAILED) {
@@ -287,12 +338,14 @@ int main(int argc, char *argv[])
 	if (!fs.env)
 		goto out_cache;
 	view_env_map_layers(fs.env, !fs.reply_splice);
+	view_env_set_fd_budget(fs.env, file_budget);
 	ret = node_table_new(o.store, fs.env, snapfs_inval_entry, &fs, &fs.nodes);
 	if (ret) {
 		log_err("%s: cannot open the store: %s", o.store, strerror(-ret));
 		ret = 1;
 		goto out_env;
 	}
+	node_table_set_fd_budget(fs.nodes, fd_budget);
 	ret = 1;
 
 	se = fuse_session_new(&args, &snapfs_ops, sizeof(snapfs_ops), &fs);

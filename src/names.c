@@ -40,25 +40,56 @@ static enum node_kind kind_of(mode_t mode)
 }
 
 /*
- * The node of STORE entry st with one more lookup count: the one already in
- * the table, or else fresh (if given), inserted with a count of 1. NULL if
- * neither. Takes the table lock.
+ * Records that entry n is now known as name in dir (a rename, or another
+ * hard link): its fd is opened again from there. Table lock held; returns
+ * the directory n held before if the caller must unref it (after
+ * unlocking), else NULL.
  */
-static struct node *take_known(struct node_table *t, const struct stat *st,
+static struct node *entry_rename_locked(struct node *n, struct node *dir,
+					 const char *name)
+{
+	struct node *old = n->parent;
+	char *copy;
+
+	if (old == dir && strcmp(n->name, name) == 0)
+		return NULL;
+	copy = strdup(name);
+	if (!copy)
+		return NULL;	/* keeps the old name; a reopen may say ESTALE */
+	free(n->name);
+	n->name = copy;
+	dir->refs++;
+	n->parent = dir;
+	return old;
+}
+
+/*
+ * The node of STORE entry st, named name in dir, with one more lookup
+ * count: the one already in the table, or else fresh (if given), inserted
+ * with a count of 1. NULL if neither. Takes the table lock.
+ */
+static struct node *take_known(struct node_table *t, struct node *dir,
+			       const char *name, const struct stat *st,
 			       struct node *fresh)
 {
-	struct node *n;
+	struct node *n, *old = NULL;
 
 	pthread_mutex_lock(&t->lock);
 	n = node_find_locked(t, st->st_dev, st->st_ino);
 	if (n) {
 		n->nlookup++;
+		if (n != t->root)
+			old = entry_rename_locked(n, dir, name);
 	} else if (fresh) {
 		fresh->nlookup = 1;
+		dir->refs++;
+		fresh->parent = dir;
 		node_hash_insert_locked(t, fresh);
 		n = fresh;
 	}
 	pthread_mutex_unlock(&t->lock);
+	if (old)
+		node_unref(t, old);
 	return n;
 }
 
@@ -103,37 +134,36 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 	if (ret != -ENOENT)
 		return ret;
 
-	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	/* No fd yet: one is opened when the entry is first used
+	 * (node_fd_get()), so what the kernel remembers costs no fds. */
+	fd = node_fd_get(t, parent);
 	if (fd < 0)
-		return -errno;
-	if (fstat(fd, st) < 0) {
-		ret = -errno;
-		close(fd);
+		return fd;
+	ret = fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	node_fd_put(t, parent);
+	if (ret)
 		return ret;
-	}
 
-	n = take_known(t, st, NULL);
+	n = take_known(t, parent, name, st, NULL);
 	if (n) {
-		close(fd);
 		*out = n;
 		return 0;
 	}
 
 	fresh = node_alloc(kind_of(st->st_mode));
-	if (!fresh) {
-		close(fd);
+	if (!fresh)
 		return -ENOMEM;
-	}
-	fresh->fd = fd;
 	fresh->dev = st->st_dev;
 	fresh->ino = st->st_ino;
-	if (fresh->kind == NODE_DIR && !(fresh->path = node_path_join(parent, name))) {
+	fresh->name = strdup(name);
+	if (!fresh->name ||
+	    (fresh->kind == NODE_DIR && !(fresh->path = node_path_join(parent, name)))) {
 		node_destroy(fresh);
 		return -ENOMEM;
 	}
 
 	/* Another thread may have inserted the same inode meanwhile. */
-	n = take_known(t, st, fresh);
+	n = take_known(t, parent, name, st, fresh);
 	if (n != fresh)
 		node_destroy(fresh);
 	*out = n;
@@ -142,12 +172,18 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 
 int node_getattr(struct node_table *t, struct node *n, struct stat *st)
 {
-	(void)t;
+	int fd, ret;
+
 	if (n->kind == NODE_VIEW) {
 		*st = n->vattr;
 		return 0;
 	}
-	return fstat(n->fd, st) < 0 ? -errno : 0;
+	fd = node_fd_get(t, n);
+	if (fd < 0)
+		return fd;
+	ret = fstat(fd, st) < 0 ? -errno : 0;
+	node_fd_put(t, n);
+	return ret;
 }
 
 void node_dirents_free(struct node_dirent *d, size_t count)
@@ -189,9 +225,15 @@ int node_list_dir(struct node_table *t, struct node *n,
 
 	if (n->kind != NODE_DIR)
 		return -ENOTDIR;
-	fd = openat(n->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = node_fd_get(t, n);
 	if (fd < 0)
+		return fd;
+	ret = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	node_fd_put(t, n);
+	if (ret < 0)
 		return -errno;
+	fd = ret;
+	ret = 0;
 	dp = fdopendir(fd);
 	if (!dp) {
 		ret = -errno;
@@ -249,20 +291,27 @@ int node_list_dir(struct node_table *t, struct node *n,
 	return 0;
 }
 
-int node_open_file(struct node *n, int flags)
+int node_open_file(struct node_table *t, struct node *n, int flags)
 {
 	char path[PROC_FD_PATH_LEN];
-	int fd;
+	int fd, pfd;
 
 	if (n->kind != NODE_FILE)
 		return n->kind == NODE_DIR ? -EISDIR : -EACCES;
+	pfd = node_fd_get(t, n);
+	if (pfd < 0)
+		return pfd;
 	/* The reopen goes through the magic link of the O_PATH fd, which is
 	 * the very file looked up (never a symlink): O_NOFOLLOW would refuse
 	 * the link itself with ELOOP (cp -a, tar open with it). */
-	proc_fd_path(path, n->fd);
-	fd = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOFOLLOW)) |
-		  O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	proc_fd_path(path, pfd);
+	flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOFOLLOW)) | O_CLOEXEC;
+	fd = open(path, flags);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && node_fd_shed(t))
+		fd = open(path, flags);
+	fd = fd < 0 ? -errno : fd;
+	node_fd_put(t, n);
+	return fd;
 }
 
 /* How long a rollback through the mount waits for the directory's rollback
@@ -278,7 +327,7 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 	struct dirlock lk;
 	char *nm = NULL;
 	bool removed = false;
-	int ret;
+	int dfd, ret;
 
 	if (dir->kind != NODE_DIR)
 		return -ENOTDIR;
@@ -291,8 +340,14 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 	/* The rollback lock first (lock order): a compaction merging this
 	 * diff is either abandoned (its check comes after the unlink) or
 	 * already published (the diff is then gone or no longer the top). */
-	ret = dirlock_acquire(dir->fd, UNLINK_LOCK_WAIT_MS, NULL, &lk);
+	dfd = node_fd_get(t, dir);
+	if (dfd < 0) {
+		free(nm);
+		return dfd;
+	}
+	ret = dirlock_acquire(dfd, UNLINK_LOCK_WAIT_MS, NULL, &lk);
 	if (ret) {
+		node_fd_put(t, dir);
 		log_warn("%s%s%s: cannot roll back: the directory's rollback lock: %s",
 			 dir->path, dir->path[0] ? "/" : "", name,
 			 ret == -EWOULDBLOCK ? "held elsewhere for too long" :
@@ -316,7 +371,7 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 		/* Only the newest diff can go: anything else would change a
 		 * chain's content in the middle, not roll it back. */
 		ret = -EBUSY;
-	} else if (!ret && unlinkat(dir->fd, name, 0) < 0) {
+	} else if (!ret && unlinkat(dfd, name, 0) < 0) {
 		ret = -errno;
 	} else if (!ret) {
 		removed = true;
@@ -328,6 +383,7 @@ int node_unlink(struct node_table *t, struct node *dir, const char *name)
 		log_err("%s%s%s: removed, but the directory cannot be synced: %s",
 			dir->path, dir->path[0] ? "/" : "", name, strerror(-ret));
 	dirlock_release(&lk);
+	node_fd_put(t, dir);
 
 	if (ret == -EBUSY)
 		log_info_rl("%s%s%s: refusing to unlink: only the highest diff of a "

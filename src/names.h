@@ -45,7 +45,7 @@ void node_dirents_free(struct node_dirent *d, size_t count);
  * Opens the STORE file behind n for reading (never through a symlink).
  * Returns an fd or -errno.
  */
-int node_open_file(struct node *n, int flags);
+int node_open_file(struct node_table *t, struct node *n, int flags);
 
 /*
  * Rollback through the mount (doc/format.md §2): removes name from STORE if it is

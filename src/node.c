@@ -71,6 +71,7 @@ int node_table_new(const char *store, struct view_env *env, node_inval_fn inval,
 	if (!t || !root)
 		goto nomem;
 	t->nbuckets = 4096;
+	t->fd_budget = 1024;
 	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
 	root->path = strdup("");
 	if (!t->buckets || !root->path)
@@ -172,6 +173,195 @@ char *node_path_join(const struct node *dir, const char *name)
 	return asprintf(&p, "%s/%s", dir->path, name) < 0 ? NULL : p;
 }
 
+/* ---- STORE entries' fds and their budget (doc/design.md §9.6) ---- */
+
+static void lru_unlink_locked(struct node_table *t, struct node *n)
+{
+	if (n->lru_prev)
+		n->lru_prev->lru_next = n->lru_next;
+	else if (t->lru_head == n)
+		t->lru_head = n->lru_next;
+	else
+		return;		/* not on the list */
+	if (n->lru_next)
+		n->lru_next->lru_prev = n->lru_prev;
+	else
+		t->lru_tail = n->lru_prev;
+	n->lru_prev = n->lru_next = NULL;
+}
+
+static void lru_push_locked(struct node_table *t, struct node *n)
+{
+	n->lru_prev = NULL;
+	n->lru_next = t->lru_head;
+	if (t->lru_head)
+		t->lru_head->lru_prev = n;
+	else
+		t->lru_tail = n;
+	t->lru_head = n;
+}
+
+/*
+ * Takes fds off the least recently used unpinned entries until at most keep
+ * are open; they are stored in out[] (at most max) for the caller to close
+ * after unlocking. Returns how many.
+ */
+static unsigned shed_locked(struct node_table *t, unsigned keep, int *out,
+			    unsigned max)
+{
+	unsigned n = 0;
+
+	while (t->nfds > keep && t->lru_tail && n < max) {
+		struct node *victim = t->lru_tail;
+
+		lru_unlink_locked(t, victim);
+		out[n++] = victim->fd;
+		victim->fd = -1;
+		t->nfds--;
+	}
+	return n;
+}
+
+static void close_all(const int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+#define SHED_BATCH 64
+
+unsigned node_fd_shed(struct node_table *t)
+{
+	int fds[SHED_BATCH];
+	unsigned n, total = 0;
+
+	do {
+		pthread_mutex_lock(&t->lock);
+		n = shed_locked(t, 0, fds, SHED_BATCH);
+		pthread_mutex_unlock(&t->lock);
+		close_all(fds, n);
+		total += n;
+	} while (n == SHED_BATCH);
+	return total;
+}
+
+void node_table_set_fd_budget(struct node_table *t, unsigned budget)
+{
+	t->fd_budget = budget < 4 ? 4 : budget;
+}
+
+unsigned node_table_open_fds(struct node_table *t)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&t->lock);
+	n = t->nfds;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+/* Pins n's fd if it is open; table lock held. */
+static int pin_locked(struct node_table *t, struct node *n)
+{
+	if (n->fd < 0)
+		return -1;
+	if (!n->fd_pins++)
+		lru_unlink_locked(t, n);
+	return n->fd;
+}
+
+/*
+ * Opens entry n again by name from its directory: the same inode or
+ * -ESTALE. Out of fds, sheds the unpinned ones and tries once more.
+ */
+static int reopen(struct node_table *t, struct node *n)
+{
+	struct node *dir;
+	struct stat st;
+	char *name;
+	int dfd, fd = -1, ret;
+
+	pthread_mutex_lock(&t->lock);
+	dir = n->parent;
+	name = dir ? strdup(n->name) : NULL;
+	if (dir)
+		dir->refs++;	/* n's name may move to another directory */
+	pthread_mutex_unlock(&t->lock);
+	if (!dir)
+		return -ESTALE;	/* the root is never closed */
+	if (!name) {
+		node_unref(t, dir);
+		return -ENOMEM;
+	}
+	dfd = node_fd_get(t, dir);
+	for (int tries = 0; dfd >= 0 && tries < 2; tries++) {
+		fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || !node_fd_shed(t))
+			break;
+	}
+	ret = dfd < 0 ? dfd : fd < 0 ? -errno : 0;
+	if (dfd >= 0)
+		node_fd_put(t, dir);
+	node_unref(t, dir);
+	free(name);
+	if (ret == -ENOENT || ret == -ENOTDIR)
+		return -ESTALE;
+	if (ret)
+		return ret;
+	if (fstat(fd, &st) < 0 || st.st_dev != n->dev || st.st_ino != n->ino) {
+		close(fd);
+		return -ESTALE;	/* the name leads elsewhere now */
+	}
+	return fd;
+}
+
+int node_fd_get(struct node_table *t, struct node *n)
+{
+	int fds[SHED_BATCH], fd, extra = -1;
+	unsigned nshed;
+
+	pthread_mutex_lock(&t->lock);
+	fd = n == t->root ? n->fd : pin_locked(t, n);
+	pthread_mutex_unlock(&t->lock);
+	if (fd >= 0)
+		return fd;
+
+	fd = reopen(t, n);
+	if (fd < 0)
+		return fd;
+	pthread_mutex_lock(&t->lock);
+	if (n->fd >= 0) {		/* another thread reopened it first */
+		extra = fd;
+		fd = pin_locked(t, n);
+	} else {
+		n->fd = fd;
+		n->fd_pins = 1;
+		t->nfds++;
+	}
+	nshed = shed_locked(t, t->fd_budget, fds, SHED_BATCH);
+	pthread_mutex_unlock(&t->lock);
+	if (extra >= 0)
+		close(extra);
+	close_all(fds, nshed);
+	return fd;
+}
+
+void node_fd_put(struct node_table *t, struct node *n)
+{
+	int fds[SHED_BATCH];
+	unsigned nshed = 0;
+
+	if (n == t->root)
+		return;
+	pthread_mutex_lock(&t->lock);
+	if (--n->fd_pins == 0 && n->fd >= 0) {
+		lru_push_locked(t, n);
+		nshed = shed_locked(t, t->fd_budget, fds, SHED_BATCH);
+	}
+	pthread_mutex_unlock(&t->lock);
+	close_all(fds, nshed);
+}
+
 /*
  * Called with t->lock held: unlinks n if nothing holds it any more and
  * returns true if the caller must destroy it (after unlocking). The current
@@ -184,6 +374,10 @@ bool node_release_locked(struct node_table *t, struct node *n)
 		return false;
 	if (n->kind == NODE_VIEW && n->current)
 		return false;
+	if (n->fd >= 0) {	/* unpinned: nothing holds it */
+		lru_unlink_locked(t, n);
+		t->nfds--;
+	}
 	if (n->kind == NODE_DIR && t->hooks.dir_released_locked)
 		t->hooks.dir_released_locked(t, n);
 	{
@@ -202,7 +396,7 @@ bool node_release_locked(struct node_table *t, struct node *n)
 void node_destroy_chain(struct node_table *t, struct node *n)
 {
 	while (n) {
-		struct node *parent = n->kind == NODE_VIEW ? n->parent : NULL;
+		struct node *parent = n->parent;
 		bool more = false;
 
 		if (n->kind == NODE_DIR && t->hooks.dir_destroyed)

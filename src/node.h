@@ -47,7 +47,14 @@ struct node {
 				   protected by node_table.lock */
 
 	/* STORE entries (all kinds but NODE_VIEW) */
-	int fd;			/* O_PATH | O_NOFOLLOW, -1 for views */
+	int fd;			/* O_PATH | O_NOFOLLOW, or -1: opened on
+				   first use and closed again when the fd
+				   budget needs it back (node_fd_get());
+				   always -1 for views; protected by
+				   node_table.lock, stable while pinned */
+	unsigned fd_pins;	/* users of fd; protected by table lock */
+	struct node *lru_prev, *lru_next;	/* unpinned open fds, most
+				   recently used first; table lock */
 	dev_t dev;
 	ino_t ino;
 	struct node *hnext;	/* (dev, ino) hash chain, protected by table lock */
@@ -77,9 +84,14 @@ struct node {
 	struct node *versions;	/* current version per NAME: list through
 				   vnext; protected by node_table.lock */
 
-	/* NODE_VIEW */
-	struct node *parent;	/* referenced */
+	/* Every node but the root: the directory it was last looked up in
+	 * (referenced) and its name there, which is how a STORE entry's fd is
+	 * opened again (node_fd_get()); protected by node_table.lock for
+	 * STORE entries, whose name moves with a rename; fixed for views. */
+	struct node *parent;
 	char *name;
+
+	/* NODE_VIEW */
 	struct node *vnext;
 	bool current;		/* in parent->versions; protected by table lock */
 	uint64_t vino;		/* synthetic st_ino of this version */
@@ -93,7 +105,11 @@ struct node {
 	struct layer_id *layer_ids;
 	char *error;		/* chain unusable by its names: the cause;
 				   fixed, part of the version's identity */
-	struct view *view;	/* built on first use under lock */
+	struct view *view;	/* built on first use under lock; its
+				   layers are closed (view_detach()) while
+				   no handle has the version open */
+	unsigned opens;		/* open handles; changed under lock, read
+				   atomically (node_view_done()) */
 	char *build_error;	/* layers unusable once opened: the cause;
 				   set once under lock, then fixed */
 	enum { COMPACT_IDLE, COMPACT_PENDING, COMPACT_RUNNING } cstate;
@@ -139,6 +155,32 @@ struct node *node_root(struct node_table *t);
 
 /* Drops n lookup counts (FUSE forget); the node may be freed. */
 void node_forget(struct node_table *t, struct node *n, uint64_t nlookup);
+
+/*
+ * The fd budget: how many O_PATH fds of STORE entries the table keeps open
+ * at once (doc/design.md §9.6). Entries beyond it are closed, least recently
+ * used first, and opened again by name when next needed. Set before the
+ * table is used; at least 4.
+ */
+void node_table_set_fd_budget(struct node_table *t, unsigned budget);
+
+/* Number of STORE entries' fds open now (for tests and logs). */
+unsigned node_table_open_fds(struct node_table *t);
+
+/*
+ * A usable O_PATH fd of STORE entry n (any kind but a view), pinned until
+ * node_fd_put(): the one the table holds, or else opened again by name
+ * from n's directory and checked to be the same inode. Returns the fd, or
+ * -ESTALE if the name now leads elsewhere (or nowhere), or another -errno.
+ * When the process is out of fds, the table first closes every fd nobody
+ * pins and tries once more.
+ */
+int node_fd_get(struct node_table *t, struct node *n);
+void node_fd_put(struct node_table *t, struct node *n);
+
+/* Closes every STORE entry fd that nobody pins (the answer to EMFILE);
+ * returns how many. */
+unsigned node_fd_shed(struct node_table *t);
 
 /* Takes/drops an internal reference that keeps n alive (not a lookup). */
 void node_ref(struct node_table *t, struct node *n);

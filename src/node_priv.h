@@ -99,6 +99,12 @@ struct node_table {
 					   one; taken before lock */
 	bool watch_limit_logged;	/* protected by lock */
 
+	/* STORE entries' fds (node_fd_get()): open ones nobody pins, most
+	 * recently used first, and the count of all open ones */
+	struct node *lru_head, *lru_tail;	/* protected by lock */
+	unsigned nfds;			/* protected by lock */
+	unsigned fd_budget;		/* set before threads start */
+
 	/* compactd.c's, NULL while no compactor runs */
 	struct compactd *compactd;
 };
@@ -135,9 +141,10 @@ char *node_path_join(const struct node *dir, const char *name);
 
 /* ---- dirwatch.c ---- */
 
-/* Puts directory dir under watch; called once, with dir->lock held, the
- * first time dir is looked into (before its first scan). */
-void dirwatch_add_locked(struct node_table *t, struct node *dir);
+/* Puts directory dir (its fd pinned: fd) under watch; called once, with
+ * dir->lock held, the first time dir is looked into (before its first
+ * scan). */
+void dirwatch_add_locked(struct node_table *t, struct node *dir, int fd);
 
 /* ---- dir.c ---- */
 
@@ -151,7 +158,7 @@ void dirwatch_add_locked(struct node_table *t, struct node *dir);
 int dir_refresh_locked(struct node_table *t, struct node *dir, bool force);
 
 /* True if directory dir is still inside STORE. */
-bool dir_in_store(struct node_table *t, const struct node *dir);
+bool dir_in_store(struct node_table *t, struct node *dir);
 
 /* Logs, once per directory node, that dir left STORE. */
 void dir_moved_out(struct node_table *t, struct node *dir);

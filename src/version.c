@@ -62,7 +62,7 @@ static void chain_probe_free(struct chain_probe *cp)
  * (cp->error set if the chain is unusable), -EAGAIN if a layer vanished
  * meanwhile (the caller rescans), or -ENOMEM.
  */
-static int probe_chain(struct node *dir, const struct store_group *g,
+static int probe_chain(int dfd, const struct store_group *g,
 		       struct chain_probe *cp)
 {
 	struct store_chain chain = { 0 };
@@ -116,7 +116,7 @@ static int probe_chain(struct node *dir, const struct store_group *g,
 
 		struct statx stx;
 
-		if (fstatat(dir->fd, cp->names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (fstatat(dfd, cp->names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT)
 				return -EAGAIN;
 			return -errno;
@@ -125,7 +125,7 @@ static int probe_chain(struct node *dir, const struct store_group *g,
 		/* Birth time, where the filesystem keeps one, tells a layer
 		 * rewritten in place from a new file that reuses a deleted
 		 * layer's inode number (a rollback, then a new diff). */
-		if (statx(dir->fd, cp->names[i], AT_SYMLINK_NOFOLLOW, STATX_BTIME, &stx) == 0 &&
+		if (statx(dfd, cp->names[i], AT_SYMLINK_NOFOLLOW, STATX_BTIME, &stx) == 0 &&
 		    (stx.stx_mask & STATX_BTIME))
 			cp->ids[i].btime_ns = (int64_t)stx.stx_btime.tv_sec * 1000000000 +
 					      stx.stx_btime.tv_nsec;
@@ -331,9 +331,10 @@ bool version_retry_marked_locked(struct node *v, uint32_t pid)
 	return v->kind == NODE_VIEW && retry_of_locked(v, pid, mono_ns()) != NULL;
 }
 
-int version_get(struct node_table *t, struct node *dir, const char *name,
-		       uint64_t lookups, uint32_t pid, struct node **out,
-		       struct stat *st)
+/* version_get() with the directory's fd pinned: dfd. */
+static int get_version(struct node_table *t, struct node *dir, int dfd,
+		       const char *name, uint64_t lookups, uint32_t pid,
+		       struct node **out, struct stat *st)
 {
 	struct chain_probe cp = { 0 };
 	struct node *v, *fresh = NULL, *dead = NULL;
@@ -354,7 +355,7 @@ int version_get(struct node_table *t, struct node *dir, const char *name,
 		if (!ret && !g)
 			ret = -ENOENT;
 		if (!ret)
-			ret = probe_chain(dir, g, &cp);
+			ret = probe_chain(dfd, g, &cp);
 		if (ret != -EAGAIN)
 			break;
 		pthread_mutex_unlock(&dir->lock);
@@ -431,40 +432,72 @@ int version_get(struct node_table *t, struct node *dir, const char *name,
 	return 0;
 }
 
-/* True if a layer of version n is gone or no longer the file it was. */
-static bool layers_moved_on(const struct node *n)
+int version_get(struct node_table *t, struct node *dir, const char *name,
+		uint64_t lookups, uint32_t pid, struct node **out, struct stat *st)
+{
+	int dfd = node_fd_get(t, dir), ret;
+
+	if (dfd < 0)
+		return dfd;
+	ret = get_version(t, dir, dfd, name, lookups, pid, out, st);
+	node_fd_put(t, dir);
+	return ret;
+}
+
+/* True if a layer of version n (in directory dfd) is gone or no longer the
+ * file it was. */
+static bool layers_moved_on(const struct node *n, int dfd)
 {
 	for (size_t i = 0; i < n->nlayers; i++)
-		if (!layer_unchanged(n->parent->fd, n->layer_names[i], &n->layer_ids[i]))
+		if (!layer_unchanged(dfd, n->layer_names[i], &n->layer_ids[i]))
 			return true;
 	return false;
 }
 
-int node_view(struct node_table *t, struct node *n, struct view **out)
+/*
+ * Opens the layers of n's detached view again (n->lock held). A layer that
+ * is gone or another file now means a newer chain: the view is dropped and
+ * the caller gets -ESTALE. Out of fds, the table's idle fds are shed and it
+ * tries once more.
+ */
+static int reattach_locked(struct node_table *t, struct node *n, int dfd)
+{
+	char why[512];
+	int ret;
+
+	for (int tries = 0;; tries++) {
+		why[0] = '\0';
+		ret = view_attach(n->view, dfd, why, sizeof(why));
+		if ((ret != -EMFILE && ret != -ENFILE) || tries || !node_fd_shed(t))
+			break;
+	}
+	if (ret == -ESTALE) {
+		log_debug("%s: %s; the next lookup shows the new version", n->path, why);
+		view_put(n->view);
+		n->view = NULL;
+	} else if (ret) {
+		log_err_rl("%s: cannot open: %s", n->path, why[0] ? why : strerror(-ret));
+	}
+	return ret;
+}
+
+/* Builds n's view (n->lock held, none yet) from its layers in dfd. */
+static int build_locked(struct node_table *t, struct node *n, int dfd)
 {
 	struct store_chain chain = { 0 };
 	char why[512];
-	int ret = 0;
+	int ret;
 
-	if (n->kind != NODE_VIEW)
-		return -EINVAL;
-	pthread_mutex_lock(&n->lock);
-	if (n->view) {
-		view_get(n->view);
-		*out = n->view;
-		goto out;
-	}
-	if (n->error || n->build_error) {
-		ret = -EIO;
-		goto out;
-	}
 	ret = store_chain_from_names((const char *const *)n->layer_names, n->nlayers, &chain);
-	if (ret) {
-		ret = ret == -ENOMEM ? -ENOMEM : -EIO;
-		goto out;
+	if (ret)
+		return ret == -ENOMEM ? -ENOMEM : -EIO;
+	for (int tries = 0;; tries++) {
+		why[0] = '\0';
+		ret = view_open(t->env, dfd, &chain, &n->view, why, sizeof(why));
+		if ((ret != -EMFILE && ret != -ENFILE) || tries || !node_fd_shed(t))
+			break;
 	}
-	why[0] = '\0';
-	ret = view_open(t->env, n->parent->fd, &chain, &n->view, why, sizeof(why));
+	store_chain_free(&chain);
 	if (ret == 0) {
 		/* The layers opened must be the ones this version was made of;
 		 * a layer replaced since the lookup belongs to a newer version. */
@@ -479,10 +512,9 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 			}
 		}
 	}
-	if (ret == 0) {
-		view_get(n->view);
-		*out = n->view;
-	} else if (ret == -EIO && layers_moved_on(n)) {
+	if (ret == 0)
+		return 0;
+	if (ret == -EIO && layers_moved_on(n, dfd)) {
 		/* A layer went away or changed since the lookup (a rollback, a
 		 * compaction): not this chain's fault; the kernel looks the
 		 * name up again and finds the version that exists now. */
@@ -491,20 +523,106 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 		n->build_error = strdup(why);
 		log_err("%s: unusable: %s", n->path, why);
 	} else if (ret == -ESTALE) {
-		/* A race with a publish, rollback or compaction, not a fault. */
+		/* A race with a publish, rollback or compaction, not a fault:
+		 * -ESTALE makes the kernel look the name up again and retry. */
 		log_debug("%s: %s; the next lookup shows the new version",
 			  n->path, why);
-		/* -ESTALE: the kernel looks the name up again and retries. */
 	} else {
 		/* Out of memory or file descriptors: not the chain's fault,
 		 * so nothing is remembered and the next open tries again. */
 		log_err_rl("%s: cannot open: %s", n->path,
 			   why[0] ? why : strerror(-ret));
 	}
-out:
-	pthread_mutex_unlock(&n->lock);
-	store_chain_free(&chain);
 	return ret;
+}
+
+/* node_view() with n->lock held; opening: the caller is an open handle. */
+static int view_locked(struct node_table *t, struct node *n, bool opening,
+		       struct view **out)
+{
+	int dfd, ret;
+
+	if (n->error || n->build_error)
+		return -EIO;
+	if (n->view && !n->view->detached) {
+		view_get(n->view);
+		*out = n->view;
+		return 0;
+	}
+	dfd = node_fd_get(t, n->parent);
+	if (dfd < 0)
+		return dfd;
+	ret = n->view ? reattach_locked(t, n, dfd) : build_locked(t, n, dfd);
+	node_fd_put(t, n->parent);
+	if (ret)
+		return ret;
+	view_get(n->view);
+	*out = n->view;
+	if (opening)
+		__atomic_add_fetch(&n->opens, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+int node_view(struct node_table *t, struct node *n, struct view **out)
+{
+	int ret;
+
+	if (n->kind != NODE_VIEW)
+		return -EINVAL;
+	pthread_mutex_lock(&n->lock);
+	ret = view_locked(t, n, false, out);
+	pthread_mutex_unlock(&n->lock);
+	return ret;
+}
+
+/*
+ * Gives the layers of n's view back if nothing but n holds it and no
+ * handle has n open; n->lock held. The last two holders can let go on two
+ * threads at once (a release, and the read whose reply let the release
+ * come): each drops its reference, then looks at the other's count
+ * (node_view_done() at opens, this at refs), with a full fence between, so
+ * at least one of them sees both at rest.
+ */
+static void idle_locked(struct node *n)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&n->opens, __ATOMIC_RELAXED) && n->view &&
+	    !n->view->detached && __atomic_load_n(&n->view->refs, __ATOMIC_ACQUIRE) == 1)
+		view_detach(n->view);
+}
+
+void node_view_done(struct node_table *t, struct node *n, struct view *v)
+{
+	(void)t;
+	view_put(v);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&n->opens, __ATOMIC_RELAXED))
+		return;		/* a handle is open: its close decides */
+	pthread_mutex_lock(&n->lock);
+	idle_locked(n);
+	pthread_mutex_unlock(&n->lock);
+}
+
+int node_view_open(struct node_table *t, struct node *n, struct view **out)
+{
+	int ret;
+
+	if (n->kind != NODE_VIEW)
+		return -EINVAL;
+	pthread_mutex_lock(&n->lock);
+	ret = view_locked(t, n, true, out);
+	pthread_mutex_unlock(&n->lock);
+	return ret;
+}
+
+void node_view_close(struct node_table *t, struct node *n, struct view *v)
+{
+	(void)t;
+	view_put(v);
+	pthread_mutex_lock(&n->lock);
+	__atomic_sub_fetch(&n->opens, 1, __ATOMIC_RELAXED);
+	idle_locked(n);
+	pthread_mutex_unlock(&n->lock);
 }
 
 int node_version_check(struct node_table *t, struct node *n, uint32_t pid)

@@ -13,10 +13,23 @@
 
 /*
  * The view of version n, built on first use (opens and scans the layers).
- * Returns 0 with a referenced view (view_put() it), or -EIO when the chain
- * is unusable (logged once per version, with the cause), or -ENOMEM.
+ * Returns 0 with a referenced view, or -EIO when the chain is unusable
+ * (logged once per version, with the cause), -ESTALE when its layers are
+ * gone or replaced (a newer chain), or -ENOMEM, -EMFILE, -ENFILE.
+ *
+ * Layer fds are held only while someone uses the version (doc/design.md
+ * §9.6): node_view_open() is for an open handle and node_view_close() ends
+ * it; a short look at a version (an xattr, the compactor's check) ends
+ * with node_view_done(). When neither a handle nor anyone else holds the
+ * view, its layers are closed and its map kept, and the next use opens
+ * the same layers again (view_attach()), or finds them gone (-ESTALE).
+ * A plain view_put() keeps the layers open, for a lookup that pins them
+ * for the open that follows it.
  */
 int node_view(struct node_table *t, struct node *n, struct view **out);
+void node_view_done(struct node_table *t, struct node *n, struct view *v);
+int node_view_open(struct node_table *t, struct node *n, struct view **out);
+void node_view_close(struct node_table *t, struct node *n, struct view *v);
 
 /*
  * For an open of version n by thread pid (the FUSE request's): 0 if n is

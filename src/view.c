@@ -304,6 +304,10 @@ struct view_env {
 	size_t nprobes;		/* protected by lock */
 	struct layer_file *layers[LAYER_BUCKETS];	/* protected by lock */
 	size_t nlayers;		/* protected by lock */
+	size_t nplain;		/* other fds of open files (view_env_take_fd());
+				   protected by lock */
+	size_t fd_budget;	/* nlayers + nplain at most; 0: no limit;
+				   set before any view is built */
 	bool map_layers;	/* set before any view is built */
 };
 
@@ -407,6 +411,55 @@ void view_env_map_layers(struct view_env *env, bool on)
 struct cache *view_env_cache(struct view_env *env)
 {
 	return env->cache;
+}
+
+void view_env_set_fd_budget(struct view_env *env, size_t budget)
+{
+	env->fd_budget = budget;
+}
+
+/* Whether more fds fit the budget now; env->lock held. */
+static bool fds_fit_locked(const struct view_env *env, size_t more)
+{
+	return !env->fd_budget || env->nlayers + env->nplain + more <= env->fd_budget;
+}
+
+int view_env_take_fd(struct view_env *env)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&env->lock);
+	if (fds_fit_locked(env, 1))
+		env->nplain++;
+	else
+		ret = -EMFILE;
+	pthread_mutex_unlock(&env->lock);
+	return ret;
+}
+
+void view_env_drop_fd(struct view_env *env)
+{
+	pthread_mutex_lock(&env->lock);
+	env->nplain--;
+	pthread_mutex_unlock(&env->lock);
+}
+
+/* -EMFILE, with the cause in why, if n more layers would not fit. */
+static int check_budget(struct view_env *env, size_t n, char *why, size_t len)
+{
+	size_t used;
+	bool fit;
+
+	pthread_mutex_lock(&env->lock);
+	fit = fds_fit_locked(env, n);
+	used = env->nlayers + env->nplain;
+	pthread_mutex_unlock(&env->lock);
+	if (fit)
+		return 0;
+	snprintf(why, len, "%zu more layer(s) would pass the budget of fds for "
+		 "open files (%zu of %zu in use; see fd_budget in snapfs(8))",
+		 n, used, env->fd_budget);
+	return -EMFILE;
 }
 
 size_t view_env_open_layers(struct view_env *env)
@@ -557,20 +610,18 @@ static int layer_check(const struct stat *st, const char *fname, char *why, size
 }
 
 /*
- * Opens layer fname of dirfd into l, sharing the fd of an identical layer
+ * Opens layer l->fname of dirfd into l, sharing the fd of an identical layer
  * another view holds. The identity is taken from the open fd itself, so a
  * file replaced between the stat and the open is seen as what was opened.
  */
-static int open_layer(struct view_env *env, int dirfd, const char *fname,
-		      struct view_layer *l, char *why, size_t len)
+static int open_layer_file(struct view_env *env, int dirfd, struct view_layer *l,
+			   char *why, size_t len)
 {
+	const char *fname = l->fname;
 	struct layer_id id;
 	struct stat st;
 	int fd, ret;
 
-	l->fname = strdup(fname);
-	if (!l->fname)
-		return -ENOMEM;
 	if (fstatat(dirfd, fname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		ret = layer_check(&st, fname, why, len);
 		if (ret)
@@ -614,6 +665,66 @@ static int open_layer(struct view_env *env, int dirfd, const char *fname,
 	return 0;
 }
 
+static int open_layer(struct view_env *env, int dirfd, const char *fname,
+		      struct view_layer *l, char *why, size_t len)
+{
+	l->fname = strdup(fname);
+	if (!l->fname)
+		return -ENOMEM;
+	return open_layer_file(env, dirfd, l, why, len);
+}
+
+/* Closes the layers of a view nobody reads (its map stays). */
+static void close_layers(struct view *v)
+{
+	for (unsigned i = 0; i < v->nlayers; i++) {
+		if (v->layers[i].lf)
+			layer_put(v->env, v->layers[i].lf);
+		v->layers[i].lf = NULL;
+		v->layers[i].fd = -1;
+		v->layers[i].map = NULL;
+	}
+}
+
+void view_detach(struct view *v)
+{
+	if (v->detached)
+		return;
+	close_layers(v);
+	v->detached = true;
+}
+
+int view_attach(struct view *v, int dirfd, char *why, size_t len)
+{
+	int ret;
+
+	if (!v->detached)
+		return 0;
+	ret = check_budget(v->env, v->nlayers, why, len);
+	if (ret)
+		return ret;
+	for (unsigned i = 0; i < v->nlayers; i++) {
+		struct view_layer *l = &v->layers[i];
+		struct layer_id was = l->id;
+
+		ret = open_layer_file(v->env, dirfd, l, why, len);
+
+		if (ret == 0 && !layer_id_equal(&was, &l->id)) {
+			snprintf(why, len, "layer %s is not the file it was", l->fname);
+			ret = -ESTALE;
+		}
+		l->id = was;
+		if (ret) {
+			if (ret == -EIO)	/* gone or replaced: a newer chain */
+				ret = -ESTALE;
+			close_layers(v);
+			return ret;
+		}
+	}
+	v->detached = false;
+	return 0;
+}
+
 int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	      struct view **out, char *why, size_t len)
 {
@@ -636,6 +747,9 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	for (unsigned i = 0; i < n; i++)
 		v->layers[i].fd = -1;
 	v->nlayers = n;
+	ret = check_budget(env, n, why, len);
+	if (ret)
+		goto fail;
 
 	for (unsigned i = 0; i < n; i++) {
 		ret = open_layer(env, dirfd, chain->layers[i]->fname, &v->layers[i], why, len);

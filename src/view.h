@@ -56,6 +56,7 @@ struct view {
 	struct view_env *env;
 	char *label;		/* atomic: set once (view_set_label()), for
 				   log lines; NULL until then */
+	bool detached;		/* layers closed (view_detach()): fds -1 */
 };
 
 /*
@@ -91,6 +92,18 @@ struct cache *view_env_cache(struct view_env *env);
 size_t view_env_open_layers(struct view_env *env);
 
 /*
+ * The budget of fds for open files (doc/design.md §9.6): the layers views
+ * hold plus the fds of other open files, which the caller counts with
+ * view_env_take_fd() (-EMFILE when it would not fit) and
+ * view_env_drop_fd(). view_open() and view_attach() fail with -EMFILE
+ * rather than pass it. 0 (the default): no budget. Set before any view is
+ * built.
+ */
+void view_env_set_fd_budget(struct view_env *env, size_t budget);
+int view_env_take_fd(struct view_env *env);
+void view_env_drop_fd(struct view_env *env);
+
+/*
  * Opens every layer of chain (entries of directory dirfd; never through a
  * symlink), checks it (doc/format.md §5), and builds the view with one reference.
  * Returns 0; -EIO when the chain itself is unusable, with a one-line cause
@@ -112,6 +125,18 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
  */
 void view_get(struct view *v);
 void view_put(struct view *v);
+
+/*
+ * A view nobody reads can give its layer fds back and keep its map: the
+ * only holder (one reference, under the lock that guards where it keeps
+ * the view) calls view_detach(); view_attach() opens the same layers again
+ * from dirfd before the view is handed out. Returns 0; -ESTALE if a layer
+ * is gone or is no longer the file it was (its identity, doc/format.md §3),
+ * -EMFILE, -ENFILE or -ENOMEM; on failure the view stays detached, with the
+ * cause in why[len].
+ */
+void view_detach(struct view *v);
+int view_attach(struct view *v, int dirfd, char *why, size_t len);
 
 /*
  * Names the view in log lines (the layered file's path in STORE): the

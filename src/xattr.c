@@ -79,7 +79,7 @@ ssize_t xattr_get(struct node_table *t, struct node *n,
 		if (ret)
 			return ret == -EIO ? -ENODATA : ret;
 		snprintf(num, sizeof(num), "%llu", (unsigned long long)v->data_bytes);
-		view_put(v);
+		node_view_done(t, n, v);
 		return xattr_reply(num, strlen(num), buf, size);
 	}
 	if (strcmp(name, XA_COMPACT) == 0) {
@@ -97,7 +97,7 @@ ssize_t xattr_get(struct node_table *t, struct node *n,
 
 		/* Some causes are only found when the layers are opened. */
 		if (node_view(t, n, &v) == 0)
-			view_put(v);
+			node_view_done(t, n, v);
 		pthread_mutex_lock(&n->lock);
 		if (n->error || n->build_error)
 			err = strdup(n->error ? n->error : n->build_error);
@@ -121,7 +121,7 @@ ssize_t xattr_list(struct node_table *t, struct node *n, char *buf,
 	bool err;
 
 	if (node_view(t, n, &v) == 0)
-		view_put(v);
+		node_view_done(t, n, v);
 
 	pthread_mutex_lock(&n->lock);
 	err = n->error || n->build_error;
