@@ -272,6 +272,27 @@ void cache_put(struct cache *c, struct cache_entry *e)
 	free_entries(victims);
 }
 
+void cache_drop(struct cache *c, const struct layer_id *id)
+{
+	struct cache_entry *e;
+
+	pthread_mutex_lock(&c->lock);
+	for (e = c->buckets[bucket_of(c, id->dev, id->ino)]; e; e = e->hnext)
+		if (layer_id_equal(&e->id, id))
+			break;
+	if (e && e->refs == 0) {
+		lru_unlink(e);
+		hash_unlink(c, e);
+		c->st.entries--;
+		c->st.bytes -= extent_map_footprint(e->map);
+	} else {
+		e = NULL;	/* in use: the LRU takes it later */
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (e)
+		free_entries(e);
+}
+
 void cache_free(struct cache *c)
 {
 	if (!c)

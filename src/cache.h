@@ -51,4 +51,11 @@ void cache_put(struct cache *c, struct cache_entry *e);
 
 void cache_get_stats(struct cache *c, struct cache_stats *st);
 
+/*
+ * Forgets the map of identity id now, unless a view holds it (then the LRU
+ * takes it in time): for layers that left the store, whose maps can never
+ * be asked for again.
+ */
+void cache_drop(struct cache *c, const struct layer_id *id);
+
 #endif

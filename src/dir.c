@@ -124,6 +124,7 @@ static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 	dir->index_mtime = st.st_mtim;
 	dir->index_ctime = st.st_ctim;
 	dir->index_scanned = now;
+	dir->index_gen++;
 	return 0;
 }
 

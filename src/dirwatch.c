@@ -160,11 +160,44 @@ struct inval_item {
 	char *name;
 };
 
+/* Invalidations being collected: items[0..n) of cap. */
+struct inval_list {
+	struct node_table *t;
+	struct inval_item *items;
+	size_t n, cap;
+	bool failed;		/* out of memory */
+};
+
+/* Adds the name of version v (table lock held). */
+static void add_version_item(struct node *v, void *arg)
+{
+	struct inval_list *c = arg;
+
+	if (c->failed)
+		return;
+	if (c->n == c->cap) {
+		size_t nc = c->cap ? c->cap * 2 : 64;
+		struct inval_item *ni = realloc(c->items, nc * sizeof(*ni));
+
+		if (!ni) {
+			c->failed = true;
+			return;
+		}
+		c->items = ni;
+		c->cap = nc;
+	}
+	c->items[c->n].parent = node_id(c->t, v->parent);
+	c->items[c->n].name = strdup(v->name);
+	if (c->items[c->n].name)
+		c->n++;
+}
+
 static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 {
 	struct node_table *t = ctx;
+	struct inval_list c = { .t = t };
 	struct inval_item *items = NULL;
-	size_t n = 0, cap = 0;
+	size_t n = 0;
 	bool overflow = false;
 
 	pthread_mutex_lock(&t->lock);
@@ -179,24 +212,12 @@ static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 				if (d->kind != NODE_DIR)
 					continue;
 				d->index_stale = true;
-				for (struct node *v = d->versions; v; v = v->vnext) {
-					if (n == cap) {
-						size_t nc = cap ? cap * 2 : 64;
-						struct inval_item *ni = realloc(items, nc * sizeof(*ni));
-
-						if (!ni)
-							goto out_locked;
-						items = ni;
-						cap = nc;
-					}
-					items[n].parent = node_id(t, d);
-					items[n].name = strdup(v->name);
-					if (items[n].name)
-						n++;
-				}
+				vindex_each_locked(d, add_version_item, &c);
 			}
 		}
 		overflow = true;
+		items = c.items;
+		n = c.n;
 	} else {
 		struct node *d = wd_find_locked(t, wd);
 		struct store_name sn;

@@ -248,6 +248,7 @@ int node_list_dir(struct node_table *t, struct node *n,
 		closedir(dp);
 		return ret;
 	}
+	version_retire_gone_locked(t, n);
 	for (;;) {
 		errno = 0;
 		de = readdir(dp);

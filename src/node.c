@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "node_priv.h"
 
 static size_t hash_of(const struct node_table *t, dev_t dev, ino_t ino)
@@ -43,6 +45,7 @@ void node_destroy(struct node *n)
 	if (n->fd >= 0)
 		close(n->fd);
 	store_dir_free(n->index);
+	free(n->versions.b);
 	if (n->view)
 		view_put(n->view);
 	for (size_t i = 0; i < n->nlayers; i++)
@@ -138,10 +141,40 @@ void node_table_free(struct node_table *t)
 	free(t);
 }
 
+/* Doubles the (dev, ino) hash when it holds twice as many nodes as
+ * buckets; keeps it as it is if memory is short. Table lock held. */
+static void hash_grow_locked(struct node_table *t)
+{
+	struct node **old = t->buckets;
+	size_t oldn = t->nbuckets;
+
+	t->buckets = calloc(oldn * 2, sizeof(*t->buckets));
+	if (!t->buckets) {
+		t->buckets = old;
+		return;
+	}
+	t->nbuckets = oldn * 2;
+	for (size_t i = 0; i < oldn; i++) {
+		while (old[i]) {
+			struct node *n = old[i];
+			size_t b = hash_of(t, n->dev, n->ino);
+
+			old[i] = n->hnext;
+			n->hnext = t->buckets[b];
+			t->buckets[b] = n;
+		}
+	}
+	free(old);
+}
+
 /* Called with t->lock held. */
 void node_hash_insert_locked(struct node_table *t, struct node *n)
 {
-	size_t b = hash_of(t, n->dev, n->ino);
+	size_t b;
+
+	if (t->count >= 2 * t->nbuckets)
+		hash_grow_locked(t);
+	b = hash_of(t, n->dev, n->ino);
 
 	n->hnext = t->buckets[b];
 	t->buckets[b] = n;
@@ -171,6 +204,91 @@ char *node_path_join(const struct node *dir, const char *name)
 	if (!dir->path[0])
 		return strdup(name);
 	return asprintf(&p, "%s/%s", dir->path, name) < 0 ? NULL : p;
+}
+
+/* ---- a directory's index of current versions, by name ---- */
+
+static uint64_t name_hash(const char *name)
+{
+	return XXH64(name, strlen(name), 0);
+}
+
+struct node *vindex_find_locked(struct node *dir, const char *name)
+{
+	const struct vindex *x = &dir->versions;
+	uint64_t h;
+
+	if (!x->nb)
+		return NULL;
+	h = name_hash(name);
+	for (struct node *v = x->b[h & (x->nb - 1)]; v; v = v->vnext)
+		if (v->vhash == h && strcmp(v->name, name) == 0)
+			return v;
+	return NULL;
+}
+
+/* Doubles the buckets (or makes the first 16); keeps the old ones if
+ * memory is short, since chains only get longer. */
+static void vindex_grow_locked(struct vindex *x)
+{
+	size_t nb = x->nb ? x->nb * 2 : 16;
+	struct node **b = calloc(nb, sizeof(*b));
+
+	if (!b)
+		return;
+	for (size_t i = 0; i < x->nb; i++) {
+		while (x->b[i]) {
+			struct node *v = x->b[i];
+
+			x->b[i] = v->vnext;
+			v->vnext = b[v->vhash & (nb - 1)];
+			b[v->vhash & (nb - 1)] = v;
+		}
+	}
+	free(x->b);
+	x->b = b;
+	x->nb = nb;
+}
+
+/* Adds version v (not in the index) to dir's; -ENOMEM if there are no
+ * buckets at all. */
+int vindex_add_locked(struct node *dir, struct node *v)
+{
+	struct vindex *x = &dir->versions;
+
+	if (x->n >= x->nb)
+		vindex_grow_locked(x);
+	if (!x->nb)
+		return -ENOMEM;
+	v->vhash = name_hash(v->name);
+	v->vnext = x->b[v->vhash & (x->nb - 1)];
+	x->b[v->vhash & (x->nb - 1)] = v;
+	x->n++;
+	return 0;
+}
+
+void vindex_del_locked(struct node *dir, struct node *v)
+{
+	struct vindex *x = &dir->versions;
+	struct node **pp = &x->b[v->vhash & (x->nb - 1)];
+
+	while (*pp && *pp != v)
+		pp = &(*pp)->vnext;
+	if (*pp) {
+		*pp = v->vnext;
+		x->n--;
+	}
+	v->vnext = NULL;
+}
+
+void vindex_each_locked(struct node *dir, void (*fn)(struct node *v, void *arg),
+			void *arg)
+{
+	const struct vindex *x = &dir->versions;
+
+	for (size_t i = 0; i < x->nb; i++)
+		for (struct node *v = x->b[i]; v; v = v->vnext)
+			fn(v, arg);
 }
 
 /* ---- STORE entries' fds and their budget (doc/design.md §9.6) ---- */

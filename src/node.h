@@ -65,6 +65,9 @@ struct node {
 				   view and build_error */
 	struct store_dir *index;
 	struct timespec index_mtime, index_ctime, index_scanned;
+	uint64_t index_gen;	/* rescans so far */
+	uint64_t retired_gen;	/* index_gen when versions of names gone
+				   from the index were last retired */
 	bool index_stale;	/* set by the watcher: rescan before use;
 				   protected by node_table.lock */
 	int wd;			/* inotify watch, 0 if none yet, -1 if the
@@ -81,8 +84,12 @@ struct node {
 	struct node *wdnext;	/* wd hash chain, protected by table lock */
 	char *path;		/* relative to STORE ("." for the root), for
 				   log lines; dirs and views only */
-	struct node *versions;	/* current version per NAME: list through
-				   vnext; protected by node_table.lock */
+	struct vindex {		/* current version per NAME: a chained
+				   hash through vnext that doubles as it
+				   fills; protected by node_table.lock */
+		struct node **b;
+		size_t nb, n;
+	} versions;
 
 	/* Every node but the root: the directory it was last looked up in
 	 * (referenced) and its name there, which is how a STORE entry's fd is
@@ -93,6 +100,7 @@ struct node {
 
 	/* NODE_VIEW */
 	struct node *vnext;
+	uint64_t vhash;		/* of name, for parent->versions */
 	bool current;		/* in parent->versions; protected by table lock */
 	uint64_t vino;		/* synthetic st_ino of this version */
 	struct stat vattr;	/* fixed for the life of the version */

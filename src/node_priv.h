@@ -135,6 +135,17 @@ bool node_release_locked(struct node_table *t, struct node *n);
  * which may go too, and so on up. No lock held. */
 void node_destroy_chain(struct node_table *t, struct node *n);
 
+/*
+ * A directory's index of its current versions by name (node.versions),
+ * table lock held: find (or NULL), add (-ENOMEM only if no bucket could be
+ * made), delete, and a walk calling fn(v, arg) for each.
+ */
+struct node *vindex_find_locked(struct node *dir, const char *name);
+int vindex_add_locked(struct node *dir, struct node *v);
+void vindex_del_locked(struct node *dir, struct node *v);
+void vindex_each_locked(struct node *dir, void (*fn)(struct node *v, void *arg),
+			void *arg);
+
 /* STORE-relative path of child name in dir, for log lines; malloc'd, or
  * NULL. */
 char *node_path_join(const struct node *dir, const char *name);
@@ -176,6 +187,13 @@ void dir_moved_out(struct node_table *t, struct node *dir);
  */
 int version_get(struct node_table *t, struct node *dir, const char *name,
 		uint64_t lookups, uint32_t pid, struct node **out, struct stat *st);
+
+/*
+ * Retires the current versions of dir whose names are no longer layered
+ * files in dir->index (after a rescan): called with dir->lock held. Those
+ * nothing else holds are freed; the caller holds dir.
+ */
+void version_retire_gone_locked(struct node_table *t, struct node *dir);
 
 /* True if thread pid's retry lookup marked version v within the stale-open
  * window (version.c); table lock held. */

@@ -234,28 +234,80 @@ size_t version_depth(const struct node *v)
 }
 
 /*
- * Takes the current version of name out of dir's list (table lock held).
+ * Takes version old out of its directory's index (table lock held).
  * Returns it if nothing else holds it, for the caller to destroy after
  * unlocking; NULL otherwise (it lives on while the kernel or a handle has it).
  */
 static struct node *retire_locked(struct node_table *t, struct node *dir,
-				  const char *name, const struct node *successor)
+				  struct node *old, const struct node *successor)
 {
-	struct node **pp = &dir->versions;
+	if (!old)
+		return NULL;
+	if (successor)
+		report_rewritten_layers(old, successor);
+	vindex_del_locked(dir, old);
+	old->current = false;
+	return node_release_locked(t, old) ? old : NULL;
+}
 
-	for (; *pp; pp = &(*pp)->vnext) {
-		struct node *old = *pp;
+/* Identities of layers that left the store, whose maps are dropped. */
+struct gone_ids {
+	struct layer_id *ids;
+	size_t n, cap;
+};
 
-		if (strcmp(old->name, name) != 0)
-			continue;
-		if (successor)
-			report_rewritten_layers(old, successor);
-		*pp = old->vnext;
-		old->current = false;
-		old->vnext = NULL;
-		return node_release_locked(t, old) ? old : NULL;
+/* Adds v's layer identities to g (table lock held; no room: skipped). */
+static void note_gone(struct gone_ids *g, const struct node *v)
+{
+	if (g->n + v->nlayers > g->cap) {
+		size_t nc = (g->cap + v->nlayers) * 2;
+		struct layer_id *ni = realloc(g->ids, nc * sizeof(*ni));
+
+		if (!ni)
+			return;
+		g->ids = ni;
+		g->cap = nc;
 	}
-	return NULL;
+	memcpy(g->ids + g->n, v->layer_ids, v->nlayers * sizeof(*v->layer_ids));
+	g->n += v->nlayers;
+}
+
+void version_retire_gone_locked(struct node_table *t, struct node *dir)
+{
+	struct gone_ids gone = { 0 };
+	struct node *dead = NULL;
+
+	if (dir->retired_gen == dir->index_gen)
+		return;
+	dir->retired_gen = dir->index_gen;
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < dir->versions.nb; i++) {
+		struct node *v = dir->versions.b[i];
+
+		while (v) {
+			struct node *next = v->vnext, *d;
+
+			if (!store_dir_find(dir->index, v->name)) {
+				note_gone(&gone, v);
+				d = retire_locked(t, dir, v, NULL);
+				if (d) {	/* vnext is free now: a list */
+					d->vnext = dead;
+					dead = d;
+				}
+			}
+			v = next;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	while (dead) {
+		struct node *next = dead->vnext;
+
+		node_destroy_chain(t, dead);	/* dir has other holders */
+		dead = next;
+	}
+	for (size_t i = 0; i < gone.n; i++)
+		cache_drop(view_env_cache(t->env), &gone.ids[i]);
+	free(gone.ids);
 }
 
 /*
@@ -351,6 +403,8 @@ static int get_version(struct node_table *t, struct node *dir, int dfd,
 
 		pthread_mutex_lock(&dir->lock);
 		ret = dir_refresh_locked(t, dir, tries > 0);
+		if (!ret)
+			version_retire_gone_locked(t, dir);
 		g = ret ? NULL : store_dir_find(dir->index, name);
 		if (!ret && !g)
 			ret = -ENOENT;
@@ -370,7 +424,7 @@ static int get_version(struct node_table *t, struct node *dir, int dfd,
 		chain_probe_free(&cp);
 		if (ret == -ENOENT) {
 			pthread_mutex_lock(&t->lock);
-			dead = retire_locked(t, dir, name, NULL);
+			dead = retire_locked(t, dir, vindex_find_locked(dir, name), NULL);
 			pthread_mutex_unlock(&t->lock);
 		}
 		pthread_mutex_unlock(&dir->lock);
@@ -380,9 +434,7 @@ static int get_version(struct node_table *t, struct node *dir, int dfd,
 	}
 
 	pthread_mutex_lock(&t->lock);
-	for (v = dir->versions; v; v = v->vnext)
-		if (strcmp(v->name, name) == 0)
-			break;
+	v = vindex_find_locked(dir, name);
 	if (v && version_matches(v, &cp)) {
 		v->nlookup += lookups;
 		note_retry_locked(dir, v, pid);
@@ -403,7 +455,15 @@ static int get_version(struct node_table *t, struct node *dir, int dfd,
 	}
 
 	pthread_mutex_lock(&t->lock);
-	dead = retire_locked(t, dir, name, fresh);
+	dead = retire_locked(t, dir, vindex_find_locked(dir, name), fresh);
+	if (vindex_add_locked(dir, fresh)) {
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&dir->lock);
+		node_destroy(fresh);
+		if (dead)
+			node_destroy_chain(t, dead);
+		return -ENOMEM;
+	}
 	fresh->vino = t->next_vino++;
 	fresh->vattr.st_ino = (ino_t)fresh->vino;
 	/* Versions sit in the hash under (0, vino), clear of STORE's entries
@@ -414,8 +474,6 @@ static int get_version(struct node_table *t, struct node *dir, int dfd,
 	fresh->nlookup = lookups;
 	note_retry_locked(dir, fresh, pid);
 	fresh->current = true;
-	fresh->vnext = dir->versions;
-	dir->versions = fresh;
 	dir->refs++;
 	*st = fresh->vattr;
 	if (t->hooks.version_made_locked)

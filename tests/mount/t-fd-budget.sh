@@ -46,13 +46,15 @@ nfds() {
 peak_start() {
 	(
 		peak=0
-		while [ ! -e "$T/peak.stop" ]; do
+		# Ends with the test too, whatever way it ends.
+		while [ ! -e "$T/peak.stop" ] && [ -d "$T" ] && kill -0 $$ 2>/dev/null; do
 			n=$(nfds)
 			[ "$n" -gt "$peak" ] && peak=$n && echo "$peak" >"$T/peak"
 			sleep 0.02
 		done
 	) &
 	PEAK_PID=$!
+	PIDS+=("$PEAK_PID")
 }
 peak_stop() {
 	touch "$T/peak.stop"
