@@ -43,8 +43,8 @@ mkdir -p "$MNT"
 ms() { echo $(($(date +%s%N) / 1000000)); }
 say() { printf '%s\n' "$*" | tee -a "$OUT"; }
 
-# mount STORE [opts]: starts snapfs and waits on its ready pipe; prints the
-# milliseconds from start to mounted.
+# mount STORE [opts]: starts snapfs and waits on its ready pipe; sets
+# MOUNT_MS to the milliseconds from start to mounted.
 mount_it() {
 	local store=$1 t0 fifo=$W/ready
 	shift
@@ -55,7 +55,7 @@ mount_it() {
 		>>"$W/snapfs.log" 2>&1 &
 	PID=$!
 	read -r -n 1 -t 60 _ <"$fifo" || { echo "snapfs did not start" >&2; exit 1; }
-	echo $(($(ms) - t0))
+	MOUNT_MS=$(($(ms) - t0))
 }
 umount_it() {
 	"$FUSERMOUNT" -u "$MNT"
@@ -83,7 +83,7 @@ EOF
 drop
 t0=$(ms); ls -f "$W/s1/big" >/dev/null; store_f=$(($(ms) - t0))
 t0=$(ms); ls -l "$W/s1/big" >/dev/null; store_l=$(($(ms) - t0))
-mount_it "$W/s1" >/dev/null
+mount_it "$W/s1"
 drop
 t0=$(ms); n=$(ls -f "$MNT/big" | wc -l); snap_f=$(($(ms) - t0))
 t0=$(ms); ls -l "$MNT/big" >/dev/null; snap_l=$(($(ms) - t0))
@@ -115,7 +115,8 @@ for i in range(n):
         f.write(b"state")
 EOF
 drop
-mount_ms=$(mount_it "$W/s2")
+mount_it "$W/s2"
+mount_ms=$MOUNT_MS
 t0=$(ms); head -c 4096 "$MNT/vm$((DIRS / 2))/memory.bin" >/dev/null; open_ms=$(($(ms) - t0))
 umount_it
 say "## 2. A store of $DIRS snapshot directories (page cache dropped first)"
@@ -128,7 +129,7 @@ say ""
 
 # 3. RSS over rounds of churn.
 mkdir -p "$W/s3/d"
-mount_it "$W/s3" >/dev/null
+mount_it "$W/s3"
 say "## 3. Daemon RSS over $ROUNDS rounds of: create $CHURN names, list, read 100, delete, list"
 say ""
 say "| round | RSS (KiB) |"
