@@ -42,6 +42,7 @@
 #include "log.h"
 #include "names.h"
 #include "procfd.h"
+#include "stats.h"
 #include "version.h"
 #include "xattr.h"
 
@@ -301,6 +302,11 @@ static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
 	/* A version's data never changes: do not let attribute refreshes of
 	 * ordinary files drop it either way; they are re-read on open. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+#ifdef FUSE_CAP_DIRECT_IO_ALLOW_MMAP
+	/* Never: an O_RDWR open under open_rw=private is direct_io exactly so
+	 * that the kernel refuses its shared mappings (doc/design.md §15). */
+	conn->want &= ~FUSE_CAP_DIRECT_IO_ALLOW_MMAP;
+#endif
 	log_debug("kernel FUSE %u.%u, max_readahead %u, max_write %u",
 		  conn->proto_major, conn->proto_minor, conn->max_readahead,
 		  conn->max_write);
@@ -327,6 +333,10 @@ static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name
 	struct stat st;
 	int ret;
 
+	if (stats_file_name(parent, name)) {
+		stats_file_lookup(req, fs);
+		return;
+	}
 	ret = node_lookup(fs->nodes, dir, name, (uint32_t)fuse_req_ctx(req)->pid, &n, &st);
 	if (ret == -ENOENT) {
 		/* A negative entry, cached as long as a positive one: the
@@ -349,7 +359,8 @@ static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name
 
 static void snapfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	node_forget(fs_of(req)->nodes, node_of(req, ino), nlookup);
+	if (!stats_file_is(ino))
+		node_forget(fs_of(req)->nodes, node_of(req, ino), nlookup);
 	fuse_reply_none(req);
 }
 
@@ -357,7 +368,8 @@ static void snapfs_op_forget_multi(fuse_req_t req, size_t count,
 				   struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		node_forget(fs_of(req)->nodes, node_of(req, forgets[i].ino),
+		if (!stats_file_is(forgets[i].ino))
+			node_forget(fs_of(req)->nodes, node_of(req, forgets[i].ino),
 			    forgets[i].nlookup);
 	fuse_reply_none(req);
 }
@@ -366,11 +378,16 @@ static void snapfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
 	struct snapfs *fs = fs_of(req);
-	struct node *n = node_of(req, ino);
+	struct node *n;
 	struct stat st;
 	int ret;
 
 	(void)fi;
+	if (stats_file_is(ino)) {
+		stats_file_getattr(req, fs);
+		return;
+	}
+	n = node_of(req, ino);
 	ret = node_getattr(fs->nodes, n, &st);
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -535,10 +552,22 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
 	struct snapfs *fs = fs_of(req);
-	struct node *n = node_of(req, ino);
+	struct node *n;
+	enum open_verdict how;
 	int ret;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+	if (stats_file_is(ino)) {
+		stats_file_open(req, fs, fi);
+		return;
+	}
+	n = node_of(req, ino);
+	how = openmode_decide(fi->flags, n->kind == NODE_VIEW, fs->open_rw);
+	if (how == OPEN_REFUSE) {
+		if (n->kind == NODE_VIEW) {
+			stats_add(STAT_OPENS_REFUSED_WRITE, 1);
+			openmode_log_refusal(n->path, (uint32_t)fuse_req_ctx(req)->pid,
+					     fi->flags, fs->open_rw);
+		}
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -572,6 +601,10 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		}
 		fi->fh = fh_of_view(v);
 		fi->keep_cache = 1;	/* the version's bytes never change */
+		/* O_RDWR for a private mapping: direct_io makes the kernel
+		 * refuse MAP_SHARED on this open (doc/design.md §15). */
+		fi->direct_io = how == OPEN_RW_DIRECT;
+		stats_add(how == OPEN_RW_DIRECT ? STAT_OPENS_RW_PRIVATE : STAT_OPENS_VIEW, 1);
 		if (fuse_reply_open(req, fi) != 0) {
 			handle_del(v);
 			view_put(v);
@@ -647,6 +680,27 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	return true;
 }
 
+/* Counts a view read by the path that answers it: from the layers' maps
+ * when read_reply=mmap (which falls back to splicing only for a piece
+ * with no mapping), else by splicing; and the bytes sent as zeros. */
+static void count_read(const struct snapfs *fs, const struct view_piece *p, size_t n)
+{
+	uint64_t bytes = 0, zero = 0;
+	bool maps = !fs->reply_splice;
+
+	for (size_t i = 0; i < n; i++) {
+		bytes += p[i].len;
+		if (p[i].fd < 0)
+			zero += p[i].len;
+		else if (!p[i].map)
+			maps = false;
+	}
+	stats_add(maps ? STAT_READS_MMAP : STAT_READS_SPLICE, 1);
+	stats_add(maps ? STAT_BYTES_MMAP : STAT_BYTES_SPLICE, bytes);
+	if (zero)
+		stats_add(STAT_BYTES_ZERO, zero);
+}
+
 static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			    size_t size, off_t off)
 {
@@ -676,9 +730,11 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			log_err("%s: %s", view_label(v), why);
 		if (pieces != stack_p)
 			free(pieces);
+		stats_add(STAT_READ_ERRORS, 1);
 		fuse_reply_err(req, EIO);
 		return;
 	}
+	count_read(fs, pieces, n);
 	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
 		if (pieces != stack_p)
 			free(pieces);
@@ -729,7 +785,10 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 {
 	struct view *v = fh_view(fi);
 
-	(void)ino;
+	if (stats_file_is(ino)) {
+		stats_file_read(req, size, off, fi);
+		return;
+	}
 	if (v) {
 		/* Held until the reply is sent: its pieces name the view's
 		 * layer fds and mappings (see the top of this file). */
@@ -742,6 +801,8 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv.buf[0].fd = fh_fd(fi);
 		bv.buf[0].pos = off;
+		stats_add(STAT_READS_PLAIN, 1);
+		stats_add(STAT_BYTES_PLAIN, size);	/* asked for; EOF may cut it */
 		fuse_reply_data(req, &bv, 0);
 	}
 }
@@ -752,7 +813,10 @@ static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
 	struct view *v = fh_view(fi);
 	off_t res;
 
-	(void)ino;
+	if (stats_file_is(ino)) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
 	if (v) {
 		view_get(v);
 		res = view_seek(v, off, whence);
@@ -775,7 +839,10 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct view *v = fh_view(fi);
 
-	(void)ino;
+	if (stats_file_is(ino)) {
+		stats_file_release(req, fi);
+		return;
+	}
 	if (v) {
 		handle_del(v);
 		view_put(v);
@@ -832,9 +899,14 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	struct snapfs *fs = fs_of(req);
 	struct node *n = node_of(req, ino);
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	ssize_t ret;
 
+	if (stats_file_is(ino)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -850,9 +922,17 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void snapfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct node *n = node_of(req, ino);
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	ssize_t ret;
 
+	if (stats_file_is(ino)) {
+		if (size)
+			fuse_reply_buf(req, NULL, 0);
+		else
+			fuse_reply_xattr(req, 0);
+		return;
+	}
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -942,6 +1022,15 @@ static void snapfs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *na
 	fuse_reply_err(req, EROFS);
 }
 
+/* Reaches the daemon only through an O_RDWR open of a view under
+ * open_rw=private: refused like every other change. */
+static void snapfs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+			    size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino; (void)buf; (void)size; (void)off; (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
 static void snapfs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 				off_t offset, off_t length, struct fuse_file_info *fi)
 {
@@ -962,6 +1051,7 @@ const struct fuse_lowlevel_ops snapfs_ops = {
 	.releasedir = snapfs_op_releasedir,
 	.open = snapfs_op_open,
 	.read = snapfs_op_read,
+	.write = snapfs_op_write,
 	.lseek = snapfs_op_lseek,
 	.release = snapfs_op_release,
 	.statfs = snapfs_op_statfs,
