@@ -12,7 +12,7 @@
  *       'M' packet), as gdb's `set {long}ADDR = V` does. The connection is
  *       closed without a detach, which would resume a paused guest.
  *
- * Each wait is bounded (10 s). Exit 0 on success, 1 on a refusal or a
+ * Each wait is bounded: 30 s, or QMPCTL_TIMEOUT seconds. Exit 0 on success, 1 on a refusal or a
  * timeout, 2 on a usage error.
  */
 #define _GNU_SOURCE
@@ -27,7 +27,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define WAIT_MS 10000
+static int wait_ms = 30000;
 
 static char inbuf[1 << 16];
 static size_t inlen;
@@ -40,7 +40,7 @@ static int fill(int fd)
 
 	if (inlen == sizeof(inbuf) - 1)
 		inlen = 0;	/* a line longer than the buffer: dropped */
-	if (poll(&p, 1, WAIT_MS) != 1)
+	if (poll(&p, 1, wait_ms) != 1)
 		return -1;
 	n = read(fd, inbuf + inlen, sizeof(inbuf) - 1 - inlen);
 	if (n <= 0)
@@ -206,6 +206,10 @@ static int poke(const char *gdb, const char *addr, const char *hex)
 
 int main(int argc, char **argv)
 {
+	const char *t = getenv("QMPCTL_TIMEOUT");
+
+	if (t && atoi(t) > 0)
+		wait_ms = atoi(t) * 1000;
 	if (argc >= 3 && strcmp(argv[1], "qmp") == 0)
 		return qmp(argv[2], argv + 3, argc - 3);
 	if (argc == 5 && strcmp(argv[1], "poke") == 0 && strlen(argv[4]) % 2 == 0)
