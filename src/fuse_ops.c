@@ -480,6 +480,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct stat st = { .st_ino = de->ino, .st_mode = (mode_t)de->d_type << 12 };
 		size_t len;
 
+		if (stats_file_name(ino, de->name))
+			continue;	/* shadowed by the counters file, unlisted */
 		if (plus && !is_dot(de->name)) {
 			struct node *n;
 			struct fuse_entry_param e = { 0 };
@@ -680,20 +682,16 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	return true;
 }
 
-/* Counts a view read by the path that answers it: from the layers' maps
- * when read_reply=mmap (which falls back to splicing only for a piece
- * with no mapping), else by splicing; and the bytes sent as zeros. */
-static void count_read(const struct snapfs *fs, const struct view_piece *p, size_t n)
+/* Counts a view read by the path that answered it (maps: from the
+ * layers' mappings, else spliced), and the bytes sent as zeros. */
+static void count_read(const struct view_piece *p, size_t n, bool maps)
 {
 	uint64_t bytes = 0, zero = 0;
-	bool maps = !fs->reply_splice;
 
 	for (size_t i = 0; i < n; i++) {
 		bytes += p[i].len;
 		if (p[i].fd < 0)
 			zero += p[i].len;
-		else if (!p[i].map)
-			maps = false;
 	}
 	stats_add(maps ? STAT_READS_MMAP : STAT_READS_SPLICE, 1);
 	stats_add(maps ? STAT_BYTES_MMAP : STAT_BYTES_SPLICE, bytes);
@@ -734,12 +732,13 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	count_read(fs, pieces, n);
 	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
+		count_read(pieces, n, true);
 		if (pieces != stack_p)
 			free(pieces);
 		return;
 	}
+	count_read(pieces, n, false);
 	/* Zero pieces longer than the zero buffer take several buffers. */
 	for (size_t i = 0; i < n; i++)
 		nbuf += piece_bufs(fs, &pieces[i]);

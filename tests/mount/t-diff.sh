@@ -6,7 +6,9 @@
 # equals the dump byte for byte, the diff holds exactly the changed pages,
 # and no older layer changed. Also: --dry-run writes nothing and counts
 # right, a second run finds nothing to do, a size mismatch is one clear
-# error that leaves nothing behind.
+# error that leaves nothing behind. On the way, the counters file
+# (MNT/.snapfs-stats) counts the reads, hides STORE's entry of its name
+# and is not listed.
 . ./tests/mount/lib.sh
 setup
 
@@ -27,9 +29,19 @@ for pg in 3 700 1500; do
 		dd of="$S/.mem.2.diff.tmp" bs="$PAGE" seek="$pg" conv=notrunc status=none
 done
 mv "$S/.mem.2.diff.tmp" "$S/mem.2.diff"
+echo "a file of STORE" >"$T/store/.snapfs-stats"
 mount_snapfs "$T/store" "$T/mnt"
 
 cat "$T/mnt/vm/mem" >"$T/old" || fail "reading the view"
+cat "$T/mnt/.snapfs-stats" >"$T/stats" || fail "reading the counters"
+grep -q "a file of STORE" "$T/stats" && fail "STORE's .snapfs-stats shows through"
+awk -v s="$SIZE" '$1 == "bytes_splice" && $2 >= s { ok = 1 } END { exit !ok }' "$T/stats" ||
+	fail "bytes_splice below the $SIZE bytes read: $(cat "$T/stats")"
+grep -qx "opens_view [1-9][0-9]*" "$T/stats" || fail "opens_view: $(cat "$T/stats")"
+grep -qx "versions_alive [1-9][0-9]*" "$T/stats" || fail "versions_alive: $(cat "$T/stats")"
+awk 'NF != 2 && $1 != "compact_last_cause" { exit 1 }' "$T/stats" ||
+	fail "a counters line is not 'name value': $(cat "$T/stats")"
+ls -a "$T/mnt" | grep -qx ".snapfs-stats" && fail ".snapfs-stats is listed"
 cp "$T/old" "$T/dump"
 # Random pages, then the three special ones.
 : >"$T/pages"
