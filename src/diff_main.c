@@ -174,8 +174,9 @@ static int diff_chunk(struct diff_run *r, uint64_t off, size_t len)
 /*
  * The written diff must hold exactly the pages written: a filesystem that
  * allocates more than a page around each write would make the diff hide
- * the base under zeros (doc/format.md §5), and one with no hole at all is
- * refused by snapfs.
+ * the base under zeros (doc/format.md §5), one that drops pages of zeros
+ * (compression) would let the base show where the image has zeros, and a
+ * diff with no hole at all is refused by snapfs.
  */
 static int check_written(struct diff_run *r, uint64_t size)
 {
@@ -189,12 +190,14 @@ static int check_written(struct diff_run *r, uint64_t size)
 		return ret;
 	}
 	why = extent_diff_refusal(m, r->page);
-	if (m->data_bytes > r->changed * r->page) {
+	if (m->data_bytes != r->changed * r->page) {
 		fprintf(stderr, "snapfs-diff: %s: the filesystem holds %llu bytes of data "
-			"for %llu pages written (its blocks are larger than %u): the diff "
-			"would hide the base under zeros; nothing published\n", r->dir,
+			"for %llu pages of %u written (%s); nothing published\n", r->dir,
 			(unsigned long long)m->data_bytes, (unsigned long long)r->changed,
-			r->page);
+			r->page, m->data_bytes > r->changed * r->page ?
+			"its blocks are larger than a page: the diff would hide the base "
+			"under zeros" : "it drops written zeros: the base would show "
+			"through");
 		ret = -EIO;
 	} else if (why) {
 		fprintf(stderr, "snapfs-diff: %s: every page differs, and a diff %s; "

@@ -6,7 +6,8 @@
 # equals the dump byte for byte, the diff holds exactly the changed pages,
 # and no older layer changed. Also: --dry-run writes nothing and counts
 # right, a second run finds nothing to do, a size mismatch is one clear
-# error that leaves nothing behind. On the way, the counters file
+# error that leaves nothing behind, and so is an image that differs in
+# every page (no diff without a hole is ever published). On the way, the counters file
 # (MNT/.snapfs-stats) counts the reads, hides STORE's entry of its name
 # and is not listed.
 . ./tests/mount/lib.sh
@@ -94,6 +95,13 @@ cmp "$T/mnt/vm/mem" "$T/dump" || fail "the view through the mount differs from t
 out=$("$DIFF" "$T/dump" "$S/mem") || fail "second run failed: $out"
 [ "$out" = "$S/mem: no page differs; nothing published" ] || fail "second run said: $out"
 [ -e "$S/mem.4.diff" ] && fail "a second run published an empty diff"
+
+# ---- every page differs: no diff could have a hole; a base is asked for ----
+head -c $((4 * PAGE)) /dev/urandom >"$S/small.1.base"
+head -c $((4 * PAGE)) /dev/urandom >"$T/small.img"
+expect_err "every page differs" "$DIFF" "$T/small.img" "$S/small"
+[ -e "$S/small.2.diff" ] && fail "a diff without holes was published"
+[ -z "$(find "$S" -name '.*')" ] || fail "a staging file was left: $(find "$S" -name '.*')"
 
 umount_snapfs "$T/mnt"
 log "ok: $want changed pages round-tripped through mem.3.diff"
