@@ -4,7 +4,7 @@
 # Installs what building and testing snapfs needs on Debian or Ubuntu:
 # the toolchain, libfuse3, xxhash and cmocka, and the tools the mount tests
 # and benchmarks use (mkfs for XFS/btrfs/ext4, getfattr, setfacl and
-# getfacl, xxd, fio, strace).
+# getfacl, xxd, fio, strace, and QEMU for tests/mount/t-qemu.sh).
 # Run as root. When every package is already installed it does nothing, so
 # running it again (as contrib/run-tests.sh and contrib/quickstart.sh do) is
 # fast and needs no network.
@@ -15,6 +15,7 @@ PACKAGES=(
 	libfuse3-dev fuse3 libxxhash-dev libcmocka-dev
 	xfsprogs btrfs-progs e2fsprogs attr acl xxd fio strace
 	util-linux kmod ca-certificates
+	qemu-system-x86
 )
 
 die() {

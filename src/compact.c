@@ -278,6 +278,8 @@ static int load_and_check(struct compaction *cp)
 	cp->ents = calloc(cp->nmerge, sizeof(*cp->ents));
 	cp->maps = calloc(cp->nmerge, sizeof(*cp->maps));
 	ret = copier_init(&cp->copier, cp->opts->rate, cp->opts->stop);
+	cp->copier.progress = cp->opts->progress;
+	cp->copier.progress_ctx = cp->opts->progress_ctx;
 	if (!cp->fds || !cp->ids || !cp->ents || !cp->maps || ret)
 		return -ENOMEM;
 	for (size_t i = 0; i < cp->nmerge; i++)

@@ -42,6 +42,10 @@ struct compact_opts {
 	pthread_mutex_t *publish_lock;
 	void (*published)(void *ctx, const char *new_base);
 	void *ctx;
+	/* If set, called with the bytes this compaction has written so far,
+	 * after every piece (snapfs-compact's progress line); may be NULL. */
+	void (*progress)(void *progress_ctx, uint64_t bytes);
+	void *progress_ctx;
 	/* STORE's root: if store_ino is set, the chain's directory must still
 	 * lie beneath it when the new base is published (checked under the
 	 * locks, right before the rename), else the compaction is abandoned

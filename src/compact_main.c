@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * snapfs-compact: compacts the chains of an unmounted STORE with the same
- * code the daemon's background compactor uses, printing one progress line
- * per chain; --dry-run only says what it would do.
+ * code the daemon's background compactor uses, printing one line per
+ * chain; --dry-run only says what it would do. On a terminal (stderr) and
+ * without -q it also keeps one progress line up to date: chains done of
+ * the total, MiB written, rate.
  */
 #include "config.h"
 
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -21,12 +24,102 @@
 #include "log.h"
 #include "store.h"
 
+/* The progress line (stderr, a terminal only). */
+struct progress {
+	bool on;
+	unsigned done, total;	/* chains compacted or tried; to compact */
+	uint64_t bytes;		/* written by the chains done */
+	double start, last;	/* seconds (CLOCK_MONOTONIC) */
+};
+
 struct run {
 	struct compact_opts opts;
 	struct cache *cache;
 	int quiet;
 	unsigned chains, compacted, skipped, failed;
+	struct progress prog;
 };
+
+/* How often the progress line is redrawn at most, in seconds. */
+#define PROGRESS_INTERVAL 0.2
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Redraws the progress line with bytes written by the current chain;
+ * force draws even within PROGRESS_INTERVAL of the last time. */
+static void progress_draw(struct progress *p, uint64_t bytes, bool force)
+{
+	double t = now_s(), mib = (double)(p->bytes + bytes) / (1 << 20);
+
+	if (!force && t - p->last < PROGRESS_INTERVAL)
+		return;
+	p->last = t;
+	fprintf(stderr, "\r\033[Ksnapfs-compact: chains %u/%u, %.1f MiB written, %.1f MiB/s",
+		p->done, p->total, mib, t > p->start ? mib / (t - p->start) : 0.0);
+	fflush(stderr);
+}
+
+/* compact_opts.progress: called by the copier after every piece. */
+static void on_progress(void *ctx, uint64_t bytes)
+{
+	progress_draw(ctx, bytes, false);
+}
+
+/* Erases the progress line, before a line of output takes its place. */
+static void progress_clear(const struct progress *p)
+{
+	if (p->on)
+		fprintf(stderr, "\r\033[K");
+}
+
+/* Chains that need a compaction in directory dirfd and below (the total
+ * the progress line counts towards); errors are left to the real pass. */
+static unsigned count_work(const struct run *r, int dirfd)
+{
+	struct store_dir *idx;
+	struct dirent *de;
+	unsigned n = 0;
+	DIR *d;
+	int fd;
+
+	if (store_dir_scan(dirfd, &idx) != 0)
+		return 0;
+	for (size_t i = 0; i < idx->ngroups; i++) {
+		struct store_chain chain;
+		const char *why;
+
+		if (store_chain_resolve(&idx->groups[i], &chain, &why) != 0)
+			continue;
+		n += compact_plan(&chain, &r->opts) > 0;
+		store_chain_free(&chain);
+	}
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd >= 0 ? fdopendir(fd) : NULL;
+	while (d && (de = readdir(d))) {
+		int sfd;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    store_dir_find(idx, de->d_name))
+			continue;
+		sfd = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sfd >= 0) {
+			n += count_work(r, sfd);
+			close(sfd);
+		}
+	}
+	if (d)
+		closedir(d);
+	else if (fd >= 0)
+		close(fd);
+	store_dir_free(idx);
+	return n;
+}
 
 static void usage(FILE *f)
 {
@@ -63,6 +156,7 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 	struct store_chain chain;
 	struct compact_result res;
 	const char *why = NULL;
+	char head[1024];
 	uint64_t old_base;
 	size_t nmerge;
 	int ret;
@@ -100,15 +194,28 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 		return;
 	}
 	old_base = chain.layers[nmerge - 1]->seq;	/* the new base's seq */
-	if (!r->quiet || r->opts.dry_run)
-		printf("%s%s%s: %s %zu layers (%s .. %s) into %s.%llu.base, keeping %zu diffs",
-		       path, *path ? "/" : "", g->name,
-		       r->opts.dry_run ? "would merge" : "merging", nmerge,
-		       chain.layers[0]->fname, chain.layers[nmerge - 1]->fname, g->name,
-		       (unsigned long long)chain.layers[nmerge - 1]->seq,
-		       chain.nlayers - nmerge);
+	snprintf(head, sizeof(head),
+		 "%s%s%s: %s %zu layers (%s .. %s) into %s.%llu.base, keeping %zu diffs",
+		 path, *path ? "/" : "", g->name,
+		 r->opts.dry_run ? "would merge" : "merging", nmerge,
+		 chain.layers[0]->fname, chain.layers[nmerge - 1]->fname, g->name,
+		 (unsigned long long)chain.layers[nmerge - 1]->seq,
+		 chain.nlayers - nmerge);
+	/* With the progress line, the chain's line is printed whole at its
+	 * end, where it takes the progress line's place. */
+	if ((!r->quiet || r->opts.dry_run) && !r->prog.on)
+		fputs(head, stdout);
 	fflush(stdout);
+	if (r->prog.on)
+		progress_draw(&r->prog, 0, true);
 	ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
+	if (r->prog.on) {
+		r->prog.done++;
+		if (ret == 0)
+			r->prog.bytes += res.bytes_copied;
+		progress_clear(&r->prog);
+		fputs(head, stdout);
+	}
 	if (ret == -EAGAIN || ret == -EBUSY) {
 		/* A rollback came first, or holds the lock: not a failure. */
 		if (!r->quiet && res.withdrawn)
@@ -293,6 +400,13 @@ int main(int argc, char *argv[])
 	if (!r.cache) {
 		close(fd);
 		return 1;
+	}
+	r.prog.on = !r.quiet && !r.opts.dry_run && isatty(STDERR_FILENO);
+	if (r.prog.on) {
+		r.prog.total = count_work(&r, fd);
+		r.prog.start = now_s();
+		r.opts.progress = on_progress;
+		r.opts.progress_ctx = &r.prog;
 	}
 	do_dir(&r, fd, "");
 	printf("snapfs-compact: %u chains, %u %s, %u failed", r.chains, r.compacted,

@@ -26,6 +26,7 @@
 #include "compactd.h"
 #include "log.h"
 #include "node_priv.h"
+#include "stats.h"
 #include "version.h"
 
 struct compactd {
@@ -200,6 +201,8 @@ static void compact_version(struct node_table *t, struct node *v)
 		pthread_mutex_unlock(&t->lock);
 		goto out;
 	}
+	if (ret == -EXDEV || ret == -EAGAIN || ret == -EBUSY)
+		stats_add(STAT_COMPACT_ABANDONED, 1);
 	if (ret == -EXDEV) {
 		dir_moved_out(t, dir);
 		goto out;
@@ -224,6 +227,8 @@ static void compact_version(struct node_table *t, struct node *v)
 
 		log_err("%s: compaction refused: %s; the store is unchanged",
 			v->path, res.refused);
+		stats_add(STAT_COMPACT_REFUSED, 1);
+		stats_set_compact_cause(v->path, res.refused);
 		pthread_mutex_lock(&t->lock);
 		free(v->crefused);
 		v->crefused = why;
@@ -245,6 +250,8 @@ static void compact_version(struct node_table *t, struct node *v)
 		if (asprintf(&why, "%s%s", res.published ? "incomplete after the "
 			     "new base was in place: " : "", strerror(-ret)) < 0)
 			why = NULL;
+		stats_add(STAT_COMPACT_FAILED, 1);
+		stats_set_compact_cause(v->path, why ? why : strerror(-ret));
 		pthread_mutex_lock(&t->lock);
 		free(v->cfailed);
 		v->cfailed = why;
@@ -255,6 +262,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	free(v->cfailed);
 	v->cfailed = NULL;
 	pthread_mutex_unlock(&t->lock);
+	stats_add(STAT_COMPACT_DONE, 1);
 	log_info("%s: compacted %zu layers into %s: %.1f MiB written in %.2f s "
 		 "(%s, %s)", v->path, res.merged, res.new_base,
 		 (double)res.bytes_copied / (1 << 20), res.seconds,

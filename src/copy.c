@@ -81,6 +81,8 @@ static void throttle(struct copier *c)
 {
 	double due;
 
+	if (c->progress)
+		c->progress(c->progress_ctx, c->bytes);
 	if (!c->rate)
 		return;
 	due = (double)c->bytes / (double)c->rate;

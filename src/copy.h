@@ -43,6 +43,10 @@ struct copier {
 	unsigned blksize;	/* clone granularity of the output */
 	struct timespec start;	/* CLOCK_MONOTONIC at copier_init() */
 	char *buf;		/* pread/pwrite bounce buffer */
+	/* If set, called with bytes after every piece written (for a
+	 * progress display; it must be quick). */
+	void (*progress)(void *ctx, uint64_t bytes);
+	void *progress_ctx;
 };
 
 /*

@@ -42,6 +42,7 @@
 #include "log.h"
 #include "names.h"
 #include "procfd.h"
+#include "stats.h"
 #include "version.h"
 #include "xattr.h"
 
@@ -314,6 +315,11 @@ static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
 	/* A version's data never changes: do not let attribute refreshes of
 	 * ordinary files drop it either way; they are re-read on open. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+#ifdef FUSE_CAP_DIRECT_IO_ALLOW_MMAP
+	/* Never: an O_RDWR open under open_rw=private is direct_io exactly so
+	 * that the kernel refuses its shared mappings (doc/design.md §15). */
+	conn->want &= ~FUSE_CAP_DIRECT_IO_ALLOW_MMAP;
+#endif
 	log_debug("kernel FUSE %u.%u, max_readahead %u, max_write %u",
 		  conn->proto_major, conn->proto_minor, conn->max_readahead,
 		  conn->max_write);
@@ -340,6 +346,10 @@ static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name
 	struct stat st;
 	int ret;
 
+	if (stats_file_name(parent, name)) {
+		stats_file_lookup(req, fs);
+		return;
+	}
 	ret = node_lookup(fs->nodes, dir, name, (uint32_t)fuse_req_ctx(req)->pid, &n, &st);
 	if (ret == -ENOENT) {
 		/* A negative entry, cached as long as a positive one: the
@@ -362,7 +372,8 @@ static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name
 
 static void snapfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	node_forget(fs_of(req)->nodes, node_of(req, ino), nlookup);
+	if (!stats_file_is(ino))
+		node_forget(fs_of(req)->nodes, node_of(req, ino), nlookup);
 	fuse_reply_none(req);
 }
 
@@ -370,7 +381,8 @@ static void snapfs_op_forget_multi(fuse_req_t req, size_t count,
 				   struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		node_forget(fs_of(req)->nodes, node_of(req, forgets[i].ino),
+		if (!stats_file_is(forgets[i].ino))
+			node_forget(fs_of(req)->nodes, node_of(req, forgets[i].ino),
 			    forgets[i].nlookup);
 	fuse_reply_none(req);
 }
@@ -379,11 +391,16 @@ static void snapfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
 	struct snapfs *fs = fs_of(req);
-	struct node *n = node_of(req, ino);
+	struct node *n;
 	struct stat st;
 	int ret;
 
 	(void)fi;
+	if (stats_file_is(ino)) {
+		stats_file_getattr(req, fs);
+		return;
+	}
+	n = node_of(req, ino);
 	ret = node_getattr(fs->nodes, n, &st);
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -486,6 +503,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct stat st = { .st_ino = de->ino, .st_mode = (mode_t)de->d_type << 12 };
 		size_t len;
 
+		if (stats_file_name(ino, de->name))
+			continue;	/* shadowed by the counters file, unlisted */
 		if (plus && !is_dot(de->name)) {
 			struct node *n;
 			struct fuse_entry_param e = { 0 };
@@ -558,10 +577,22 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
 	struct snapfs *fs = fs_of(req);
-	struct node *n = node_of(req, ino);
+	struct node *n;
+	enum open_verdict how;
 	int ret;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+	if (stats_file_is(ino)) {
+		stats_file_open(req, fs, fi);
+		return;
+	}
+	n = node_of(req, ino);
+	how = openmode_decide(fi->flags, n->kind == NODE_VIEW, fs->open_rw);
+	if (how == OPEN_REFUSE) {
+		if (n->kind == NODE_VIEW) {
+			stats_add(STAT_OPENS_REFUSED_WRITE, 1);
+			openmode_log_refusal(n->path, (uint32_t)fuse_req_ctx(req)->pid,
+					     fi->flags, fs->open_rw);
+		}
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -595,6 +626,10 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		}
 		fi->fh = fh_of_view(v);
 		fi->keep_cache = 1;	/* the version's bytes never change */
+		/* O_RDWR for a private mapping: direct_io makes the kernel
+		 * refuse MAP_SHARED on this open (doc/design.md §15). */
+		fi->direct_io = how == OPEN_RW_DIRECT;
+		stats_add(how == OPEN_RW_DIRECT ? STAT_OPENS_RW_PRIVATE : STAT_OPENS_VIEW, 1);
 		if (fuse_reply_open(req, fi) != 0) {
 			handle_del(v);
 			node_view_close(fs->nodes, n, v);
@@ -680,6 +715,23 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	return true;
 }
 
+/* Counts a view read by the path that answered it (maps: from the
+ * layers' mappings, else spliced), and the bytes sent as zeros. */
+static void count_read(const struct view_piece *p, size_t n, bool maps)
+{
+	uint64_t bytes = 0, zero = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bytes += p[i].len;
+		if (p[i].fd < 0)
+			zero += p[i].len;
+	}
+	stats_add(maps ? STAT_READS_MMAP : STAT_READS_SPLICE, 1);
+	stats_add(maps ? STAT_BYTES_MMAP : STAT_BYTES_SPLICE, bytes);
+	if (zero)
+		stats_add(STAT_BYTES_ZERO, zero);
+}
+
 static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			    size_t size, off_t off)
 {
@@ -709,14 +761,17 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			log_err("%s: %s", view_label(v), why);
 		if (pieces != stack_p)
 			free(pieces);
+		stats_add(STAT_READ_ERRORS, 1);
 		fuse_reply_err(req, EIO);
 		return;
 	}
 	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
+		count_read(pieces, n, true);
 		if (pieces != stack_p)
 			free(pieces);
 		return;
 	}
+	count_read(pieces, n, false);
 	/* Zero pieces longer than the zero buffer take several buffers. */
 	for (size_t i = 0; i < n; i++)
 		nbuf += piece_bufs(fs, &pieces[i]);
@@ -762,6 +817,10 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 {
 	struct view *v = fh_view(fi);
 
+	if (stats_file_is(ino)) {
+		stats_file_read(req, size, off, fi);
+		return;
+	}
 	if (v) {
 		struct snapfs *fs = fs_of(req);
 
@@ -778,6 +837,8 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv.buf[0].fd = fh_fd(fi);
 		bv.buf[0].pos = off;
+		stats_add(STAT_READS_PLAIN, 1);
+		stats_add(STAT_BYTES_PLAIN, size);	/* asked for; EOF may cut it */
 		fuse_reply_data(req, &bv, 0);
 	}
 }
@@ -788,6 +849,10 @@ static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
 	struct view *v = fh_view(fi);
 	off_t res;
 
+	if (stats_file_is(ino)) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
 	if (v) {
 		view_get(v);
 		res = view_seek(v, off, whence);
@@ -810,6 +875,10 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct view *v = fh_view(fi);
 
+	if (stats_file_is(ino)) {
+		stats_file_release(req, fi);
+		return;
+	}
 	if (v) {
 		handle_del(v);
 		/* The kernel keeps the inode while a file of it is open. */
@@ -875,9 +944,14 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	struct snapfs *fs = fs_of(req);
 	struct node *n = node_of(req, ino);
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	ssize_t ret;
 
+	if (stats_file_is(ino)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -893,9 +967,17 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void snapfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct node *n = node_of(req, ino);
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	ssize_t ret;
 
+	if (stats_file_is(ino)) {
+		if (size)
+			fuse_reply_buf(req, NULL, 0);
+		else
+			fuse_reply_xattr(req, 0);
+		return;
+	}
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -985,6 +1067,15 @@ static void snapfs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *na
 	fuse_reply_err(req, EROFS);
 }
 
+/* Reaches the daemon only through an O_RDWR open of a view under
+ * open_rw=private: refused like every other change. */
+static void snapfs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+			    size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino; (void)buf; (void)size; (void)off; (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
 static void snapfs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 				off_t offset, off_t length, struct fuse_file_info *fi)
 {
@@ -1005,6 +1096,7 @@ const struct fuse_lowlevel_ops snapfs_ops = {
 	.releasedir = snapfs_op_releasedir,
 	.open = snapfs_op_open,
 	.read = snapfs_op_read,
+	.write = snapfs_op_write,
 	.lseek = snapfs_op_lseek,
 	.release = snapfs_op_release,
 	.statfs = snapfs_op_statfs,

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "cache.h"
+#include "openmode.h"
 #include "node.h"
 #include "view.h"
 
@@ -30,6 +31,7 @@ struct snapfs {
 				   (set with allow_other, which implies
 				   default_permissions) */
 	size_t zero_len;
+	enum open_rw open_rw;	/* whether views open O_RDWR (openmode.h) */
 };
 
 extern const struct fuse_lowlevel_ops snapfs_ops;
@@ -45,5 +47,21 @@ void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name);
  * before the node table is freed.
  */
 void snapfs_close_handles(void);
+
+/*
+ * The counters file at the mount's root (fuse_stats.c): stats_file_name()
+ * tells whether a lookup names it (it shadows any entry of STORE's root
+ * of that name), stats_file_is() whether a node id is it; the others
+ * answer the request for it, each sending the one reply.
+ */
+#define STATS_FILE_NAME ".snapfs-stats"
+bool stats_file_name(fuse_ino_t parent, const char *name);
+bool stats_file_is(fuse_ino_t ino);
+void stats_file_lookup(fuse_req_t req, struct snapfs *fs);
+void stats_file_getattr(fuse_req_t req, struct snapfs *fs);
+void stats_file_open(fuse_req_t req, struct snapfs *fs, struct fuse_file_info *fi);
+void stats_file_read(fuse_req_t req, size_t size, off_t off,
+		     struct fuse_file_info *fi);
+void stats_file_release(fuse_req_t req, struct fuse_file_info *fi);
 
 #endif

@@ -45,6 +45,7 @@ struct options {
 	unsigned keep_diffs;
 	unsigned compact_rate;
 	char *read_reply;
+	char *open_rw;
 	int ready_fd;
 	unsigned max_threads;
 	unsigned fd_budget;
@@ -65,6 +66,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("keep_diffs=%u", keep_diffs),
 	OPT("compact_rate=%u", compact_rate),
 	OPT("read_reply=%s", read_reply),
+	OPT("open_rw=%s", open_rw),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -116,6 +118,10 @@ static void usage(const char *prog)
 	       "                           (default 256; 0: unlimited)\n"
 	       "    -o read_reply=splice|mmap  answer reads by splicing from the\n"
 	       "                           layers (default) or from mappings\n"
+	       "    -o open_rw=refuse|private  O_RDWR opens of layered files: refused\n"
+	       "                           (default), or let in for a VMM that maps\n"
+	       "                           its memory file private (QEMU before 8.2);\n"
+	       "                           writes and shared mappings still fail\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -206,6 +212,10 @@ static int check_options(const struct options *o)
 	if (o->read_reply && strcmp(o->read_reply, "mmap") != 0 &&
 	    strcmp(o->read_reply, "splice") != 0) {
 		log_err("read_reply=%s: must be mmap or splice", o->read_reply);
+		return -1;
+	}
+	if (o->open_rw && openmode_parse(o->open_rw, &(enum open_rw){ 0 }) != 0) {
+		log_err("open_rw=%s: must be refuse or private", o->open_rw);
 		return -1;
 	}
 	if (o->keep_diffs > o->compact_threshold) {
@@ -329,6 +339,8 @@ int main(int argc, char *argv[])
 	fs.revalidate = o.revalidate;
 	fs.reply_splice = !o.read_reply || strcmp(o.read_reply, "splice") == 0;
 	fs.attr_timeout = o.attr_timeout;
+	if (o.open_rw)
+		openmode_parse(o.open_rw, &fs.open_rw);	/* checked above */
 	/* The kernel's own checks, with ACLs, wherever it makes them. */
 	fs.posix_acl = o.allow_other || o.default_permissions;
 	fs.cache = cache_new((size_t)o.cache_mb << 20);
@@ -418,6 +430,7 @@ out_args:
 	free(o.store);
 	free(o.compact);
 	free(o.read_reply);
+	free(o.open_rw);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -20,6 +20,7 @@
 #include <xxhash.h>
 
 #include "node_priv.h"
+#include "stats.h"
 
 static size_t hash_of(const struct node_table *t, dev_t dev, ino_t ino)
 {
@@ -36,6 +37,8 @@ struct node *node_alloc(enum node_kind kind)
 		return NULL;
 	n->kind = kind;
 	n->fd = -1;
+	if (kind == NODE_VIEW)
+		stats_add(STAT_VERSIONS_ALIVE, 1);	/* node_destroy() takes it back */
 	pthread_mutex_init(&n->lock, NULL);
 	return n;
 }
@@ -59,6 +62,8 @@ void node_destroy(struct node *n)
 	free(n->name);
 	free(n->path);
 	pthread_mutex_destroy(&n->lock);
+	if (n->kind == NODE_VIEW)
+		stats_sub(STAT_VERSIONS_ALIVE, 1);
 	free(n);
 }
 

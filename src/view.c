@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "stats.h"
 #include "view.h"
 
 /* ---- flattening ---- */
@@ -560,6 +561,7 @@ static void view_free(struct view *v)
 	free(v->seg);
 	free(v->label);
 	free(v);
+	stats_sub(STAT_VIEWS_ALIVE, 1);
 }
 
 int view_set_label(struct view *v, const char *label)
@@ -739,6 +741,7 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 		return -ENOMEM;
 	v->refs = 1;
 	v->env = env;
+	stats_add(STAT_VIEWS_ALIVE, 1);	/* view_free() takes it back */
 	v->layers = calloc(n, sizeof(*v->layers));
 	ents = calloc(n, sizeof(*ents));
 	maps = calloc(n, sizeof(*maps));
