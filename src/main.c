@@ -25,6 +25,7 @@
 #include "fuse_ops.h"
 #include "log.h"
 #include "node.h"
+#include "prefetch.h"
 #include "view.h"
 
 /* Size of the shared zero buffer that holes are answered from; larger
@@ -44,6 +45,9 @@ struct options {
 	unsigned keep_diffs;
 	unsigned compact_rate;
 	char *read_reply;
+	char *prefetch;
+	unsigned prefetch_mb;
+	unsigned prefetch_rate;
 	int ready_fd;
 	unsigned max_threads;
 	int allow_other;
@@ -63,6 +67,9 @@ static const struct fuse_opt option_spec[] = {
 	OPT("keep_diffs=%u", keep_diffs),
 	OPT("compact_rate=%u", compact_rate),
 	OPT("read_reply=%s", read_reply),
+	OPT("prefetch=%s", prefetch),
+	OPT("prefetch_mb=%u", prefetch_mb),
+	OPT("prefetch_rate=%u", prefetch_rate),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -113,6 +120,13 @@ static void usage(const char *prog)
 	       "                           (default 256; 0: unlimited)\n"
 	       "    -o read_reply=splice|mmap  answer reads by splicing from the\n"
 	       "                           layers (default) or from mappings\n"
+	       "    -o prefetch=diffs|all|off  push the diffs' pages (default), every\n"
+	       "                           page, or none of an opened version\n"
+	       "                           into its page cache in the background\n"
+	       "    -o prefetch_mb=N       memory the pushed pages may take, all\n"
+	       "                           versions together (default 1024)\n"
+	       "    -o prefetch_rate=MB    push at most MB MiB/s (default 0: as\n"
+	       "                           fast as the idle CPU allows)\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -159,6 +173,14 @@ static int check_options(const struct options *o)
 	if (o->read_reply && strcmp(o->read_reply, "mmap") != 0 &&
 	    strcmp(o->read_reply, "splice") != 0) {
 		log_err("read_reply=%s: must be mmap or splice", o->read_reply);
+		return -1;
+	}
+	if (o->prefetch && prefetch_parse_mode(o->prefetch, &(enum prefetch_mode){ 0 })) {
+		log_err("prefetch=%s: must be diffs, all or off", o->prefetch);
+		return -1;
+	}
+	if (o->prefetch_mb == 0) {
+		log_err("prefetch_mb=0: use prefetch=off to push nothing");
 		return -1;
 	}
 	if (o->keep_diffs > o->compact_threshold) {
@@ -217,6 +239,7 @@ int main(int argc, char *argv[])
 		.compact_threshold = 8,
 		.keep_diffs = 2,
 		.compact_rate = 256,
+		.prefetch_mb = 1024,
 	};
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_loop_config *loop = NULL;
@@ -323,6 +346,20 @@ int main(int argc, char *argv[])
 
 		compactd_start(fs.nodes, &co);	/* failure: logged */
 	}
+	{
+		struct prefetch_opts po = {
+			.mode = PREFETCH_DIFFS,
+			.budget = (uint64_t)o.prefetch_mb << 20,
+			.rate = (uint64_t)o.prefetch_rate << 20,
+			.store = snapfs_push,
+			.drop = snapfs_push_drop,
+			.ctx = &fs,
+		};
+
+		if (o.prefetch)
+			prefetch_parse_mode(o.prefetch, &po.mode);	/* checked */
+		prefetch_start(fs.nodes, &po);	/* failure: logged */
+	}
 
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se);
@@ -340,6 +377,7 @@ int main(int argc, char *argv[])
 	if (ret < 0)
 		log_err("the FUSE session ended with an error: %s", strerror(-ret));
 	ret = ret < 0 ? 1 : 0;
+	prefetch_stop(fs.nodes);
 	compactd_stop(fs.nodes);
 	dirwatch_stop(fs.nodes);
 	snapfs_close_handles();
@@ -365,6 +403,7 @@ out_args:
 	free(o.store);
 	free(o.compact);
 	free(o.read_reply);
+	free(o.prefetch);
 	fuse_opt_free_args(&args);
 	return ret;
 }
