@@ -49,6 +49,10 @@
 /* A version's attributes never change (a new chain is a new inode). */
 #define VIEW_ATTR_TIMEOUT 86400.0
 
+/* Pieces of a read answered from the layers' maps longer than this are
+ * read ahead first (reply_from_maps()). */
+#define MAP_READAHEAD_MIN 4096
+
 /* Pieces of a read described on the stack before falling back to malloc. */
 #define STACK_PIECES 16
 
@@ -635,6 +639,14 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	niov = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (p[i].fd >= 0) {
+			/* The maps are MADV_RANDOM (view.c): a cold run of pages
+			 * would be read one synchronous page per fault inside
+			 * the writev. One readahead of exactly the piece (data,
+			 * never a diff's holes) makes it one I/O, as a splice
+			 * from the fd gets; a cached range costs a page-cache
+			 * walk. Single pages fault as cheaply as they read. */
+			if (p[i].len > MAP_READAHEAD_MIN)
+				readahead(p[i].fd, (off64_t)p[i].off, (size_t)p[i].len);
 			iov[niov].iov_base = (void *)(p[i].map + p[i].off);
 			iov[niov++].iov_len = (size_t)p[i].len;
 			continue;

@@ -5,7 +5,8 @@
 # and a rollback (a new version's opens never see an old version's pushed
 # pages); the memory budget holds; prefetch=off pushes nothing; an unmount
 # while pushing is clean and quick. Where the push stands is read from
-# user.snapfs.prefetch, and what sits in the page cache with fincore.
+# user.snapfs.prefetch, and what sits in the page cache with fincore. Last,
+# replies written from the layers' maps (read_reply=mmap) from cold layers.
 . ./tests/mount/lib.sh
 setup
 
@@ -137,4 +138,13 @@ pushed=$(state | awk '{ split($3, a, "/"); print a[1] }')
 cmp "$M/m.bin" "$R/m.bin" || fail "budget: the view differs"
 exec 4<&-
 umount_snapfs "$M"
-log "ok: off, diffs, all under faults, publish, rollback, unmount in $ms ms, budget"
+
+# ---- read_reply=mmap with cold layers (its replies read ahead), pushing ----
+mount_snapfs "$S" "$M" -o read_reply=mmap,prefetch=all
+for f in "$S"/m.bin.*; do	# drop the layers' cached pages
+	dd if="$f" iflag=nocache count=0 status=none || fail "cannot drop $f"
+done
+"$VIEWCHECK" -s "$SEED" -m seq,pread,mmap "$M/m.bin" "$R/m.bin" >/dev/null ||
+	fail "read_reply=mmap, cold layers: the view differs"
+umount_snapfs "$M"
+log "ok: off, diffs, all under faults, publish, rollback, unmount in $ms ms, budget, mmap replies"
