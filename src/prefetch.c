@@ -33,6 +33,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,12 @@
 /* How often the thread looks for versions nobody holds any more while it
  * has jobs (a publish or a forget does not wake it). */
 #define REAP_MS 100
+
+/* The layers' data of the next this many bytes of the plan are read
+ * ahead (readahead(2)) while a chunk is pushed: from cold layers, a push
+ * of scattered diff pages would otherwise wait for one small read after
+ * another. */
+#define READ_AHEAD (8u << 20)
 
 /* Rate-limit sleeps are cut into slices this long so a stop is seen. */
 #define SLICE_MS 20
@@ -79,6 +86,8 @@ struct pjob {
 	bool planned;		/* total set; thread only */
 	bool drop;		/* reaped: drop its cached pages */
 	struct pcursor cur;	/* thread only */
+	struct pcursor ra;	/* read ahead up to here; thread only */
+	uint64_t ra_sum;	/* bytes of the plan read ahead; thread only */
 	struct pjob *next;	/* protected by prefetch.lock */
 };
 
@@ -372,8 +381,9 @@ static void sleep_until(struct prefetch *pf, int64_t ns)
 	}
 }
 
-/* Pushes [off, off + len) of j's view. Returns 0 or -errno. */
-static int push_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint64_t len)
+/* The pieces of [off, off + len) of j's view in pf->pieces. Returns
+ * their number, or 0 without memory. */
+static size_t map_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint64_t len)
 {
 	size_t n = view_map_read(j->v, off, len, pf->pieces, pf->npieces);
 
@@ -381,12 +391,43 @@ static int push_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint64_
 		struct view_piece *p = realloc(pf->pieces, n * sizeof(*p));
 
 		if (!p)
-			return -ENOMEM;
+			return 0;
 		pf->pieces = p;
 		pf->npieces = n;
 		view_map_read(j->v, off, len, pf->pieces, n);
 	}
+	return n;
+}
+
+/* Pushes [off, off + len) of j's view. Returns 0 or -errno. */
+static int push_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint64_t len)
+{
+	size_t n = map_range(pf, j, off, len);
+
+	if (!n)
+		return -ENOMEM;
 	return pf->o.store(pf->o.ctx, j->nodeid, off, pf->pieces, n);
+}
+
+/*
+ * Starts reading the layers' data of the plan up to READ_AHEAD bytes past
+ * what is pushed, so the disk works on several ranges while one is pushed.
+ * Only data pieces are read: readahead of a diff's holes would fill the
+ * page cache with zero pages. Cached ranges cost a page-cache walk.
+ */
+static void read_ahead(struct prefetch *pf, struct pjob *j, uint64_t upto)
+{
+	uint64_t off, len;
+
+	while (j->ra_sum < upto + READ_AHEAD && next_chunk(j->v, pf->o.mode, &j->ra, &off, &len)) {
+		size_t n = map_range(pf, j, off, len);
+
+		for (size_t i = 0; i < n; i++)
+			if (pf->pieces[i].fd >= 0)
+				readahead(pf->pieces[i].fd, (off64_t)pf->pieces[i].off,
+					  (size_t)pf->pieces[i].len);
+		j->ra_sum += len;
+	}
 }
 
 /*
@@ -431,6 +472,7 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 	j->state = PJ_PUSHING;
 	pthread_mutex_unlock(&pf->lock);
 
+	read_ahead(pf, j, j->pushed + len);
 	ret = push_range(pf, j, off, len);
 
 	pthread_mutex_lock(&pf->lock);
@@ -477,9 +519,14 @@ static void *prefetch_thread(void *arg)
 	struct prefetch *pf = t->prefetch;
 	int64_t next_ns = 0, reaped = 0;
 
-	/* Faults of running VMs come first: lowest CPU and I/O class. */
+	/* Faults of running VMs come first: lowest CPU priority, and the
+	 * lowest best-effort I/O level. Not the idle I/O class: mq-deadline
+	 * holds idle requests back for seconds while others are queued, and
+	 * a restoring VM's own faults must not starve the push of its
+	 * working set. */
 	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
-	syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IDLE */);
+	syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0,
+		2 << 13 | 7 /* best effort, level 7 */);
 
 	pthread_mutex_lock(&pf->lock);
 	while (!pf->stop) {

@@ -7,7 +7,8 @@
 # touch, then a second restore of the same version (a clone), for:
 #   snapfs-off    snapfs, mounted before the publish, -o prefetch=off
 #   snapfs-diffs  the same with -o prefetch=diffs (the default)
-#   snapfs-all    the same with -o prefetch=all
+#   snapfs-all    the same with -o prefetch=all,prefetch_mb=4096 (the whole
+#                 view fits the budget)
 #   snapfs-mmap   -o prefetch=diffs,read_reply=mmap (cold runs only)
 #   eager         copy the base, apply the diffs, fsync (eager_merge), then
 #                 the same touches on the merged file
@@ -162,7 +163,7 @@ run() {
 		case $who in
 		snapfs-off) opts=prefetch=off ;;
 		snapfs-diffs) opts=prefetch=diffs ;;
-		snapfs-all) opts=prefetch=all ;;
+		snapfs-all) opts=prefetch=all,prefetch_mb=4096 ;;
 		snapfs-mmap) opts=prefetch=diffs,read_reply=mmap ;;
 		esac
 		"$SNAPFS" -f -o compact=off,"$opts" "$S" "$W/mnt" 2>>"$W/snapfs.log" &
