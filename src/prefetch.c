@@ -9,7 +9,7 @@
  * compaction swaps the node's view for one of the same content, a publish
  * or a rollback makes a new version with a new inode). One thread runs the
  * jobs, newest first, one chunk of at most PREFETCH_CHUNK bytes at a time,
- * at the lowest CPU and I/O priority.
+ * at the lowest CPU priority and the lowest best-effort I/O level.
  *
  * The invariant: a pushed page holds what a read of its inode returns.
  * It holds because a job pushes only its own immutable view, clipped to the
