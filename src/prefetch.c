@@ -403,9 +403,18 @@ static size_t map_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint6
 static int push_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint64_t len)
 {
 	size_t n = map_range(pf, j, off, len);
+	char why[512];
+	bool first;
 
 	if (!n)
 		return -ENOMEM;
+	/* As before a read's reply: a layer truncated after it was
+	 * published must not make the push short (view_check_read()). */
+	if (view_check_read(j->v, pf->pieces, n, &first, why, sizeof(why))) {
+		if (first)
+			log_err("%s: %s", view_label(j->v), why);
+		return -EIO;
+	}
 	return pf->o.store(pf->o.ctx, j->nodeid, off, pf->pieces, n);
 }
 
