@@ -77,7 +77,10 @@ struct pcursor {
 struct pjob {
 	struct node *n;		/* referenced */
 	uint64_t nodeid;
-	struct view *v;		/* referenced */
+	struct view *v;		/* referenced until the job is done or
+				   stopped (reap_locked()), then NULL;
+				   protected by prefetch.lock, used
+				   unlocked by the thread while pushing */
 	unsigned opens;		/* protected by prefetch.lock */
 	enum pjob_state state;	/* protected by prefetch.lock */
 	const char *cause;	/* STOPPED: why; protected by prefetch.lock */
@@ -97,6 +100,9 @@ struct prefetch {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;	/* a new job, a release, or stop */
 	struct pjob *jobs;	/* newest first; protected by lock */
+	struct pjob *busy;	/* the job the thread is pushing, which
+				   only the thread may end; protected by
+				   lock */
 	uint64_t charged;	/* protected by lock */
 	int stop;		/* atomic; also protected by lock */
 	struct view_piece *pieces;	/* thread only */
@@ -259,15 +265,39 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 void prefetch_released(struct node_table *t, uint64_t nodeid)
 {
 	struct prefetch *pf = pf_of(t);
-	struct pjob *j;
+	struct pjob *j, **pp;
+	bool current;
 
 	if (!pf)
 		return;
 	pthread_mutex_lock(&pf->lock);
 	j = job_find_locked(pf, nodeid);
-	if (j && j->opens && --j->opens == 0)
+	if (!j || !j->opens || --j->opens > 0) {
+		pthread_mutex_unlock(&pf->lock);
+		return;
+	}
+	pthread_mutex_lock(&t->lock);
+	current = j->n->current;
+	pthread_mutex_unlock(&t->lock);
+	if (current || j == pf->busy) {	/* the thread ends it (reap_locked()) */
 		pthread_cond_signal(&pf->cond);
+		pthread_mutex_unlock(&pf->lock);
+		return;
+	}
+	/*
+	 * The last open of a superseded version: the job ends here, on the
+	 * thread that released it, as the handle's own view reference does.
+	 * Left to the push thread, which runs at nice 19, the ends of a
+	 * churn of versions could pile up with their layers open.
+	 */
+	for (pp = &pf->jobs; *pp != j; pp = &(*pp)->next)
+		;
+	*pp = j->next;
+	pf->charged -= j->pushed;
 	pthread_mutex_unlock(&pf->lock);
+	if (pf->o.drop)
+		pf->o.drop(pf->o.ctx, j->nodeid);
+	job_free(t, j);
 }
 
 char *prefetch_describe(struct node_table *t, struct node *n)
@@ -319,13 +349,22 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Views of finished jobs let go of in one pass of reap_locked(); the
+ * rest wait for the next pass. */
+#define REAP_VIEWS 16
+
 /*
  * Takes out of the list every job whose version nobody holds, returning
  * their charge, and stops the push of superseded versions still held.
  * Returns the jobs taken out, linked, with drop set on each one whose
- * pages the caller must drop. prefetch.lock held.
+ * pages the caller must drop. A job that is done or stopped needs its
+ * view no more: up to REAP_VIEWS such views are moved to views[] (*nviews)
+ * for the caller to put, so that the layers of an idle current version
+ * are not held open by its job (after a compaction they are superseded
+ * layers). prefetch.lock held.
  */
-static struct pjob *reap_locked(struct node_table *t, struct prefetch *pf)
+static struct pjob *reap_locked(struct node_table *t, struct prefetch *pf,
+				struct view **views, size_t *nviews)
 {
 	struct pjob **pp = &pf->jobs, *dead = NULL;
 
@@ -350,6 +389,11 @@ static struct pjob *reap_locked(struct node_table *t, struct prefetch *pf)
 			j->next = dead;
 			dead = j;
 			continue;
+		}
+		if ((j->state == PJ_DONE || j->state == PJ_STOPPED) && j->v &&
+		    *nviews < REAP_VIEWS) {
+			views[(*nviews)++] = j->v;
+			j->v = NULL;
 		}
 		pp = &j->next;
 	}
@@ -539,14 +583,18 @@ static void *prefetch_thread(void *arg)
 
 	pthread_mutex_lock(&pf->lock);
 	while (!pf->stop) {
+		struct view *views[REAP_VIEWS];
 		struct pjob *j, *dead = NULL;
+		size_t nviews = 0;
 
 		if (mono_ns() - reaped >= REAP_MS * 1000000LL) {
-			dead = reap_locked(t, pf);
+			dead = reap_locked(t, pf, views, &nviews);
 			reaped = mono_ns();
 		}
-		if (dead) {
+		if (dead || nviews) {
 			pthread_mutex_unlock(&pf->lock);
+			while (nviews)
+				view_put(views[--nviews]);
 			bury(t, pf, dead);
 			pthread_mutex_lock(&pf->lock);
 			continue;
@@ -569,9 +617,11 @@ static void *prefetch_thread(void *arg)
 			reaped = 0;	/* woken: a release may have come */
 			continue;
 		}
+		pf->busy = j;
 		pthread_mutex_unlock(&pf->lock);
 		job_step(pf, j, &next_ns);
 		pthread_mutex_lock(&pf->lock);
+		pf->busy = NULL;
 	}
 	pthread_mutex_unlock(&pf->lock);
 	return NULL;
