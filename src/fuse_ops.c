@@ -41,6 +41,7 @@
 #include "fuse_ops.h"
 #include "log.h"
 #include "names.h"
+#include "prefetch.h"
 #include "procfd.h"
 #include "stats.h"
 #include "version.h"
@@ -48,6 +49,10 @@
 
 /* A version's attributes never change (a new chain is a new inode). */
 #define VIEW_ATTR_TIMEOUT 86400.0
+
+/* Pieces of a read answered from the layers' maps longer than this are
+ * read ahead first (reply_from_maps()). */
+#define MAP_READAHEAD_MIN 4096
 
 /* Pieces of a read described on the stack before falling back to malloc. */
 #define STACK_PIECES 16
@@ -625,12 +630,17 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			return;
 		}
 		fi->fh = fh_of_view(v);
-		fi->keep_cache = 1;	/* the version's bytes never change */
+		/* The version's bytes never change; and without it the
+		 * kernel would drop what the prefetch pushed (prefetch.h). */
+		fi->keep_cache = 1;
 		/* O_RDWR for a private mapping: direct_io makes the kernel
 		 * refuse MAP_SHARED on this open (doc/design.md §15). */
 		fi->direct_io = how == OPEN_RW_DIRECT;
 		stats_add(how == OPEN_RW_DIRECT ? STAT_OPENS_RW_PRIVATE : STAT_OPENS_VIEW, 1);
+		/* Counted before the reply: its release may come at once. */
+		prefetch_opened(fs->nodes, n, ino, v);
 		if (fuse_reply_open(req, fi) != 0) {
+			prefetch_released(fs->nodes, ino);
 			handle_del(v);
 			node_view_close(fs->nodes, n, v);
 		}
@@ -697,6 +707,14 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	niov = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (p[i].fd >= 0) {
+			/* The maps are MADV_RANDOM (view.c): a cold run of pages
+			 * would be read one synchronous page per fault inside
+			 * the writev. One readahead of exactly the piece (data,
+			 * never a diff's holes) makes it one I/O, as a splice
+			 * from the fd gets; a cached range costs a page-cache
+			 * walk. Single pages fault as cheaply as they read. */
+			if (p[i].len > MAP_READAHEAD_MIN)
+				readahead(p[i].fd, (off64_t)p[i].off, (size_t)p[i].len);
 			iov[niov].iov_base = (void *)(p[i].map + p[i].off);
 			iov[niov++].iov_len = (size_t)p[i].len;
 			continue;
@@ -732,12 +750,56 @@ static void count_read(const struct view_piece *p, size_t n, bool maps)
 		stats_add(STAT_BYTES_ZERO, zero);
 }
 
+/*
+ * The pieces p[0..n) as a malloc'd bufvec: an fd-backed buffer (spliced
+ * where the kernel allows) per piece of data, slices of the zero buffer
+ * for holes. NULL without memory.
+ */
+static struct fuse_bufvec *bufvec_of_pieces(const struct snapfs *fs,
+					    const struct view_piece *p, size_t n)
+{
+	struct fuse_bufvec *bv;
+	size_t nbuf = 0;
+
+	/* Zero pieces longer than the zero buffer take several buffers. */
+	for (size_t i = 0; i < n; i++)
+		nbuf += piece_bufs(fs, &p[i]);
+	bv = malloc(sizeof(*bv) + (nbuf ? nbuf - 1 : 0) * sizeof(bv->buf[0]));
+	if (!bv)
+		return NULL;
+	bv->count = nbuf;
+	bv->idx = 0;
+	bv->off = 0;
+	nbuf = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].fd >= 0) {
+			bv->buf[nbuf++] = (struct fuse_buf){
+				.size = p[i].len,
+				.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+				.fd = p[i].fd,
+				.pos = (off_t)p[i].off,
+			};
+			continue;
+		}
+		for (uint64_t left = p[i].len; left;) {
+			size_t chunk = left < fs->zero_len ? (size_t)left : fs->zero_len;
+
+			bv->buf[nbuf++] = (struct fuse_buf){
+				.size = chunk,
+				.mem = (void *)fs->zero,
+			};
+			left -= chunk;
+		}
+	}
+	return bv;
+}
+
 static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			    size_t size, off_t off)
 {
 	struct view_piece stack_p[STACK_PIECES], *pieces = stack_p;
 	struct fuse_bufvec *bv;
-	size_t n, nbuf = 0;
+	size_t n;
 	char why[512];
 	bool first;
 
@@ -772,39 +834,12 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 		return;
 	}
 	count_read(pieces, n, false);
-	/* Zero pieces longer than the zero buffer take several buffers. */
-	for (size_t i = 0; i < n; i++)
-		nbuf += piece_bufs(fs, &pieces[i]);
-	bv = malloc(sizeof(*bv) + (nbuf - 1) * sizeof(bv->buf[0]));
+	bv = bufvec_of_pieces(fs, pieces, n);
 	if (!bv) {
 		if (pieces != stack_p)
 			free(pieces);
 		fuse_reply_err(req, ENOMEM);
 		return;
-	}
-	bv->count = nbuf;
-	bv->idx = 0;
-	bv->off = 0;
-	nbuf = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (pieces[i].fd >= 0) {
-			bv->buf[nbuf++] = (struct fuse_buf){
-				.size = pieces[i].len,
-				.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
-				.fd = pieces[i].fd,
-				.pos = (off_t)pieces[i].off,
-			};
-			continue;
-		}
-		for (uint64_t left = pieces[i].len; left;) {
-			size_t chunk = left < fs->zero_len ? (size_t)left : fs->zero_len;
-
-			bv->buf[nbuf++] = (struct fuse_buf){
-				.size = chunk,
-				.mem = (void *)fs->zero,
-			};
-			left -= chunk;
-		}
 	}
 	fuse_reply_data(req, bv, 0);
 	free(bv);
@@ -880,6 +915,7 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	if (v) {
+		prefetch_released(fs_of(req)->nodes, ino);	/* ino: a key only */
 		handle_del(v);
 		/* The kernel keeps the inode while a file of it is open. */
 		node_view_close(fs_of(req)->nodes, node_of(req, ino), v);
@@ -1081,6 +1117,35 @@ static void snapfs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 {
 	(void)ino; (void)mode; (void)offset; (void)length; (void)fi;
 	fuse_reply_err(req, EROFS);
+}
+
+/* ---- the prefetch push (prefetch.h) ---- */
+
+int snapfs_push(void *ctx, uint64_t nodeid, uint64_t off,
+		const struct view_piece *p, size_t n)
+{
+	struct snapfs *fs = ctx;
+	struct fuse_bufvec *bv = bufvec_of_pieces(fs, p, n);
+	int ret;
+
+	if (!bv)
+		return -ENOMEM;
+	/* No SPLICE_MOVE: it moves nothing for a notification, and the
+	 * layers' pages must stay theirs (see snapfs_op_init()). */
+	ret = fuse_lowlevel_notify_store(fs->se, (fuse_ino_t)nodeid, (off_t)off, bv, 0);
+	free(bv);
+	return ret;
+}
+
+void snapfs_push_drop(void *ctx, uint64_t nodeid)
+{
+	struct snapfs *fs = ctx;
+	int ret = fuse_lowlevel_notify_inval_inode(fs->se, (fuse_ino_t)nodeid, 0, 0);
+
+	/* -ENOENT: the kernel has forgotten the inode and its pages. */
+	if (ret && ret != -ENOENT)
+		log_debug("dropping the pushed pages of inode %llu: %s",
+			  (unsigned long long)nodeid, strerror(-ret));
 }
 
 const struct fuse_lowlevel_ops snapfs_ops = {

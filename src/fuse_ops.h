@@ -41,6 +41,15 @@ extern const struct fuse_lowlevel_ops snapfs_ops;
 void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name);
 
 /*
+ * prefetch_store_fn and prefetch_drop_fn for the push thread (ctx is the
+ * struct snapfs): fuse_lowlevel_notify_store() of fd-backed buffers, and
+ * fuse_lowlevel_notify_inval_inode() of the whole inode.
+ */
+int snapfs_push(void *ctx, uint64_t nodeid, uint64_t off,
+		const struct view_piece *p, size_t n);
+void snapfs_push_drop(void *ctx, uint64_t nodeid);
+
+/*
  * Lets go of every view and directory listing still held by an open file
  * handle: after a lazy unmount the kernel ends the connection without the
  * releases of files still open. Call once the session loop has returned,

@@ -26,6 +26,7 @@
 #include "fuse_ops.h"
 #include "log.h"
 #include "node.h"
+#include "prefetch.h"
 #include "view.h"
 
 /* Size of the shared zero buffer that holes are answered from; larger
@@ -46,6 +47,9 @@ struct options {
 	unsigned compact_rate;
 	char *read_reply;
 	char *open_rw;
+	char *prefetch;
+	unsigned prefetch_mb;
+	unsigned prefetch_rate;
 	int ready_fd;
 	unsigned max_threads;
 	unsigned fd_budget;
@@ -67,6 +71,9 @@ static const struct fuse_opt option_spec[] = {
 	OPT("compact_rate=%u", compact_rate),
 	OPT("read_reply=%s", read_reply),
 	OPT("open_rw=%s", open_rw),
+	OPT("prefetch=%s", prefetch),
+	OPT("prefetch_mb=%u", prefetch_mb),
+	OPT("prefetch_rate=%u", prefetch_rate),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -122,6 +129,13 @@ static void usage(const char *prog)
 	       "                           (default), or let in for a VMM that maps\n"
 	       "                           its memory file private (QEMU before 8.2);\n"
 	       "                           writes and shared mappings still fail\n"
+	       "    -o prefetch=diffs|all|off  push the diffs' pages (default), every\n"
+	       "                           page, or none of an opened version\n"
+	       "                           into its page cache in the background\n"
+	       "    -o prefetch_mb=N       memory the pushed pages may take, all\n"
+	       "                           versions together (default 1024)\n"
+	       "    -o prefetch_rate=MB    push at most MB MiB/s (default 0: as\n"
+	       "                           fast as the idle CPU allows)\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -218,6 +232,14 @@ static int check_options(const struct options *o)
 		log_err("open_rw=%s: must be refuse or private", o->open_rw);
 		return -1;
 	}
+	if (o->prefetch && prefetch_parse_mode(o->prefetch, &(enum prefetch_mode){ 0 })) {
+		log_err("prefetch=%s: must be diffs, all or off", o->prefetch);
+		return -1;
+	}
+	if (o->prefetch_mb == 0) {
+		log_err("prefetch_mb=0: use prefetch=off to push nothing");
+		return -1;
+	}
 	if (o->keep_diffs > o->compact_threshold) {
 		log_err("keep_diffs=%u must not exceed compact_threshold=%u",
 			o->keep_diffs, o->compact_threshold);
@@ -274,6 +296,7 @@ int main(int argc, char *argv[])
 		.compact_threshold = 8,
 		.keep_diffs = 2,
 		.compact_rate = 256,
+		.prefetch_mb = 1024,
 	};
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_loop_config *loop = NULL;
@@ -388,6 +411,20 @@ int main(int argc, char *argv[])
 
 		compactd_start(fs.nodes, &co);	/* failure: logged */
 	}
+	{
+		struct prefetch_opts po = {
+			.mode = PREFETCH_DIFFS,
+			.budget = (uint64_t)o.prefetch_mb << 20,
+			.rate = (uint64_t)o.prefetch_rate << 20,
+			.store = snapfs_push,
+			.drop = snapfs_push_drop,
+			.ctx = &fs,
+		};
+
+		if (o.prefetch)
+			prefetch_parse_mode(o.prefetch, &po.mode);	/* checked */
+		prefetch_start(fs.nodes, &po);	/* failure: logged */
+	}
 
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se);
@@ -405,6 +442,7 @@ int main(int argc, char *argv[])
 	if (ret < 0)
 		log_err("the FUSE session ended with an error: %s", strerror(-ret));
 	ret = ret < 0 ? 1 : 0;
+	prefetch_stop(fs.nodes);
 	compactd_stop(fs.nodes);
 	dirwatch_stop(fs.nodes);
 	snapfs_close_handles();
@@ -431,6 +469,7 @@ out_args:
 	free(o.compact);
 	free(o.read_reply);
 	free(o.open_rw);
+	free(o.prefetch);
 	fuse_opt_free_args(&args);
 	return ret;
 }

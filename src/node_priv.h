@@ -55,6 +55,7 @@
 #define WD_BUCKETS 1024
 
 struct compactd;
+struct prefetch;
 
 /* A timestamp in nanoseconds, for comparing file times. */
 static inline int64_t ts_ns(const struct timespec *ts)
@@ -107,6 +108,9 @@ struct node_table {
 
 	/* compactd.c's, NULL while no compactor runs */
 	struct compactd *compactd;
+
+	/* prefetch.c's, NULL while no push thread runs (atomic) */
+	struct prefetch *prefetch;
 };
 
 /* ---- node.c: the table ---- */

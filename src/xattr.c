@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The extended attributes of a version (doc/format.md §3): its chain, its
- * depth, the bytes it serves as data, where its compaction stands and, for
- * an unusable chain, why. Read with getfattr; nothing is ever set.
+ * depth, the bytes it serves as data, where its compaction and its prefetch
+ * push stand and, for an unusable chain, why. Read with getfattr; nothing
+ * is ever set.
  */
 #include "config.h"
 
@@ -13,6 +14,7 @@
 
 #include "compactd.h"
 #include "node_priv.h"
+#include "prefetch.h"
 #include "store.h"
 #include "version.h"
 #include "xattr.h"
@@ -22,6 +24,7 @@
 #define XA_DATA "user.snapfs.data_bytes"
 #define XA_ERROR "user.snapfs.error"
 #define XA_COMPACT "user.snapfs.compaction"
+#define XA_PREFETCH "user.snapfs.prefetch"
 
 static ssize_t xattr_reply(const char *val, size_t len, char *buf, size_t size)
 {
@@ -91,6 +94,15 @@ ssize_t xattr_get(struct node_table *t, struct node *n,
 		free(state);
 		return ret;
 	}
+	if (strcmp(name, XA_PREFETCH) == 0) {
+		char *state = prefetch_describe(t, n);
+
+		if (!state)
+			return -ENOMEM;
+		ret = xattr_reply(state, strlen(state), buf, size);
+		free(state);
+		return ret;
+	}
 	if (strcmp(name, XA_ERROR) == 0) {
 		char *err = NULL;
 		struct view *v;
@@ -115,7 +127,7 @@ ssize_t xattr_list(struct node_table *t, struct node *n, char *buf,
 		   size_t size)
 {
 	static const char names[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_DATA "\0"
-				    XA_COMPACT "\0";
+				    XA_COMPACT "\0" XA_PREFETCH "\0";
 	static const char names_err[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_ERROR "\0";
 	struct view *v;
 	bool err;
