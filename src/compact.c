@@ -116,6 +116,7 @@ struct compaction {
 	bool renamed;			/* the staging file is the new base */
 	struct copier copier;
 	struct dirlock lk;		/* the directory's rollback lock */
+	struct chainlock clk;		/* the chain's compaction lock */
 };
 
 /* The name of merged layer i. */
@@ -192,6 +193,8 @@ static int compaction_init(struct compaction *cp, int dirfd, const char *name,
 	cp->page_size = opts->page_size ? opts->page_size : 4096;
 	cp->out = -1;
 	cp->lk.fd = -1;
+	cp->lk.lockfd = -1;
+	cp->clk.fd = -1;
 	if (nmerge < 2 || nmerge > chain->nlayers)
 		return -EINVAL;
 	/* Never longer than the merged diff's own name, NAME.<seq>.diff,
@@ -216,6 +219,7 @@ static void compaction_release(struct compaction *cp, int ret)
 	if (cp->out >= 0)
 		close(cp->out);
 	dirlock_release(&cp->lk);
+	chainlock_release(&cp->clk);
 	for (size_t i = 0; cp->ents && i < cp->nmerge; i++)
 		cache_put(cp->cache, cp->ents[i]);
 	for (size_t i = 0; cp->fds && i < cp->nmerge; i++)
@@ -228,6 +232,27 @@ static void compaction_release(struct compaction *cp, int ret)
 	free(cp->fds);
 	copier_release(&cp->copier);
 	perms_free(&cp->perm);
+}
+
+/*
+ * Step 0, claim the chain: its compaction lock (dirlock.h), held to the
+ * end, so that one compactor on one host works on it while the others skip
+ * it (-EALREADY). Where the store has no record locks (or no lock file can
+ * be made) the compaction goes on without it: two compactors then race as
+ * before, and the loser's publish finds the new base in place (EEXIST) or
+ * its layers gone (-EAGAIN): work lost, nothing wrong in STORE.
+ */
+static int claim_chain(struct compaction *cp)
+{
+	int ret = chainlock_try(cp->dirfd, cp->name, &cp->clk);
+
+	if (ret && ret != -EALREADY) {
+		log_warn_rl("%s: compacting without the chain's compaction lock "
+			    "(%s): a compactor on another host may do the same "
+			    "work", cp->name, strerror(-ret));
+		ret = 0;
+	}
+	return ret;
 }
 
 /*
@@ -345,6 +370,9 @@ static int stage(struct compaction *cp)
 	cp->out = openat(cp->dirfd, cp->tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
 	if (cp->out < 0)
 		return -errno;
+	/* Live, for a cleanup on another host (compact_cleanup()); where
+	 * record locks are missing, the mark is too. */
+	dirlock_mark_in_use(cp->out);
 	ret = perms_apply(cp->out, &cp->perm);
 	if (ret == -EPERM)
 		snprintf(cp->res->refused, sizeof(cp->res->refused),
@@ -581,6 +609,7 @@ static const struct step {
 	int (*run)(struct compaction *cp);
 	int fault;
 } steps[] = {
+	{ claim_chain, 0 },
 	{ load_and_check, 0 },
 	{ stage, 1 },
 	{ copy_base, 2 },
@@ -631,6 +660,9 @@ int compact_cleanup(int dirfd)
 	while ((de = readdir(d))) {
 		if (!compact_is_tmp(de->d_name))
 			continue;
+		/* A compactor alive on another host is still writing it. */
+		if (dirlock_in_use(dirfd, de->d_name))
+			continue;
 		if (unlinkat(dirfd, de->d_name, 0) == 0)
 			n++;
 	}
@@ -651,6 +683,8 @@ int compact_check_chain(int dirfd, const struct store_chain *chain,
 	ret = view_open(env, dirfd, chain, &v, why, len);
 	if (ret == 0)
 		view_put(v);
+	if (ret == -EMEDIUMTYPE)
+		ret = -EIO;	/* unusable all the same */
 	view_env_free(env);
 	return ret;
 }
