@@ -235,9 +235,11 @@ static void compact_version(struct node_table *t, struct node *v)
 		goto out;
 	}
 	if (ret == -EAGAIN) {
-		/* A rollback came first: not a failure. */
+		/* A rollback came first, or another host's compactor: not a
+		 * failure. */
 		log_info("%s: compaction abandoned: a merged layer changed "
-			 "meanwhile (a rollback); the store is unchanged", v->path);
+			 "meanwhile (a rollback, or another compactor finished "
+			 "first); the store is unchanged by this one", v->path);
 		goto out;
 	}
 	if (ret == -EBUSY) {
