@@ -172,6 +172,40 @@ static int after(struct compaction *cp, int step, int ret)
 }
 
 /*
+ * renameat2(RENAME_NOREPLACE) of from to to in dirfd, also where the
+ * filesystem has no rename flags (NFS, CephFS answer EINVAL): there, a
+ * hard link to the new name (which fails with EEXIST if it exists: the
+ * same no-replace, atomically, at the server) and the removal of the old
+ * name. If the old name vanished in between (a producer's rm: a rollback),
+ * the link is removed again: -ENOENT, as if it had vanished first.
+ * Returns 0 or -errno; on failure nothing changed but what another process
+ * did.
+ */
+static int rename_noreplace(int dirfd, const char *from, const char *to)
+{
+	if (!fault_wants(0, "no-noreplace")) {
+		if (renameat2(dirfd, from, dirfd, to, RENAME_NOREPLACE) == 0)
+			return 0;
+		if (errno != EINVAL)
+			return -errno;
+	}
+	if (linkat(dirfd, from, dirfd, to, 0) < 0)
+		return -errno;
+	if (unlinkat(dirfd, from, 0) == 0)
+		return 0;
+	if (errno == ENOENT) {
+		unlinkat(dirfd, to, 0);
+		return -ENOENT;
+	}
+	{
+		int e = errno;
+
+		unlinkat(dirfd, to, 0);
+		return -e;
+	}
+}
+
+/*
  * Fills cp for compacting the first nmerge layers of chain: the new base's
  * name in res->new_base and its staging name. Allocates nothing. Returns 0,
  * -EINVAL for a bad nmerge, -ENAMETOOLONG.
@@ -447,9 +481,8 @@ static int publish(struct compaction *cp)
 	/* The directory was moved out of STORE while we copied. */
 	if (!ret && o->store_ino && !store_dir_inside(cp->dirfd, o->store_dev, o->store_ino))
 		ret = -EXDEV;
-	if (!ret && renameat2(cp->dirfd, cp->tmp, cp->dirfd, cp->res->new_base,
-			      RENAME_NOREPLACE) < 0)
-		ret = -errno;
+	if (!ret)
+		ret = rename_noreplace(cp->dirfd, cp->tmp, cp->res->new_base);
 	if (!ret) {
 		cp->renamed = true;
 		cp->res->published = true;
@@ -480,18 +513,19 @@ static int claim_top(int dirfd, const char *fname, const char *claim,
 		     const struct layer_id *id)
 {
 	struct stat st;
+	int ret = rename_noreplace(dirfd, fname, claim);
 
-	if (renameat2(dirfd, fname, dirfd, claim, RENAME_NOREPLACE) < 0)
-		return errno == ENOENT ? -EAGAIN : -errno;
+	if (ret)
+		return ret == -ENOENT ? -EAGAIN : ret;
 	/* dev and ino only: the rename changed ctime, and the inode we hold
 	 * open cannot be reused by another file meanwhile. */
 	if (fstatat(dirfd, claim, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    st.st_dev == id->dev && st.st_ino == id->ino)
 		return 0;
 	/* Rolled back and republished under the same name: not ours. */
-	if (renameat2(dirfd, claim, dirfd, fname, RENAME_NOREPLACE) < 0)
+	if ((ret = rename_noreplace(dirfd, claim, fname)))
 		log_err("%s: cannot rename back a diff published after a rollback "
-			"(it is %s now): %s", fname, claim, strerror(errno));
+			"(it is %s now): %s", fname, claim, strerror(-ret));
 	return -EAGAIN;
 }
 
