@@ -59,26 +59,29 @@ bool dirlock_is_lockfile(const char *fname)
 }
 
 /*
- * Opens dirfd's lock file for writing (record write locks need it),
- * creating it if missing with the write permission of the directory
- * itself: whoever may remove a diff there may take its lock. Never follows
- * a symbolic link, never blocks on a FIFO. Returns the fd or -errno.
+ * Opens dirfd's lock file for writing (record write locks need it); if
+ * create, makes it where it is missing, with the read and write bits of
+ * the directory itself: whoever may remove a diff there may take its lock.
+ * Never follows a symbolic link, never blocks on a FIFO. Returns the fd or
+ * -errno (-ENOENT: missing, and not create).
  */
-static int lockfile_open(int dirfd)
+static int lockfile_open(int dirfd, bool create)
 {
 	struct stat st, dst;
 	int fd;
 
-	fd = openat(dirfd, DIRLOCK_FILE, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
-		    O_NONBLOCK | O_CLOEXEC, 0600);
-	if (fd >= 0) {
-		/* Not the umask's choice: the directory's read/write bits. */
-		if (fstat(dirfd, &dst) == 0)
-			fchmod(fd, (dst.st_mode & 0666) | 0600);
-		return fd;
+	if (create) {
+		fd = openat(dirfd, DIRLOCK_FILE, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+			    O_NONBLOCK | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			/* Not the umask's choice: the directory's bits. */
+			if (fstat(dirfd, &dst) == 0)
+				fchmod(fd, (dst.st_mode & 0666) | 0600);
+			return fd;
+		}
+		if (errno != EEXIST)
+			return -errno;
 	}
-	if (errno != EEXIST)
-		return -errno;
 	fd = openat(dirfd, DIRLOCK_FILE, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -153,9 +156,12 @@ int dirlock_acquire(int dirfd, int wait_ms, const int *stop, struct dirlock *lk)
 		lk->lockfd = -1;
 		return ret;
 	}
-	/* Where no lock file can be made, nothing can be removed either:
-	 * the flock alone keeps this host's rollbacks in order. */
-	lk->lockfd = lockfile_open(lk->fd);
+	/* Not made here: a rollback, or one refused, changes nothing else in
+	 * STORE. Every compactor makes it before it reads a layer (its
+	 * compaction lock), so where it is missing no compactor of any host
+	 * has started in this directory, and the flock alone keeps this
+	 * host's rollbacks in order (doc/design.md §10.6). */
+	lk->lockfd = lockfile_open(lk->fd, false);
 	if (lk->lockfd < 0)
 		lk->lockfd = -1;
 	for (;;) {
@@ -204,7 +210,7 @@ int chainlock_try(int dirfd, const char *name, struct chainlock *cl)
 	int fd, ret;
 
 	cl->fd = -1;
-	fd = lockfile_open(dirfd);
+	fd = lockfile_open(dirfd, true);
 	if (fd < 0)
 		return fd;
 	ret = record_trylock(fd, dirlock_chain_offset(name));

@@ -13,7 +13,8 @@
  *
  * The compaction lock of a chain: a record lock on NAME's own byte of the
  * same lock file, held by the one compactor of that chain, on any host, for
- * its whole compaction. It is only ever tried, never waited for.
+ * its whole compaction. It is only ever tried, never waited for. Taking it
+ * creates the lock file where it is missing; nothing else does.
  *
  * Every lock here belongs to an open file description: two holders in one
  * process exclude each other like two processes do, and the kernel (or the
@@ -42,10 +43,12 @@ struct dirlock {
 
 /*
  * Takes the rollback lock of the directory dirfd refers to (any fd of it,
- * O_PATH included): the record lock on byte 0 of its DIRLOCK_FILE (created
- * if missing), then the flock of the directory. Where the lock file cannot
- * be created or opened for writing (a read-only store, no write permission:
- * nothing can be removed there either), the flock alone is taken. Polls, so
+ * O_PATH included): the record lock on byte 0 of its DIRLOCK_FILE, then the
+ * flock of the directory. The lock file is not created here (a compactor
+ * makes it, chainlock_try(), before it reads any layer): where it is
+ * missing, or cannot be opened for writing (a read-only store, no write
+ * permission: nothing can be removed there either), the flock alone is
+ * taken. Polls, so
  * that it can give up: wait_ms is how long to keep trying (0: one try;
  * DIRLOCK_WAIT_FOREVER: until granted); stop, if set and nonzero (read
  * atomically), ends the wait with -ECANCELED. Returns 0 with *lk held, or

@@ -38,9 +38,18 @@ static int foreign_lock(int dirfd, long long off)
 static void test_rollback_lock_is_record_lock_too(void **state)
 {
 	struct unit_dir *ud = *state;
+	struct chainlock cl;
 	struct dirlock a;
 	int other;
 
+	/* No lock file yet: a rollback creates nothing, the flock alone. */
+	assert_int_equal(dirlock_acquire(ud->fd, 0, NULL, &a), 0);
+	assert_int_equal(a.lockfd, -1);
+	dirlock_release(&a);
+	assert_int_equal(faccessat(ud->fd, DIRLOCK_FILE, F_OK, AT_SYMLINK_NOFOLLOW), -1);
+	/* A compactor's first try makes it. */
+	assert_int_equal(chainlock_try(ud->fd, "memory.bin", &cl), 0);
+	chainlock_release(&cl);
 	assert_int_equal(dirlock_acquire(ud->fd, 0, NULL, &a), 0);
 	assert_true(a.lockfd >= 0);
 	/* Byte 0 is taken: another host could not take it either. */
@@ -61,12 +70,13 @@ static void test_rollback_lock_is_record_lock_too(void **state)
 static void test_lock_file(void **state)
 {
 	struct unit_dir *ud = *state;
+	struct chainlock cl;
 	struct dirlock a;
 	struct stat st;
 
 	assert_int_equal(fchmod(ud->fd, 0775), 0);
-	assert_int_equal(dirlock_acquire(ud->fd, 0, NULL, &a), 0);
-	dirlock_release(&a);
+	assert_int_equal(chainlock_try(ud->fd, "memory.bin", &cl), 0);
+	chainlock_release(&cl);
 	assert_int_equal(fstatat(ud->fd, DIRLOCK_FILE, &st, AT_SYMLINK_NOFOLLOW), 0);
 	assert_true(S_ISREG(st.st_mode));
 	assert_int_equal(st.st_size, 0);
@@ -75,12 +85,14 @@ static void test_lock_file(void **state)
 	assert_true(dirlock_is_lockfile(DIRLOCK_FILE));
 	assert_false(dirlock_is_lockfile(DIRLOCK_FILE "x"));
 	assert_false(dirlock_is_lockfile("mem.1.diff"));
-	/* A symlink in its place is never followed: the flock alone. */
+	/* A symlink in its place is never followed: the flock alone, and
+	 * no compaction lock. */
 	assert_int_equal(unlinkat(ud->fd, DIRLOCK_FILE, 0), 0);
 	assert_int_equal(symlinkat("/nonexistent", ud->fd, DIRLOCK_FILE), 0);
 	assert_int_equal(dirlock_acquire(ud->fd, 0, NULL, &a), 0);
 	assert_int_equal(a.lockfd, -1);
 	dirlock_release(&a);
+	assert_int_equal(chainlock_try(ud->fd, "memory.bin", &cl), -ELOOP);
 	assert_int_equal(fstatat(ud->fd, DIRLOCK_FILE, &st, AT_SYMLINK_NOFOLLOW), 0);
 	assert_true(S_ISLNK(st.st_mode));
 }
