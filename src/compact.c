@@ -278,8 +278,13 @@ static void compaction_release(struct compaction *cp, int ret)
  */
 static int claim_chain(struct compaction *cp)
 {
-	int ret = chainlock_try(cp->dirfd, cp->name, &cp->clk);
+	const struct compact_opts *o = cp->opts;
+	int ret;
 
+	/* Taking it may create the lock file: never outside STORE. */
+	if (o->store_ino && !store_dir_inside(cp->dirfd, o->store_dev, o->store_ino))
+		return -EXDEV;
+	ret = chainlock_try(cp->dirfd, cp->name, &cp->clk);
 	if (ret && ret != -EALREADY) {
 		log_warn_rl("%s: compacting without the chain's compaction lock "
 			    "(%s): a compactor on another host may do the same "

@@ -3,9 +3,10 @@
 # A store on a filesystem that reports no holes (doc/distributed.md; sshfs
 # and some FUSE and SMB setups): SEEK_DATA finds every file all data, so
 # every diff looks dense. The store here is served through
-# tests/bench/passthrough_ro, a FUSE filesystem without an lseek method: the
-# kernel then answers SEEK_DATA with the offset and SEEK_HOLE with the size,
-# for every file, while st_blocks still tells how sparse the files are.
+# tests/bench/passthrough_ro -o hideholes, a FUSE filesystem without an
+# lseek method: the kernel then answers SEEK_DATA with the offset and
+# SEEK_HOLE with the size, for every file, while st_blocks still tells how
+# sparse the files are.
 # snapfs must say so in ONE log line naming the filesystem (its type and
 # mount point), not one line per chain; every chain with diffs answers EIO
 # with the cause in user.snapfs.error; a chain that is a base alone is
@@ -34,7 +35,7 @@ cp --sparse=always "$SRC/solo.0.base" "$T/solo.ref"
 # The passthrough daemon, recorded for cleanup like snapfs's.
 fifo=$T/pt.ready
 mkfifo "$fifo"
-"$PT" -f -o ready_fd=3 "$SRC" "$P" 3>"$fifo" >"$T/pt.log" 2>&1 &
+"$PT" -f -o ready_fd=3,hideholes "$SRC" "$P" 3>"$fifo" >"$T/pt.log" 2>&1 &
 PT_PID=$!
 PIDS+=("$PT_PID")
 MOUNTS+=("$P")
