@@ -465,7 +465,7 @@ static void log_no_holes(int fd, const char *how)
  */
 static bool fs_hides_holes(struct view_env *env, int fd, uint64_t dev)
 {
-	bool first = false, known = false, measured = false;
+	bool first, known = false, measured = false;
 	struct stat st;
 
 	pthread_mutex_lock(&env->lock);
@@ -484,11 +484,14 @@ static bool fs_hides_holes(struct view_env *env, int fd, uint64_t dev)
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_blocks * 512 + env->page_size >=
 	    (uint64_t)st.st_size)
 		return false;
+	/* Said by whoever records it first; with no record to keep it in
+	 * (the probe's was not stored: no memory), said each time. */
+	first = true;
 	pthread_mutex_lock(&env->lock);
 	for (size_t i = 0; i < env->nprobes; i++) {
-		if (env->probes[i].dev == dev && !env->probes[i].no_holes) {
+		if (env->probes[i].dev == dev) {
+			first = !env->probes[i].no_holes;
 			env->probes[i].no_holes = true;
-			first = true;
 		}
 	}
 	pthread_mutex_unlock(&env->lock);
