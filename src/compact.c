@@ -285,7 +285,11 @@ static int claim_chain(struct compaction *cp)
 	if (o->store_ino && !store_dir_inside(cp->dirfd, o->store_dev, o->store_ino))
 		return -EXDEV;
 	ret = chainlock_try(cp->dirfd, cp->name, &cp->clk);
-	if (ret && ret != -EALREADY) {
+	if (ret == -ENOSPC || ret == -EDQUOT || ret == -EROFS) {
+		/* No lock file can be made, and no staging file either: the
+		 * compaction's own failure is the one line to say. */
+		ret = 0;
+	} else if (ret && ret != -EALREADY) {
 		log_warn_rl("%s: compacting without the chain's compaction lock "
 			    "(%s): a compactor on another host may do the same "
 			    "work", cp->name, strerror(-ret));
