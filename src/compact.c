@@ -116,6 +116,7 @@ struct compaction {
 	bool renamed;			/* the staging file is the new base */
 	struct copier copier;
 	struct dirlock lk;		/* the directory's rollback lock */
+	struct chainlock clk;		/* the chain's compaction lock */
 };
 
 /* The name of merged layer i. */
@@ -171,6 +172,40 @@ static int after(struct compaction *cp, int step, int ret)
 }
 
 /*
+ * renameat2(RENAME_NOREPLACE) of from to to in dirfd, also where the
+ * filesystem has no rename flags (NFS, CephFS answer EINVAL): there, a
+ * hard link to the new name (which fails with EEXIST if it exists: the
+ * same no-replace, atomically, at the server) and the removal of the old
+ * name. If the old name vanished in between (a producer's rm: a rollback),
+ * the link is removed again: -ENOENT, as if it had vanished first.
+ * Returns 0 or -errno; on failure nothing changed but what another process
+ * did.
+ */
+static int rename_noreplace(int dirfd, const char *from, const char *to)
+{
+	if (!fault_wants(0, "no-noreplace")) {
+		if (renameat2(dirfd, from, dirfd, to, RENAME_NOREPLACE) == 0)
+			return 0;
+		if (errno != EINVAL)
+			return -errno;
+	}
+	if (linkat(dirfd, from, dirfd, to, 0) < 0)
+		return -errno;
+	if (unlinkat(dirfd, from, 0) == 0)
+		return 0;
+	if (errno == ENOENT) {
+		unlinkat(dirfd, to, 0);
+		return -ENOENT;
+	}
+	{
+		int e = errno;
+
+		unlinkat(dirfd, to, 0);
+		return -e;
+	}
+}
+
+/*
  * Fills cp for compacting the first nmerge layers of chain: the new base's
  * name in res->new_base and its staging name. Allocates nothing. Returns 0,
  * -EINVAL for a bad nmerge, -ENAMETOOLONG.
@@ -192,6 +227,8 @@ static int compaction_init(struct compaction *cp, int dirfd, const char *name,
 	cp->page_size = opts->page_size ? opts->page_size : 4096;
 	cp->out = -1;
 	cp->lk.fd = -1;
+	cp->lk.lockfd = -1;
+	cp->clk.fd = -1;
 	if (nmerge < 2 || nmerge > chain->nlayers)
 		return -EINVAL;
 	/* Never longer than the merged diff's own name, NAME.<seq>.diff,
@@ -216,6 +253,7 @@ static void compaction_release(struct compaction *cp, int ret)
 	if (cp->out >= 0)
 		close(cp->out);
 	dirlock_release(&cp->lk);
+	chainlock_release(&cp->clk);
 	for (size_t i = 0; cp->ents && i < cp->nmerge; i++)
 		cache_put(cp->cache, cp->ents[i]);
 	for (size_t i = 0; cp->fds && i < cp->nmerge; i++)
@@ -228,6 +266,36 @@ static void compaction_release(struct compaction *cp, int ret)
 	free(cp->fds);
 	copier_release(&cp->copier);
 	perms_free(&cp->perm);
+}
+
+/*
+ * Step 0, claim the chain: its compaction lock (dirlock.h), held to the
+ * end, so that one compactor on one host works on it while the others skip
+ * it (-EALREADY). Where the store has no record locks (or no lock file can
+ * be made) the compaction goes on without it: two compactors then race as
+ * before, and the loser's publish finds the new base in place (EEXIST) or
+ * its layers gone (-EAGAIN): work lost, nothing wrong in STORE.
+ */
+static int claim_chain(struct compaction *cp)
+{
+	const struct compact_opts *o = cp->opts;
+	int ret;
+
+	/* Taking it may create the lock file: never outside STORE. */
+	if (o->store_ino && !store_dir_inside(cp->dirfd, o->store_dev, o->store_ino))
+		return -EXDEV;
+	ret = chainlock_try(cp->dirfd, cp->name, &cp->clk);
+	if (ret == -ENOSPC || ret == -EDQUOT || ret == -EROFS) {
+		/* No lock file can be made, and no staging file either: the
+		 * compaction's own failure is the one line to say. */
+		ret = 0;
+	} else if (ret && ret != -EALREADY) {
+		log_warn_rl("%s: compacting without the chain's compaction lock "
+			    "(%s): a compactor on another host may do the same "
+			    "work", cp->name, strerror(-ret));
+		ret = 0;
+	}
+	return ret;
 }
 
 /*
@@ -347,6 +415,9 @@ static int stage(struct compaction *cp)
 	cp->out = openat(cp->dirfd, cp->tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
 	if (cp->out < 0)
 		return -errno;
+	/* Live, for a cleanup on another host (compact_cleanup()); where
+	 * record locks are missing, the mark is too. */
+	dirlock_mark_in_use(cp->out);
 	ret = perms_apply(cp->out, &cp->perm);
 	if (ret == -EPERM)
 		snprintf(cp->res->refused, sizeof(cp->res->refused),
@@ -421,9 +492,8 @@ static int publish(struct compaction *cp)
 	/* The directory was moved out of STORE while we copied. */
 	if (!ret && o->store_ino && !store_dir_inside(cp->dirfd, o->store_dev, o->store_ino))
 		ret = -EXDEV;
-	if (!ret && renameat2(cp->dirfd, cp->tmp, cp->dirfd, cp->res->new_base,
-			      RENAME_NOREPLACE) < 0)
-		ret = -errno;
+	if (!ret)
+		ret = rename_noreplace(cp->dirfd, cp->tmp, cp->res->new_base);
 	if (!ret) {
 		cp->renamed = true;
 		cp->res->published = true;
@@ -454,18 +524,19 @@ static int claim_top(int dirfd, const char *fname, const char *claim,
 		     const struct layer_id *id)
 {
 	struct stat st;
+	int ret = rename_noreplace(dirfd, fname, claim);
 
-	if (renameat2(dirfd, fname, dirfd, claim, RENAME_NOREPLACE) < 0)
-		return errno == ENOENT ? -EAGAIN : -errno;
+	if (ret)
+		return ret == -ENOENT ? -EAGAIN : ret;
 	/* dev and ino only: the rename changed ctime, and the inode we hold
 	 * open cannot be reused by another file meanwhile. */
 	if (fstatat(dirfd, claim, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    st.st_dev == id->dev && st.st_ino == id->ino)
 		return 0;
 	/* Rolled back and republished under the same name: not ours. */
-	if (renameat2(dirfd, claim, dirfd, fname, RENAME_NOREPLACE) < 0)
+	if ((ret = rename_noreplace(dirfd, claim, fname)))
 		log_err("%s: cannot rename back a diff published after a rollback "
-			"(it is %s now): %s", fname, claim, strerror(errno));
+			"(it is %s now): %s", fname, claim, strerror(-ret));
 	return -EAGAIN;
 }
 
@@ -583,6 +654,7 @@ static const struct step {
 	int (*run)(struct compaction *cp);
 	int fault;
 } steps[] = {
+	{ claim_chain, 0 },
 	{ load_and_check, 0 },
 	{ stage, 1 },
 	{ copy_base, 2 },
@@ -633,6 +705,9 @@ int compact_cleanup(int dirfd)
 	while ((de = readdir(d))) {
 		if (!compact_is_tmp(de->d_name))
 			continue;
+		/* A compactor alive on another host is still writing it. */
+		if (dirlock_in_use(dirfd, de->d_name))
+			continue;
 		if (unlinkat(dirfd, de->d_name, 0) == 0)
 			n++;
 	}
@@ -653,6 +728,8 @@ int compact_check_chain(int dirfd, const struct store_chain *chain,
 	ret = view_open(env, dirfd, chain, &v, why, len);
 	if (ret == 0)
 		view_put(v);
+	if (ret == -EMEDIUMTYPE)
+		ret = -EIO;	/* unusable all the same */
 	view_env_free(env);
 	return ret;
 }

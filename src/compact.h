@@ -116,9 +116,13 @@ size_t compact_plan(const struct store_chain *chain, const struct compact_opts *
  * deleted (res->withdrawn, a warning logged, -EAGAIN), so the store reads
  * as the rolled-back chain.
  *
+ * One compactor per chain, on any host: the chain's compaction lock
+ * (dirlock.h) is tried first and held to the end; if another process holds
+ * it, nothing is done and -EALREADY returned.
+ *
  * Returns 0, or -errno with the staging file removed and the chain
- * untouched (-ENOSPC, -EIO, -EPERM, -EAGAIN, -EBUSY: the rollback lock
- * stayed held elsewhere, -EXDEV: the directory left STORE, -ECANCELED,
+ * untouched (-ENOSPC, -EIO, -EPERM, -EAGAIN, -EALREADY: another compactor
+ * holds the chain, -EBUSY: the rollback lock stayed held elsewhere, -EXDEV: the directory left STORE, -ECANCELED,
  * ...); res->published tells whether the failure came after the new base
  * was in place.
  */
@@ -127,7 +131,9 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 		  struct compact_result *res);
 
 /*
- * Removes staging files a crash left in directory dirfd. Returns how many
+ * Removes staging files a crash left in directory dirfd: those no live
+ * compactor (of this host or another, where the filesystem passes record
+ * locks on) marks as its own (dirlock_mark_in_use()). Returns how many
  * were removed, or -errno.
  */
 int compact_cleanup(int dirfd);

@@ -216,7 +216,13 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 		progress_clear(&r->prog);
 		fputs(head, stdout);
 	}
-	if (ret == -EAGAIN || ret == -EBUSY) {
+	if (ret == -EALREADY) {
+		/* Another compactor (a daemon, here or on another host) has
+		 * this chain: its work, not a failure. */
+		if (!r->quiet)
+			printf(": skipped: held by another compactor\n");
+		r->skipped++;
+	} else if (ret == -EAGAIN || ret == -EBUSY) {
 		/* A rollback came first, or holds the lock: not a failure. */
 		if (!r->quiet && res.withdrawn)
 			printf(": withdrawn: the newest merged diff was deleted without "

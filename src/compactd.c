@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compact.h"
@@ -41,11 +42,22 @@ struct compactd {
 /* A version waiting for the compactor; holds a reference on it. */
 struct cjob {
 	struct node *v;
+	int64_t due_ns;		/* not before (CLOCK_MONOTONIC); 0: now */
 	struct cjob *next;
 };
 
-/* Queues v for compaction if its chain is deeper than the threshold. */
-static void compact_enqueue_locked(struct node_table *t, struct node *v)
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Queues v for compaction, not before due_ns, if its chain is deeper
+ * than the threshold. */
+static void compact_enqueue_at_locked(struct node_table *t, struct node *v,
+				      int64_t due_ns)
 {
 	struct compactd *cd = t->compactd;
 	struct cjob *j;
@@ -57,11 +69,18 @@ static void compact_enqueue_locked(struct node_table *t, struct node *v)
 	if (!j)
 		return;		/* retried when the next version appears */
 	j->v = v;
+	j->due_ns = due_ns;
 	v->refs++;
 	v->cstate = COMPACT_PENDING;
 	j->next = cd->jobs;
 	cd->jobs = j;
 	pthread_cond_signal(&cd->cond);
+}
+
+/* The table's hook: a version became current; queued at once. */
+static void compact_enqueue_locked(struct node_table *t, struct node *v)
+{
+	compact_enqueue_at_locked(t, v, 0);
 }
 
 struct publish_ctx {
@@ -134,6 +153,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	uint64_t new_base_seq = 0;
 	char **prune = NULL;	/* superseded layers, for the prune */
 	bool retry = false;
+	int64_t retry_ns = 0;	/* when, if retry */
 	int ret;
 
 	/* The chain this version was made of, copied: compact_published()
@@ -185,6 +205,20 @@ static void compact_version(struct node_table *t, struct node *v)
 		log_info("%s: compaction stopped; the store is unchanged", v->path);
 		goto out;
 	}
+	pthread_mutex_lock(&t->lock);
+	v->cheld = ret == -EALREADY;
+	pthread_mutex_unlock(&t->lock);
+	if (ret == -EALREADY) {
+		/* Another compactor, here or on another host, has this chain.
+		 * Tried again later: it may die (its lock dies with it), or
+		 * finish, and then the merged layers are gone (-EAGAIN) or
+		 * this version is no longer current. */
+		log_debug("%s: compaction skipped: the chain's compaction lock is "
+			  "held by another compactor", v->path);
+		retry = true;
+		retry_ns = mono_ns() + (int64_t)COMPACT_HELD_RETRY_MS * 1000000;
+		goto out;
+	}
 	if (ret == -EAGAIN && res.withdrawn) {
 		/* compact_chain() logged it. The version's layer list names the
 		 * withdrawn base now: drop its view, rescan; the next lookup
@@ -208,9 +242,11 @@ static void compact_version(struct node_table *t, struct node *v)
 		goto out;
 	}
 	if (ret == -EAGAIN) {
-		/* A rollback came first: not a failure. */
+		/* A rollback came first, or another host's compactor: not a
+		 * failure. */
 		log_info("%s: compaction abandoned: a merged layer changed "
-			 "meanwhile (a rollback); the store is unchanged", v->path);
+			 "meanwhile (a rollback, or another compactor finished "
+			 "first); the store is unchanged by this one", v->path);
 		goto out;
 	}
 	if (ret == -EBUSY) {
@@ -287,8 +323,44 @@ out:
 	pthread_mutex_lock(&t->lock);
 	v->cstate = COMPACT_IDLE;
 	if (retry && v->current && !cd->stop)
-		compact_enqueue_locked(t, v);
+		compact_enqueue_at_locked(t, v, retry_ns);
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* Unlinks and returns the first job that is due, or NULL. */
+static struct cjob *take_due_locked(struct compactd *cd)
+{
+	int64_t now = 0;
+
+	for (struct cjob **pp = &cd->jobs; *pp; pp = &(*pp)->next) {
+		struct cjob *j = *pp;
+
+		if (j->due_ns && !now)
+			now = mono_ns();
+		if (!j->due_ns || j->due_ns <= now) {
+			*pp = j->next;
+			return j;
+		}
+	}
+	return NULL;
+}
+
+/* Waits for a new job, stop, or the earliest due time of a waiting one. */
+static void wait_for_jobs_locked(struct node_table *t, struct compactd *cd)
+{
+	int64_t due = 0;
+	struct timespec ts;
+
+	for (struct cjob *j = cd->jobs; j; j = j->next)
+		if (!due || j->due_ns < due)
+			due = j->due_ns;
+	if (!due) {
+		pthread_cond_wait(&cd->cond, &t->lock);
+		return;
+	}
+	ts.tv_sec = due / 1000000000;
+	ts.tv_nsec = due % 1000000000;
+	pthread_cond_timedwait(&cd->cond, &t->lock, &ts);
 }
 
 static void *compact_thread(void *arg)
@@ -304,12 +376,15 @@ static void *compact_thread(void *arg)
 	for (;;) {
 		struct cjob *j;
 
-		while (!cd->jobs && !cd->stop)
-			pthread_cond_wait(&cd->cond, &t->lock);
-		if (cd->stop)
+		while (!(j = take_due_locked(cd)) && !cd->stop)
+			wait_for_jobs_locked(t, cd);
+		if (cd->stop) {
+			if (j) {	/* back on the list, for compactd_stop() */
+				j->next = cd->jobs;
+				cd->jobs = j;
+			}
 			break;
-		j = cd->jobs;
-		cd->jobs = j->next;
+		}
 		pthread_mutex_unlock(&t->lock);
 		compact_version(t, j->v);
 		node_unref(t, j->v);
@@ -328,7 +403,15 @@ int compactd_start(struct node_table *t, const struct compact_opts *opts)
 	if (!cd)
 		return -ENOMEM;
 	cd->copts = *opts;
-	pthread_cond_init(&cd->cond, NULL);
+	{
+		/* Due times are CLOCK_MONOTONIC: so are the timed waits. */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&cd->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	pthread_mutex_lock(&t->lock);
 	t->compactd = cd;
 	t->hooks.version_made_locked = compact_enqueue_locked;
@@ -382,6 +465,8 @@ char *compactd_describe(struct node_table *t, struct node *v)
 		why = v->crefused ? v->crefused : v->cfailed;
 	if (asprintf(&state, "%s%s", !t->compactd ? "off" :
 		     v->cstate == COMPACT_RUNNING ? "running" :
+		     v->cstate == COMPACT_PENDING && v->cheld ?
+		     "held: by another compactor" :
 		     v->cstate == COMPACT_PENDING ? "pending" :
 		     v->crefused ? "refused: " :
 		     v->cfailed ? "failed: " : "idle", why ? why : "") < 0)

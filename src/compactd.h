@@ -20,10 +20,15 @@ int compactd_start(struct node_table *t, const struct compact_opts *opts);
  * leaving the store as it was. Call before node_table_free(). */
 void compactd_stop(struct node_table *t);
 
+/* How often a chain whose compaction lock another compactor holds (on
+ * this host or another) is tried again, while its version is current. */
+#define COMPACT_HELD_RETRY_MS 2000
+
 /*
  * What user.snapfs.compaction says of version v: "off", "pending",
- * "running", "idle", or "refused: CAUSE". Returns a malloc'd string, or
- * NULL on ENOMEM.
+ * "running", "idle", "held: by another compactor" (waiting for the
+ * chain's compaction lock), "refused: CAUSE" or "failed: CAUSE". Returns a
+ * malloc'd string, or NULL on ENOMEM.
  */
 char *compactd_describe(struct node_table *t, struct node *v);
 

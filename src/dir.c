@@ -9,11 +9,15 @@
  * seen at the scan and the scan began clearly after that mtime: a change in
  * the same timestamp tick as the scan would otherwise go unseen (RACY_NS).
  * The watcher (dirwatch.c) marks an index stale at once; without a watch,
- * the times alone tell.
+ * the times alone tell, and they are then fetched afresh from the
+ * filesystem's server on every check (dir_times()): a network filesystem
+ * serves a directory's times from its attribute cache for up to a minute,
+ * and a publish made on another host would stay unseen for that long.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -26,6 +30,11 @@
 /* A directory index younger than this after the directory's mtime may have
  * missed a change made in the same timestamp tick; it is rescanned. */
 #define RACY_NS 20000000LL
+
+/* The same where the times come from another host's clock (unwatched
+ * directories: a network filesystem): clocks that agree within this less
+ * a timestamp tick cannot hide a change (doc/distributed.md). */
+#define RACY_REMOTE_NS 1000000000LL
 
 /*
  * True if directory dir is still inside STORE: walking up through ".."
@@ -68,12 +77,43 @@ static bool ts_eq(const struct timespec *a, const struct timespec *b)
 	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
+/*
+ * The modification and change times of directory dir (its fd pinned: fd).
+ * Where no watch sees its changes, never from a cache: AT_STATX_FORCE_SYNC
+ * makes NFS, CephFS, SMB and FUSE ask their server (one round trip; on a
+ * local filesystem it costs what fstat does). A changed directory then also
+ * has its cached listing dropped by the client, so the scan that follows
+ * sees it fresh.
+ */
+static int dir_times(const struct node *dir, int fd, struct timespec *mtim,
+		     struct timespec *ctim)
+{
+	struct statx stx;
+	struct stat st;
+
+	if (dir->wd > 0) {
+		if (fstat(fd, &st) < 0)
+			return -errno;
+		*mtim = st.st_mtim;
+		*ctim = st.st_ctim;
+		return 0;
+	}
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC,
+		  STATX_MTIME | STATX_CTIME, &stx) < 0)
+		return -errno;
+	mtim->tv_sec = stx.stx_mtime.tv_sec;
+	mtim->tv_nsec = stx.stx_mtime.tv_nsec;
+	ctim->tv_sec = stx.stx_ctime.tv_sec;
+	ctim->tv_nsec = stx.stx_ctime.tv_nsec;
+	return 0;
+}
+
 /* dir_refresh_locked() with the directory's fd pinned. */
 static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 {
 	struct store_dir *idx;
-	struct timespec now;
-	struct stat st;
+	struct timespec now, mtim, ctim;
+	long long racy;
 	bool stale;
 	int ret;
 
@@ -84,11 +124,13 @@ static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 	stale = dir->index_stale;
 	dir->index_stale = false;
 	pthread_mutex_unlock(&t->lock);
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!force && !stale && dir->index && ts_eq(&st.st_mtim, &dir->index_mtime) &&
-	    ts_eq(&st.st_ctim, &dir->index_ctime) &&
-	    ts_ns(&dir->index_scanned) - ts_ns(&st.st_mtim) > RACY_NS)
+	ret = dir_times(dir, fd, &mtim, &ctim);
+	if (ret)
+		return ret;
+	racy = dir->wd > 0 ? RACY_NS : RACY_REMOTE_NS;
+	if (!force && !stale && dir->index && ts_eq(&mtim, &dir->index_mtime) &&
+	    ts_eq(&ctim, &dir->index_ctime) &&
+	    ts_ns(&dir->index_scanned) - ts_ns(&mtim) > racy)
 		return 0;
 
 	if (!dir_in_store(t, dir)) {
@@ -121,8 +163,8 @@ static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 	}
 	store_dir_free(dir->index);
 	dir->index = idx;
-	dir->index_mtime = st.st_mtim;
-	dir->index_ctime = st.st_ctim;
+	dir->index_mtime = mtim;
+	dir->index_ctime = ctim;
 	dir->index_scanned = now;
 	dir->index_gen++;
 	return 0;

@@ -389,7 +389,7 @@ int extent_probe_granularity(int dirfd, unsigned page_size, uint64_t *gran)
 	 * block around the written page stays inside the file, and placed one
 	 * page past a 2 MiB boundary so that any coarser unit shows. */
 	const off_t where = (off_t)8 << 20 | (off_t)page_size;
-	const off_t size = (off_t)16 << 20;
+	const off_t size = (off_t)EXTENT_PROBE_SIZE;
 	struct extent_map *m = NULL;
 	char *page;
 	int fd, ret;

@@ -88,12 +88,17 @@ int extent_map_is_dense(const struct extent_map *m);
  */
 const char *extent_diff_refusal(const struct extent_map *m, unsigned page_size);
 
+/* The probe's scratch file size: a granularity this large means the
+ * filesystem reports no holes at all. */
+#define EXTENT_PROBE_SIZE ((uint64_t)16 << 20)
+
 /*
  * Measures the hole granularity of the filesystem holding directory dirfd:
  * writes one page_size page into an anonymous O_TMPFILE in it (falling back
  * to a named, at once unlinked, hidden file) at an offset far from others,
  * and reports in *gran how much data extent_scan() (the same method as for
- * layers) finds there. A result of page_size means holes are exact. Returns
+ * layers) finds there. A result of page_size means holes are exact; one of
+ * EXTENT_PROBE_SIZE, that the filesystem reports no holes at all. Returns
  * 0, or -errno if no scratch file could be made, written or scanned
  * (read-only store, no space).
  */

@@ -102,7 +102,7 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 	if (parent->kind != NODE_DIR)
 		return -ENOTDIR;
 	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/') ||
-	    compact_is_tmp(name))
+	    compact_is_tmp(name) || dirlock_is_lockfile(name))
 		return -ENOENT;
 
 	for (int tries = 0;; tries++) {
@@ -257,8 +257,10 @@ int node_list_dir(struct node_table *t, struct node *n,
 			break;
 		}
 		/* A plain entry named like a layered file is hidden by it;
-		 * compaction staging files are not shown at all. */
-		if (store_dir_find(n->index, de->d_name) || compact_is_tmp(de->d_name))
+		 * compaction staging files and the lock file are not
+		 * shown at all. */
+		if (store_dir_find(n->index, de->d_name) || compact_is_tmp(de->d_name) ||
+		    dirlock_is_lockfile(de->d_name))
 			continue;
 		ret = dirent_add(&d, &nd, &cap, de->d_name, de->d_type, de->d_ino);
 		if (ret)

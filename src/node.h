@@ -133,6 +133,9 @@ struct node {
 	char *cfailed;		/* why this version's last compaction
 				   failed, or NULL (cleared by a success);
 				   protected by node_table.lock */
+	bool cheld;		/* its last try found the chain's compaction
+				   lock held by another compactor; protected
+				   by node_table.lock */
 };
 
 /*

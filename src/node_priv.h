@@ -23,8 +23,9 @@
  * The daemon's shutdown stops the compactor and the watcher before it frees
  * the table.
  *
- * Lock order: a directory's rollback lock (the flock of dirlock.h, which
- * is not a mutex of ours and is shared with other processes), then a
+ * Lock order: a chain's compaction lock, then a directory's rollback lock
+ * (dirlock.h: a record lock and a flock, shared with other processes and
+ * hosts, not mutexes of ours), then a
  * directory's node.lock, then a version's node.lock, then
  * node_table.watch_lock (only around adding or removing an inotify watch),
  * then node_table.lock; never the other way round. Only rollbacks

@@ -282,8 +282,24 @@ void prefetch_released(struct node_table *t, uint64_t nodeid)
 	current = j->n->current;
 	pthread_mutex_unlock(&t->lock);
 	if (current || j == pf->busy) {	/* the thread ends it (reap_locked()) */
+		struct view *v = NULL;
+		struct node *n = j->n;
+
+		/* A finished job needs its view no more: handed back now, the
+		 * layers of a version nobody has open close at once
+		 * (node_view_done()), not at the next reap. */
+		if (j != pf->busy && j->v &&
+		    (j->state == PJ_DONE || j->state == PJ_STOPPED)) {
+			v = j->v;
+			j->v = NULL;
+			node_ref(t, n);
+		}
 		pthread_cond_signal(&pf->cond);
 		pthread_mutex_unlock(&pf->lock);
+		if (v) {
+			node_view_done(t, n, v);
+			node_unref(t, n);
+		}
 		return;
 	}
 	/*

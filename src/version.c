@@ -577,9 +577,15 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 		 * compaction): not this chain's fault; the kernel looks the
 		 * name up again and finds the version that exists now. */
 		ret = -ESTALE;
-	} else if (ret == -EIO) {
+	} else if (ret == -EIO || ret == -EMEDIUMTYPE) {
 		n->build_error = strdup(why);
-		log_err("%s: unusable: %s", n->path, why);
+		/* A filesystem that cannot serve diffs is said once for the
+		 * filesystem (view.h), not once per chain. */
+		if (ret == -EIO)
+			log_err("%s: unusable: %s", n->path, why);
+		else
+			log_debug("%s: unusable: %s", n->path, why);
+		ret = -EIO;
 	} else if (ret == -ESTALE) {
 		/* A race with a publish, rollback or compaction, not a fault:
 		 * -ESTALE makes the kernel look the name up again and retry. */

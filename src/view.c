@@ -26,6 +26,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fsname.h"
 #include "log.h"
 #include "stats.h"
 #include "view.h"
@@ -280,6 +281,9 @@ struct probe {
 	uint64_t dev;
 	int result;		/* 0, or -errno of the probe */
 	uint64_t gran;
+	bool measured;		/* gran is the probe's, not a stand-in */
+	bool no_holes;		/* the filesystem reports every file as all
+				   data: said once (fs_hides_holes()) */
 };
 
 /*
@@ -494,6 +498,63 @@ void view_env_free(struct view_env *env)
 	free(env);
 }
 
+/* The one line for a filesystem that reports no holes (how is how we
+ * know); fd is any file on it. */
+static void log_no_holes(int fd, const char *how)
+{
+	char fs[512];
+
+	fsname_describe(fd, fs, sizeof(fs));
+	log_err("filesystem %s reports no holes (%s): SEEK_DATA finds every "
+		"file all data, so every diff there looks dense and no chain "
+		"with diffs can be served; keep STORE on a filesystem that "
+		"reports holes (doc/distributed.md)", fs, how);
+}
+
+/*
+ * True if dense diff fd (of device dev) shows that its filesystem hides
+ * holes: its map is one extent over the whole file, yet it occupies fewer
+ * blocks than its size. Logged once per device (with the probe's verdict,
+ * when a probe could be made, this is already known).
+ */
+static bool fs_hides_holes(struct view_env *env, int fd, uint64_t dev)
+{
+	bool first, known = false, measured = false;
+	struct stat st;
+
+	pthread_mutex_lock(&env->lock);
+	for (size_t i = 0; i < env->nprobes; i++) {
+		if (env->probes[i].dev != dev)
+			continue;
+		known = env->probes[i].no_holes;
+		measured = env->probes[i].measured;
+		break;
+	}
+	pthread_mutex_unlock(&env->lock);
+	/* A probe that saw holes outweighs block counts (a compressing
+	 * filesystem counts fewer blocks than a dense file's size). */
+	if (known || measured)
+		return known;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_blocks * 512 + env->page_size >=
+	    (uint64_t)st.st_size)
+		return false;
+	/* Said by whoever records it first; with no record to keep it in
+	 * (the probe's was not stored: no memory), said each time. */
+	first = true;
+	pthread_mutex_lock(&env->lock);
+	for (size_t i = 0; i < env->nprobes; i++) {
+		if (env->probes[i].dev == dev) {
+			first = !env->probes[i].no_holes;
+			env->probes[i].no_holes = true;
+		}
+	}
+	pthread_mutex_unlock(&env->lock);
+	if (first)
+		log_no_holes(fd, "a diff that occupies fewer blocks than its "
+			     "size scans as data from end to end");
+	return true;
+}
+
 /*
  * Hole granularity of the filesystem of dirfd, probed once per device.
  * Two threads may probe the same device at once; both results are equal
@@ -516,6 +577,7 @@ static int env_granularity(struct view_env *env, int dirfd, int difffd,
 	pthread_mutex_unlock(&env->lock);
 
 	pr.result = extent_probe_granularity(dirfd, env->page_size, &pr.gran);
+	pr.measured = pr.result == 0;
 	if (pr.result) {
 		struct stat st;
 
@@ -530,11 +592,20 @@ static int env_granularity(struct view_env *env, int dirfd, int difffd,
 			 (unsigned long long)pr.gran);
 		pr.result = 0;
 	}
-	if (pr.gran > env->page_size)
-		log_warn("filesystem of device %u:%u reports holes in units of "
-			 "%llu bytes, coarser than the %u-byte page: diffs there "
-			 "cannot be served", major(dev), minor(dev),
-			 (unsigned long long)pr.gran, env->page_size);
+	if (pr.gran >= EXTENT_PROBE_SIZE) {
+		/* Not coarse holes: none at all (sshfs, some FUSE and SMB
+		 * setups). One line for the filesystem, none per chain. */
+		pr.no_holes = true;
+		log_no_holes(difffd, "its scratch file, one page written, "
+			     "reads back as data from end to end");
+	} else if (pr.gran > env->page_size) {
+		char fs[512];
+
+		fsname_describe(difffd, fs, sizeof(fs));
+		log_warn("filesystem %s reports holes in units of %llu bytes, "
+			 "coarser than the %u-byte page: diffs there cannot be "
+			 "served", fs, (unsigned long long)pr.gran, env->page_size);
+	}
 
 	pthread_mutex_lock(&env->lock);
 	{
@@ -775,7 +846,12 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 
 		if (env_granularity(env, dirfd, v->layers[1].fd,
 				    v->layers[1].id.dev, &gran) == 0 &&
-		    gran > env->page_size) {
+		    gran >= EXTENT_PROBE_SIZE) {
+			snprintf(why, len, "diff %s is on a filesystem that "
+				 "reports no holes", v->layers[1].fname);
+			ret = -EMEDIUMTYPE;
+			goto fail;
+		} else if (gran > env->page_size) {
 			snprintf(why, len, "diff %s is on a filesystem whose holes "
 				 "are %llu bytes, coarser than the %u-byte page",
 				 v->layers[1].fname, (unsigned long long)gran,
@@ -798,6 +874,13 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 		if (i > 0) {
 			const char *cause = extent_diff_refusal(maps[i], env->page_size);
 
+			if (cause && extent_map_is_dense(maps[i]) &&
+			    fs_hides_holes(env, v->layers[i].fd, v->layers[i].id.dev)) {
+				snprintf(why, len, "diff %s is on a filesystem that "
+					 "reports no holes", v->layers[i].fname);
+				ret = -EMEDIUMTYPE;
+				goto fail;
+			}
 			if (cause) {
 				snprintf(why, len, "diff %s %s", v->layers[i].fname, cause);
 				ret = -EIO;

@@ -107,7 +107,10 @@ void view_env_drop_fd(struct view_env *env);
  * Opens every layer of chain (entries of directory dirfd; never through a
  * symlink), checks it (doc/format.md §5), and builds the view with one reference.
  * Returns 0; -EIO when the chain itself is unusable, with a one-line cause
- * naming the layer in why[len] (the caller logs it); or -EMFILE, -ENFILE,
+ * naming the layer in why[len] (the caller logs it); -EMEDIUMTYPE when its
+ * filesystem reports no holes at all, so that no diff there can be served:
+ * why says so, and the filesystem was named in one log line already, so
+ * the caller need not log it per chain; or -EMFILE, -ENFILE,
  * -ENOMEM when the process ran short (why may say which layer): those are
  * not the chain's fault and worth retrying.
  */

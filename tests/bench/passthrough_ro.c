@@ -8,6 +8,12 @@
  *
  * Usage: passthrough_ro [-f] [-s] [-d] [-o ready_fd=N] SRCDIR MOUNTPOINT
  * (-o nomove / -o nosplice turn off page moving / splicing, for experiments).
+ *
+ * The tests use it too, as a stand-in for a network filesystem: it caches
+ * names and attributes for an hour, as an NFS client caches them for a
+ * while (t-revalidate-remote.sh), and with -o hideholes it has no lseek
+ * method, so the kernel reports every file as data to SEEK_DATA, as sshfs
+ * does (t-no-holes.sh).
  */
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 312	/* as the project's AM_CPPFLAGS; libfuse >= 3.12 */
@@ -61,6 +67,7 @@ struct pt_opts {
 	int ready_fd;
 	int nosplice;
 	int nomove;
+	int hideholes;
 };
 
 /* Returns the name of inode @ino (not freed while the daemon runs) or NULL. */
@@ -249,6 +256,21 @@ static void pt_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				   pt.nomove ? 0 : FUSE_BUF_SPLICE_MOVE);
 }
 
+/* SEEK_DATA/SEEK_HOLE answered from the backing file (reads never use its
+ * offset: they splice or pread at explicit positions). */
+static void pt_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+			struct fuse_file_info *fi)
+{
+	off_t res;
+
+	(void)ino;
+	res = lseek((int)fi->fh, off, whence);
+	if (res < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, res);
+}
+
 static void pt_op_release(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
@@ -361,12 +383,14 @@ static const struct fuse_lowlevel_ops pt_ops = {
 	.readdir	= pt_op_readdir,
 	.releasedir	= pt_op_releasedir,
 	.statfs		= pt_op_statfs,
+	.lseek		= pt_op_lseek,
 };
 
 static const struct fuse_opt pt_opt_spec[] = {
 	{ "ready_fd=%d", offsetof(struct pt_opts, ready_fd), 0 },
 	{ "nosplice", offsetof(struct pt_opts, nosplice), 1 },
 	{ "nomove", offsetof(struct pt_opts, nomove), 1 },
+	{ "hideholes", offsetof(struct pt_opts, hideholes), 1 },
 	FUSE_OPT_END
 };
 
@@ -390,7 +414,8 @@ static void pt_usage(const char *prog)
 	       "Read-only passthrough of SRCDIR's regular files (benchmark ceiling).\n"
 	       "    -o ready_fd=N    write one byte to fd N once mounted, then close it\n"
 	       "    -o nomove        splice reads, but do not ask to move pages\n"
-	       "    -o nosplice      copy reads instead of splicing them\n\n",
+	       "    -o nosplice      copy reads instead of splicing them\n"
+	       "    -o hideholes     no lseek method: every file is data to SEEK_DATA\n\n",
 	       prog);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -443,7 +468,16 @@ int main(int argc, char *argv[])
 		goto out_opts;
 	}
 
-	se = fuse_session_new(&args, &pt_ops, sizeof(pt_ops), NULL);
+	{
+		/* Without the lseek method the kernel answers SEEK_DATA with
+		 * the offset and SEEK_HOLE with the size, for every file. */
+		static struct fuse_lowlevel_ops ops;
+
+		ops = pt_ops;
+		if (o.hideholes)
+			ops.lseek = NULL;
+		se = fuse_session_new(&args, &ops, sizeof(ops), NULL);
+	}
 	if (!se)
 		goto out_src;
 	if (fuse_set_signal_handlers(se) != 0)

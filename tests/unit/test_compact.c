@@ -17,6 +17,7 @@
 
 #include "cache.h"
 #include "compact.h"
+#include "dirlock.h"
 #include "copy.h"
 #include "extent.h"
 #include "store.h"
@@ -414,6 +415,52 @@ static void test_chain(void **state)
 	cache_free(c);
 }
 
+/* One compactor per chain: while another holds the chain's compaction
+ * lock (another daemon, here or on another host), compact_chain() does
+ * nothing and says -EALREADY; once it is released, it compacts. */
+static void test_chain_held(void **state)
+{
+	struct unit_dir *ud = *state;
+	static struct merge m;
+	struct compact_result res;
+	struct chainlock other;
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	make_chain(ud->fd, 5, 31, 4, &m);
+	assert_int_equal(chainlock_try(ud->fd, "f", &other), 0);
+	assert_int_equal(compact_f(ud->fd, NULL, &res), -EALREADY);
+	assert_false(res.published);
+	assert_true(exists(ud->fd, "f.0.base"));
+	assert_true(exists(ud->fd, "f.3.diff"));
+	assert_false(exists(ud->fd, "f.3.base"));
+	assert_int_equal(count_staging(ud->fd), 0);
+	/* Another chain's lock is not this one's. */
+	chainlock_release(&other);
+	assert_int_equal(chainlock_try(ud->fd, "g", &other), 0);
+	assert_int_equal(compact_f(ud->fd, NULL, &res), 0);
+	chainlock_release(&other);
+	check_merge(ud->fd, "f.3.base", &m);
+}
+
+/* Where rename flags are not supported (NFS, CephFS: EINVAL; played by a
+ * fault point), the new base is published and the newest merged diff
+ * claimed by a link and an unlink, with the same result. */
+static void test_no_rename_flags(void **state)
+{
+#ifdef SNAPFS_FAULT_INJECTION
+	struct unit_dir *ud = *state;
+	struct compact_result res;
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	setenv("SNAPFS_FAULT", "0:no-noreplace", 1);
+	compact_and_check(ud->fd, 37, &res);
+	unsetenv("SNAPFS_FAULT");
+#else
+	(void)state;
+	skip();
+#endif
+}
+
 /* Every copy method, forced, gives the same new base (on the scratch
  * directory's filesystem and on tmpfs). */
 static void methods_agree(int dirfd)
@@ -779,6 +826,8 @@ int main(void)
 		DIR_TEST(test_cleanup),
 		cmocka_unit_test(test_method_name),
 		DIR_TEST(test_chain),
+		DIR_TEST(test_chain_held),
+		DIR_TEST(test_no_rename_flags),
 		DIR_TEST(test_methods),
 		TMPFS_TEST(test_methods_tmpfs),
 		DIR_TEST(test_dry_run),
