@@ -38,9 +38,11 @@
 
 #include "access.h"
 #include "dirwatch.h"
+#include "flatten.h"
 #include "fuse_ops.h"
 #include "log.h"
 #include "names.h"
+#include "passthrough.h"
 #include "procfd.h"
 #include "version.h"
 #include "xattr.h"
@@ -301,6 +303,7 @@ static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
 	/* A version's data never changes: do not let attribute refreshes of
 	 * ordinary files drop it either way; they are re-read on open. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	passthrough_init(fs->pt, conn);
 	log_debug("kernel FUSE %u.%u, max_readahead %u, max_write %u",
 		  conn->proto_major, conn->proto_minor, conn->max_readahead,
 		  conn->max_write);
@@ -531,6 +534,31 @@ static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 /* ---- files ---- */
 
+/*
+ * The passthrough choice for an open of version n, whose view is v (access
+ * already checked): its flat file if one is ready, else its one layer if
+ * it has one, is the backing file (doc/design.md §14); a layered version
+ * without a flat file takes the FUSE path, its pages cached by the kernel
+ * for good (keep_cache: the version's bytes never change). Returns 0 or
+ * -ENOMEM; on success the open is counted (passthrough_release()).
+ */
+static int passthrough_view(fuse_req_t req, fuse_ino_t ino, struct node *n,
+			    struct view *v, struct fuse_file_info *fi)
+{
+	struct snapfs *fs = fs_of(req);
+	int flat = -1, fd = -1, ret;
+
+	fi->keep_cache = 1;
+	if (passthrough_enabled(fs->pt)) {
+		flat = flatten_fd(fs->flatten, n);
+		fd = flat >= 0 ? flat : v->nlayers == 1 ? v->layers[0].fd : -1;
+	}
+	ret = passthrough_open(fs->pt, req, ino, fd, fi);
+	if (flat >= 0)
+		close(flat);	/* the kernel holds the backing file itself */
+	return ret < 0 ? ret : 0;
+}
+
 static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
@@ -564,15 +592,20 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			return;
 		}
 		view_set_label(v, n->path);	/* unnamed in logs if it fails */
-		ret = handle_add(v, false);
+		ret = passthrough_view(req, ino, n, v, fi);
+		if (ret == 0) {
+			ret = handle_add(v, false);
+			if (ret)
+				passthrough_release(fs->pt, req, ino);
+		}
 		if (ret) {
 			view_put(v);
 			fuse_reply_err(req, -ret);
 			return;
 		}
 		fi->fh = fh_of_view(v);
-		fi->keep_cache = 1;	/* the version's bytes never change */
 		if (fuse_reply_open(req, fi) != 0) {
+			passthrough_release(fs->pt, req, ino);
 			handle_del(v);
 			view_put(v);
 		}
@@ -591,8 +624,20 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	fi->fh = fh_of_fd(ret);
-	if (fuse_reply_open(req, fi) != 0)
+	if (n->kind == NODE_FILE) {
+		int pt = passthrough_open(fs->pt, req, ino, ret, fi);
+
+		if (pt < 0) {
+			close(ret);
+			fuse_reply_err(req, -pt);
+			return;
+		}
+	}
+	if (fuse_reply_open(req, fi) != 0) {
+		if (n->kind == NODE_FILE)
+			passthrough_release(fs->pt, req, ino);
 		close(ret);
+	}
 }
 
 /* Buffers a piece takes in a reply: one for data, one per zero_len slice
@@ -775,7 +820,9 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct view *v = fh_view(fi);
 
-	(void)ino;
+	/* Every open of a view or an ordinary file was counted (the mode
+	 * of its inode); an uncounted inode is simply not found. */
+	passthrough_release(fs_of(req)->pt, req, ino);
 	if (v) {
 		handle_del(v);
 		view_put(v);
@@ -827,6 +874,25 @@ static void reply_xattr(fuse_req_t req, ssize_t ret, const char *buf, size_t siz
 		fuse_reply_buf(req, buf, (size_t)ret);
 }
 
+/* user.snapfs.flat of version n: where its flat file stands (flatten.h). */
+static ssize_t flat_xattr(struct snapfs *fs, struct node *n, char *buf, size_t size)
+{
+	char *s = flatten_describe(fs->flatten, n);
+	size_t len;
+
+	if (!s)
+		return -ENOMEM;
+	len = strlen(s);
+	if (size && len > size) {
+		free(s);
+		return -ERANGE;
+	}
+	if (size)
+		memcpy(buf, s, len);
+	free(s);
+	return (ssize_t)len;
+}
+
 static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			       size_t size)
 {
@@ -839,7 +905,9 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (n->kind == NODE_VIEW)
+	if (n->kind == NODE_VIEW && strcmp(name, "user.snapfs.flat") == 0)
+		ret = flat_xattr(fs, n, buf, size);
+	else if (n->kind == NODE_VIEW)
 		ret = xattr_get(fs->nodes, n, name, buf, size);
 	else
 		ret = store_xattr(n, name, buf, size, false);

@@ -22,9 +22,11 @@
 #include "cache.h"
 #include "compactd.h"
 #include "dirwatch.h"
+#include "flatten.h"
 #include "fuse_ops.h"
 #include "log.h"
 #include "node.h"
+#include "passthrough.h"
 #include "view.h"
 
 /* Size of the shared zero buffer that holes are answered from; larger
@@ -44,6 +46,8 @@ struct options {
 	unsigned keep_diffs;
 	unsigned compact_rate;
 	char *read_reply;
+	char *passthrough;
+	char *flatten;
 	int ready_fd;
 	unsigned max_threads;
 	int allow_other;
@@ -63,6 +67,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("keep_diffs=%u", keep_diffs),
 	OPT("compact_rate=%u", compact_rate),
 	OPT("read_reply=%s", read_reply),
+	OPT("passthrough=%s", passthrough),
+	OPT("flatten=%s", flatten),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -113,6 +119,11 @@ static void usage(const char *prog)
 	       "                           (default 256; 0: unlimited)\n"
 	       "    -o read_reply=splice|mmap  answer reads by splicing from the\n"
 	       "                           layers (default) or from mappings\n"
+"    -o passthrough=auto|off  serve views of one file and plain files\n"
+	       "                           by kernel FUSE passthrough (default auto)\n"
+	       "    -o flatten=auto|always|off  build a flat file of each new layered\n"
+	       "                           version for passthrough; auto: where the\n"
+	       "                           base can be reflinked (default auto)\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -161,6 +172,15 @@ static int check_options(const struct options *o)
 		log_err("read_reply=%s: must be mmap or splice", o->read_reply);
 		return -1;
 	}
+	if (o->passthrough && strcmp(o->passthrough, "auto") != 0 &&
+	    strcmp(o->passthrough, "off") != 0) {
+		log_err("passthrough=%s: must be auto or off", o->passthrough);
+		return -1;
+	}
+	if (o->flatten && flatten_mode_parse(o->flatten) < 0) {
+		log_err("flatten=%s: must be auto, always or off", o->flatten);
+		return -1;
+	}
 	if (o->keep_diffs > o->compact_threshold) {
 		log_err("keep_diffs=%u must not exceed compact_threshold=%u",
 			o->keep_diffs, o->compact_threshold);
@@ -192,6 +212,13 @@ static int add_fsname(struct fuse_args *args, const char *store)
 	ret = fuse_opt_add_arg(args, opt);
 	free(opt);
 	return ret;
+}
+
+/* For the flattener: a flat file is only worth building if passthrough
+ * can serve it. */
+static bool passthrough_usable(void *pt)
+{
+	return passthrough_enabled(pt);
 }
 
 static void signal_ready(int fd)
@@ -280,9 +307,12 @@ int main(int argc, char *argv[])
 	fs.attr_timeout = o.attr_timeout;
 	/* The kernel's own checks, with ACLs, wherever it makes them. */
 	fs.posix_acl = o.allow_other || o.default_permissions;
+	fs.pt = passthrough_new(!o.passthrough || strcmp(o.passthrough, "off") != 0);
+	if (!fs.pt)
+		goto out_zero;
 	fs.cache = cache_new((size_t)o.cache_mb << 20);
 	if (!fs.cache)
-		goto out_zero;
+		goto out_pt;
 	fs.env = view_env_new(fs.cache, o.page_size);
 	if (!fs.env)
 		goto out_cache;
@@ -323,6 +353,10 @@ int main(int argc, char *argv[])
 
 		compactd_start(fs.nodes, &co);	/* failure: logged */
 	}
+	/* After the compactor: it chains the hook the compactor installed. */
+	if (flatten_start(fs.nodes, (enum flatten_mode)flatten_mode_parse(o.flatten),
+			  passthrough_usable, fs.pt, &fs.flatten))
+		log_err("cannot start the flattener: out of memory");
 
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se);
@@ -340,6 +374,8 @@ int main(int argc, char *argv[])
 	if (ret < 0)
 		log_err("the FUSE session ended with an error: %s", strerror(-ret));
 	ret = ret < 0 ? 1 : 0;
+	flatten_stop(fs.flatten);
+	fs.flatten = NULL;
 	compactd_stop(fs.nodes);
 	dirwatch_stop(fs.nodes);
 	snapfs_close_handles();
@@ -357,6 +393,8 @@ out_env:
 	view_env_free(fs.env);
 out_cache:
 	cache_free(fs.cache);
+out_pt:
+	passthrough_free(fs.pt);
 out_zero:
 	munmap(zero, ZERO_LEN);
 out_args:
@@ -365,6 +403,8 @@ out_args:
 	free(o.store);
 	free(o.compact);
 	free(o.read_reply);
+	free(o.passthrough);
+	free(o.flatten);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -55,6 +55,7 @@
 #define WD_BUCKETS 1024
 
 struct compactd;
+struct flatten;
 
 /* A timestamp in nanoseconds, for comparing file times. */
 static inline int64_t ts_ns(const struct timespec *ts)
@@ -101,6 +102,8 @@ struct node_table {
 
 	/* compactd.c's, NULL while no compactor runs */
 	struct compactd *compactd;
+	/* flatten.c's, NULL while no flattener runs */
+	struct flatten *flatten;
 };
 
 /* ---- node.c: the table ---- */
