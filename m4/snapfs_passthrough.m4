@@ -25,5 +25,6 @@ AC_DEFUN([SNAPFS_FUSE_PASSTHROUGH], [
   AS_IF([test "x$snapfs_passthrough" = xyes],
     [AC_DEFINE([HAVE_FUSE_PASSTHROUGH], [1],
       [Define if libfuse has fuse_passthrough_open() (3.17 and later).])])
+  AC_SUBST([snapfs_passthrough])
   AM_CONDITIONAL([HAVE_FUSE_PASSTHROUGH], [test "x$snapfs_passthrough" = xyes])
 ])

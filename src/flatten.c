@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Flatten on publish (flatten.h, doc/design.md §14).
+ * Flatten on publish (flatten.h, doc/design.md §15).
  *
  * The invariant: a flat file, once ready, holds exactly the bytes of its
  * version, and is only ever handed to opens of that version. It holds them
@@ -266,6 +266,23 @@ static int build_flat(struct flatten *f, int dirfd, const struct view *vw,
 	return out;
 }
 
+/*
+ * Test builds (--enable-fault-injection): while the file that
+ * SNAPFS_FLATTEN_GATE names exists, no flat file is built, so a test can
+ * open a version before its flat file is ready, deterministically.
+ */
+static void fault_gate(struct flatten *f)
+{
+#ifdef SNAPFS_FAULT_INJECTION
+	const char *gate = getenv("SNAPFS_FLATTEN_GATE");
+
+	while (gate && access(gate, F_OK) == 0 && !__atomic_load_n(&f->stop, __ATOMIC_RELAXED))
+		usleep(10000);
+#else
+	(void)f;
+#endif
+}
+
 /* Builds e's flat file and records the outcome. No lock held. */
 static void flatten_one(struct flatten *f, struct flat *e)
 {
@@ -285,6 +302,7 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	}
 	if (vw->nlayers < 2)
 		goto out;	/* compacted to one layer: served as it is */
+	fault_gate(f);
 	ret = build_flat(f, e->v->parent->fd, vw, cause, sizeof(cause));
 	if (ret > 0) {
 		fd = ret;

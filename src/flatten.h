@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Flatten on publish (doc/design.md §14): when a layered version becomes
+ * Flatten on publish (doc/design.md §15): when a layered version becomes
  * current, a background thread builds one flat file holding exactly its
  * bytes (the base reflinked, the flattened diff ranges applied with the
  * compactor's copier), so that new opens of that version can be served by

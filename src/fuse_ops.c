@@ -537,7 +537,7 @@ static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 /*
  * The passthrough choice for an open of version n, whose view is v (access
  * already checked): its flat file if one is ready, else its one layer if
- * it has one, is the backing file (doc/design.md §14); a layered version
+ * it has one, is the backing file (doc/design.md §15); a layered version
  * without a flat file takes the FUSE path, its pages cached by the kernel
  * for good (keep_cache: the version's bytes never change). Returns 0 or
  * -ENOMEM; on success the open is counted (passthrough_release()).
@@ -874,25 +874,6 @@ static void reply_xattr(fuse_req_t req, ssize_t ret, const char *buf, size_t siz
 		fuse_reply_buf(req, buf, (size_t)ret);
 }
 
-/* user.snapfs.flat of version n: where its flat file stands (flatten.h). */
-static ssize_t flat_xattr(struct snapfs *fs, struct node *n, char *buf, size_t size)
-{
-	char *s = flatten_describe(fs->flatten, n);
-	size_t len;
-
-	if (!s)
-		return -ENOMEM;
-	len = strlen(s);
-	if (size && len > size) {
-		free(s);
-		return -ERANGE;
-	}
-	if (size)
-		memcpy(buf, s, len);
-	free(s);
-	return (ssize_t)len;
-}
-
 static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			       size_t size)
 {
@@ -905,9 +886,7 @@ static void snapfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (n->kind == NODE_VIEW && strcmp(name, "user.snapfs.flat") == 0)
-		ret = flat_xattr(fs, n, buf, size);
-	else if (n->kind == NODE_VIEW)
+	if (n->kind == NODE_VIEW)
 		ret = xattr_get(fs->nodes, n, name, buf, size);
 	else
 		ret = store_xattr(n, name, buf, size, false);

@@ -12,7 +12,7 @@
  * with EIO. So the mode is decided per inode when its first open comes
  * (no open of it is left), and every later open follows it until the last
  * one is released: one backing id per inode, shared by its opens and
- * closed at the last release (doc/design.md §14).
+ * closed at the last release (doc/design.md §15).
  *
  * Like fuse_ops.c, this file speaks FUSE; it is part of the daemon only.
  */
