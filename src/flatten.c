@@ -7,8 +7,18 @@
  * because a version's content never changes (a new chain is a new version;
  * a compaction keeps the content) and the file is built from the version's
  * own view, whose layer fds stay open for the build. It is only handed to
- * that version because entries hold a reference on their version node, so
- * a node's address cannot be reused while an entry names it.
+ * that version because entries are found by the version's synthetic inode
+ * number, which a mount never gives twice.
+ *
+ * An entry never holds its version node: the node's life (dormancy, layer
+ * fds, destruction) is exactly what it would be without a flattener (a
+ * node reference held across the kernel's forget would keep a dormant
+ * version's layers open). The flat file is built from a reference on the
+ * version's *view* instead, which the first open or read of
+ * user.snapfs.flat offers (flatten_offer()): a view owns its layer fds and
+ * is freed by its last reference, whichever thread drops it. An entry is
+ * dropped when the next version of the same name is made (a publish, a
+ * rollback): the hook marks it, the thread closes it.
  *
  * Crash safety needs no step of its own: the flat file is an O_TMPFILE,
  * never linked into the directory, so a crash or a kill at any point
@@ -17,6 +27,7 @@
  * Lock order: node_table.lock, then flatten.lock. The version_made hook
  * runs with the table lock held and only touches memory; every close,
  * unref and build happens on the flattener's thread with no lock held.
+ * Only that thread removes entries, so it may use one without the lock.
  */
 #include "config.h"
 
@@ -46,9 +57,17 @@
 
 enum flat_state { FLAT_PENDING, FLAT_READY, FLAT_FAILED, FLAT_NONE };
 
-/* One version with a flat file, wanted or built; holds a node reference. */
+/* One version with a flat file, wanted or built. */
 struct flat {
-	struct node *v;
+	uint64_t vino;		/* the version's synthetic inode number */
+	struct view *view;	/* referenced from the offer to the build;
+				   protected by flatten.lock */
+	int dirfd;		/* its directory (O_PATH), from the offer to
+				   the build, else -1 */
+	const struct node *dir;	/* its directory: compared, never followed */
+	char *name;		/* its NAME */
+	char *path;		/* for log lines */
+	bool dead;		/* superseded; protected by flatten.lock */
 	enum flat_state state;	/* protected by flatten.lock */
 	int fd;			/* the O_TMPFILE once ready, else -1 */
 	char cause[160];	/* FLAT_FAILED: why; protected by flatten.lock */
@@ -83,8 +102,9 @@ int flatten_mode_parse(const char *s)
 	return -1;
 }
 
-/* The hook: a version became current. Records it (pending) if layered, and
- * wakes the thread to drop what it superseded. Table lock held. */
+/* The hook: version v became current. Marks the entries of the versions
+ * of its name that it supersedes, records v (pending) if it is layered, and
+ * wakes the thread. Table lock held: memory only. */
 static void flatten_made_locked(struct node_table *t, struct node *v)
 {
 	struct flatten *f = t->flatten;
@@ -93,37 +113,53 @@ static void flatten_made_locked(struct node_table *t, struct node *v)
 	if (f->prev_hook)
 		f->prev_hook(t, v);
 	pthread_mutex_lock(&f->lock);
-	f->kick = true;
+	for (e = f->list; e; e = e->next)
+		if (e->dir == v->parent && strcmp(e->name, v->name) == 0) {
+			e->dead = true;
+			f->kick = true;
+		}
 	if (!v->error && version_depth(v) > 0 && (e = calloc(1, sizeof(*e)))) {
-		e->v = v;
-		v->refs++;
-		e->fd = -1;
-		e->state = FLAT_PENDING;
-		e->next = f->list;
-		f->list = e;
+		e->name = strdup(v->name);
+		e->path = strdup(v->path ? v->path : v->name);
+		if (e->name && e->path) {
+			e->vino = v->vino;
+			e->dir = v->parent;
+			e->fd = -1;
+			e->dirfd = -1;
+			e->state = FLAT_PENDING;
+			e->next = f->list;
+			f->list = e;
+		} else {
+			free(e->name);
+			free(e->path);
+			free(e);
+		}
 	}
 	pthread_cond_signal(&f->cond);
 	pthread_mutex_unlock(&f->lock);
 }
 
-static void flat_free(struct node_table *t, struct flat *e)
+static void flat_free(struct flat *e)
 {
 	if (e->fd >= 0)
 		close(e->fd);
-	node_unref(t, e->v);
+	if (e->dirfd >= 0)
+		close(e->dirfd);
+	view_put(e->view);
+	free(e->name);
+	free(e->path);
 	free(e);
 }
 
-/* Drops the entries of versions that are no longer current: their flat
- * file is closed (passthrough opens of it keep it until they close). */
+/* Drops the entries of superseded versions: their flat file is closed
+ * (passthrough opens of it keep it until they close). */
 static void sweep(struct flatten *f)
 {
 	struct flat *dead = NULL, **pp, *e;
 
-	pthread_mutex_lock(&f->t->lock);
 	pthread_mutex_lock(&f->lock);
 	for (pp = &f->list; (e = *pp);) {
-		if (e->v->current) {
+		if (!e->dead) {
 			pp = &e->next;
 			continue;
 		}
@@ -132,12 +168,11 @@ static void sweep(struct flatten *f)
 		dead = e;
 	}
 	pthread_mutex_unlock(&f->lock);
-	pthread_mutex_unlock(&f->t->lock);
 	while ((e = dead)) {
 		dead = e->next;
 		if (e->state == FLAT_READY)
-			log_debug("%s: flat file of a superseded version dropped", e->v->path);
-		flat_free(f->t, e);
+			log_debug("%s: flat file of a superseded version dropped", e->path);
+		flat_free(e);
 	}
 }
 
@@ -218,8 +253,8 @@ static int apply_diffs(struct copier *c, const struct view *vw, int out)
  * when this filesystem is not one to flatten on (auto, no reflink); or
  * -errno with the cause in cause[len].
  */
-static int build_flat(struct flatten *f, int dirfd, const struct view *vw,
-		      char *cause, size_t len)
+static int build_flat(struct flatten *f, int dirfd, const char *path,
+		      const struct view *vw, char *cause, size_t len)
 {
 	struct copier c = { 0 };
 	struct stat st;
@@ -239,7 +274,7 @@ static int build_flat(struct flatten *f, int dirfd, const struct view *vw,
 			f->noreflink_dev = st.st_dev;
 			log_info("flatten: the filesystem of %s cannot reflink its "
 				 "bases; its versions are not flattened "
-				 "(-o flatten=always copies them)", view_label(vw));
+				 "(-o flatten=always copies them)", path);
 		}
 		close(out);
 		return 0;
@@ -283,49 +318,52 @@ static void fault_gate(struct flatten *f)
 #endif
 }
 
-/* Builds e's flat file and records the outcome. No lock held. */
+/* Builds e's flat file from its offered view and records the outcome. No
+ * lock held. */
 static void flatten_one(struct flatten *f, struct flat *e)
 {
 	char cause[sizeof(e->cause)] = "";
 	enum flat_state state = FLAT_NONE;
-	struct view *vw = NULL;
-	int fd = -1, ret;
+	struct view *vw = e->view;	/* only this thread clears it */
+	struct stat st;
+	int fd = -1, dirfd, ret;
 
 	if (f->usable && !f->usable(f->usable_ctx))
 		goto out;	/* nothing could serve it */
-	ret = node_view(f->t, e->v, &vw);
-	if (ret) {
-		snprintf(cause, sizeof(cause), "the chain cannot be opened: %s",
-			 strerror(-ret));
-		state = FLAT_FAILED;
-		goto out;
-	}
 	if (vw->nlayers < 2)
 		goto out;	/* compacted to one layer: served as it is */
+	if (f->mode == FLATTEN_AUTO && f->noreflink_dev &&
+	    fstat(vw->layers[0].fd, &st) == 0 && st.st_dev == f->noreflink_dev)
+		goto out;	/* known not to reflink */
 	fault_gate(f);
-	ret = build_flat(f, e->v->parent->fd, vw, cause, sizeof(cause));
+	ret = build_flat(f, e->dirfd, e->path, vw, cause, sizeof(cause));
 	if (ret > 0) {
 		fd = ret;
 		state = FLAT_READY;
-		log_debug("%s: flat file ready", e->v->path);
+		log_debug("%s: flat file ready", e->path);
 	} else if (ret < 0 && ret != -ECANCELED) {
 		state = FLAT_FAILED;
 		log_warn_rl("%s: no flat file, reads stay on the FUSE path: %s",
-			    e->v->path, cause);
+			    e->path, cause);
 	}
 out:
-	view_put(vw);
 	pthread_mutex_lock(&f->lock);
 	e->state = state;
 	e->fd = fd;
+	e->view = NULL;
+	dirfd = e->dirfd;
+	e->dirfd = -1;
 	snprintf(e->cause, sizeof(e->cause), "%s", cause);
 	pthread_mutex_unlock(&f->lock);
+	view_put(vw);
+	close(dirfd);
 }
 
+/* A pending entry whose view was offered, or NULL. */
 static struct flat *next_pending_locked(struct flatten *f)
 {
 	for (struct flat *e = f->list; e; e = e->next)
-		if (e->state == FLAT_PENDING)
+		if (e->state == FLAT_PENDING && e->view && !e->dead)
 			return e;
 	return NULL;
 }
@@ -412,11 +450,33 @@ void flatten_stop(struct flatten *f)
 	}
 	while ((e = f->list)) {
 		f->list = e->next;
-		flat_free(f->t, e);
+		flat_free(e);
 	}
 	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
+}
+
+void flatten_offer(struct flatten *f, const struct node *v, struct view *vw)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e; e = e->next) {
+		if (e->vino != v->vino)
+			continue;
+		if (e->state == FLAT_PENDING && !e->view && !e->dead) {
+			/* The kernel holds v, and v its directory, here. */
+			e->dirfd = fcntl(v->parent->fd, F_DUPFD_CLOEXEC, 0);
+			if (e->dirfd < 0)
+				break;	/* the next offer tries again */
+			view_get(vw);
+			e->view = vw;
+			pthread_cond_signal(&f->cond);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&f->lock);
 }
 
 int flatten_fd(struct flatten *f, struct node *v)
@@ -427,8 +487,8 @@ int flatten_fd(struct flatten *f, struct node *v)
 		return -1;
 	pthread_mutex_lock(&f->lock);
 	for (struct flat *e = f->list; e; e = e->next) {
-		if (e->v == v) {
-			if (e->state == FLAT_READY)
+		if (e->vino == v->vino) {
+			if (e->state == FLAT_READY && !e->dead)
 				fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
 			break;
 		}
@@ -446,7 +506,7 @@ char *flatten_describe(struct flatten *f, struct node *v)
 		return strdup(state);
 	pthread_mutex_lock(&f->lock);
 	for (struct flat *e = f->list; e; e = e->next) {
-		if (e->v != v)
+		if (e->vino != v->vino)
 			continue;
 		state = e->state == FLAT_PENDING ? "pending" :
 			e->state == FLAT_READY ? "ready" :

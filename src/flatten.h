@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Flatten on publish (doc/design.md §15): when a layered version becomes
- * current, a background thread builds one flat file holding exactly its
- * bytes (the base reflinked, the flattened diff ranges applied with the
+ * current and is first opened or asked about, a background thread builds
+ * one flat file holding exactly its bytes (the base reflinked, the flattened diff ranges applied with the
  * compactor's copier), so that new opens of that version can be served by
  * kernel FUSE passthrough to it. The flat file is an unnamed O_TMPFILE in
  * the version's directory: it is never part of the store, never a layer,
@@ -41,6 +41,15 @@ int flatten_start(struct node_table *t, enum flatten_mode mode,
 /* Stops the thread, closes every flat file (opens through passthrough keep
  * theirs in the kernel) and restores the hook it chained. NULL is fine. */
 void flatten_stop(struct flatten *f);
+
+/*
+ * Offers the view vw of version v (referenced by the caller, whose request
+ * holds v) for building v's flat file, if it is still wanted: the
+ * flattener takes its own reference until the build is done. Called by
+ * the first opens of a version and by reads of user.snapfs.flat, so a
+ * version nobody opens or asks about is never built. NULL f is fine.
+ */
+void flatten_offer(struct flatten *f, const struct node *v, struct view *vw);
 
 /*
  * For an open of version v: a new fd (the caller closes it) of v's flat

@@ -550,6 +550,8 @@ static int passthrough_view(fuse_req_t req, fuse_ino_t ino, struct node *n,
 
 	fi->keep_cache = 1;
 	if (passthrough_enabled(fs->pt)) {
+		if (v->nlayers > 1)
+			flatten_offer(fs->flatten, n, v);
 		flat = flatten_fd(fs->flatten, n);
 		fd = flat >= 0 ? flat : v->nlayers == 1 ? v->layers[0].fd : -1;
 	}

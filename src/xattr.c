@@ -62,11 +62,17 @@ ssize_t xattr_get(struct node_table *t, struct node *n,
 	}
 	if (strcmp(name, XA_FLAT) == 0) {
 		struct flatten *f;
+		struct view *v;
 		char *s;
 
 		pthread_mutex_lock(&t->lock);
 		f = t->flatten;		/* NULL: no flattener, "none" */
 		pthread_mutex_unlock(&t->lock);
+		/* Asking is a use: it starts the build like a first open. */
+		if (f && node_view(t, n, &v) == 0) {
+			flatten_offer(f, n, v);
+			view_put(v);
+		}
 		s = flatten_describe(f, n);
 		if (!s)
 			return -ENOMEM;
