@@ -95,10 +95,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# mkfs_mount FS MNT: a sparse image of 3.5x the base with FS, mounted on MNT.
+# mkfs_mount FS MNT: a sparse image of 6x the base with FS, mounted on MNT.
 mkfs_mount() {
 	local fs=$1 mnt=$2 img=$W/$1.img dev
-	truncate -s $((PT_SIZE_MB * 7 / 2 + 512))M "$img"
+	truncate -s $((PT_SIZE_MB * 6 + 512))M "$img"
 	case $fs in
 	xfs) mkfs.xfs -q -m reflink=1 "$img" ;;
 	btrfs) mkfs.btrfs -q "$img" >/dev/null ;;
@@ -157,6 +157,11 @@ median() {
 	sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
+# How quiet the machine was: load, and page-cache drops by anyone
+# (drop_caches) during the run, which turn warm measurements cold.
+drops0=$(awk '$1 == "drop_pagecache" { print $2 }' /proc/vmstat)
+load0=$(cut -d' ' -f1 /proc/loadavg)
+
 # ---- the XFS store, its merge, the three mounts ----
 note "building a ${PT_SIZE_MB} MiB base and $PT_DIFFS diffs of ${PT_DIRTY_PCT}% pages on XFS"
 X=$W/xfs
@@ -210,7 +215,7 @@ clones() {
 	local t0 i pids=()
 	t0=$(date +%s%N)
 	for ((i = 0; i < PT_CLONES; i++)); do
-		"$READBENCH" fault "$1" -n "$pages" -s $((50 + i)) >/dev/null &
+		"$READBENCH" fault "$1" -n "$pages" -s $((50 + i)) >/dev/null 2>&1 &
 		pids+=($!)
 	done
 	for p in "${pids[@]}"; do wait "$p" || die "a clone failed"; done
@@ -234,9 +239,10 @@ view_bytes=$((PT_SIZE_MB << 20))
 
 # ---- publish to ready, XFS and btrfs ----
 # pub FS DIR: a chain of PT_DIFFS - 1 diffs mounted, the last diff renamed
-# into place; prints "ready_ms eager_s".
+# into place; sets PUB_MS (rename to ready) and EAGER_S (eager merge of the
+# same chain).
 pub() {
-	local fs=$1 d=$2 mnt=$W/m-pub-$1 t0 eager
+	local fs=$1 d=$2 mnt=$W/m-pub-$1 t0 eager ready i
 	mkdir -p "$d/s"
 	make_chain "$d/s" "$PT_DIFFS"
 	mv "$d/s/$NAME.$PT_DIFFS.diff" "$d/.last"
@@ -254,15 +260,17 @@ pub() {
 	eager=$("$EAGER_MERGE" "$d/merged" "$d/s/$NAME.0.base" "${ds[@]}" | awk '{ print $2 }')
 	cmp "$mnt/$NAME" "$d/merged" || die "$fs: the flat view differs from the merge"
 	rm -f "$d/merged"
-	echo "$ready $eager"
+	PUB_MS=$ready EAGER_S=$eager
 }
 note "publish to ready: XFS"
-read -r pub_xfs eager_xfs < <(pub xfs "$X/pub")
+pub xfs "$X/pub"
+pub_xfs=$PUB_MS eager_xfs=$EAGER_S
 pub_btrfs=- eager_btrfs=-
 if command -v mkfs.btrfs >/dev/null; then
 	note "publish to ready: btrfs"
 	mkfs_mount btrfs "$W/btrfs"
-	read -r pub_btrfs eager_btrfs < <(pub btrfs "$W/btrfs")
+	pub btrfs "$W/btrfs"
+	pub_btrfs=$PUB_MS eager_btrfs=$EAGER_S
 fi
 
 # ---- report ----
@@ -271,9 +279,12 @@ fi
 	echo
 	echo "Base ${PT_SIZE_MB} MiB, $PT_DIFFS diffs of ${PT_DIRTY_PCT}% pages, page cache warm;"
 	echo "medians of $PT_REPS rounds; $PT_RAND random preads / faults each."
+	echo "Load average $load0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end;"
+	echo "page cache dropped $(($(awk '$1 == "drop_pagecache" { print $2 }' /proc/vmstat) - drops0)) time(s) by others (drop_caches) during the run."
 	echo
 	echo "| pattern | direct | passthrough (one layer) | flattened | plain FUSE | passthrough / direct | flattened / direct | FUSE / direct |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	declare -A v
 	for p in seq rand fault; do
 		for m in $MODES; do v[$m]=$(median <"$W/$p.$m"); done
 		if [ "$p" = fault ]; then
