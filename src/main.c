@@ -119,7 +119,7 @@ static void usage(const char *prog)
 	       "                           (default 256; 0: unlimited)\n"
 	       "    -o read_reply=splice|mmap  answer reads by splicing from the\n"
 	       "                           layers (default) or from mappings\n"
-"    -o passthrough=auto|off  serve views of one file and plain files\n"
+	       "    -o passthrough=auto|off  serve views of one file and plain files\n"
 	       "                           by kernel FUSE passthrough (default auto)\n"
 	       "    -o flatten=auto|always|off  build a flat file of each new layered\n"
 	       "                           version for passthrough; auto: where the\n"
