@@ -8,7 +8,18 @@
 # Run as root. When every package is already installed it does nothing, so
 # running it again (as contrib/run-tests.sh and contrib/quickstart.sh do) is
 # fast and needs no network.
+#
+#   contrib/install-deps.sh --libfuse-3.17 [PREFIX]
+#
+# also builds libfuse 3.17.2 (kernel FUSE passthrough) from Debian's trixie
+# source package into a private PREFIX with contrib/build-libfuse.sh; the
+# system's libfuse3-dev stays what snapfs builds against by default.
 set -euo pipefail
+
+libfuse317=
+if [ "${1:-}" = --libfuse-3.17 ]; then
+	libfuse317=${2:-default}
+fi
 
 PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
@@ -37,8 +48,19 @@ for p in "${PACKAGES[@]}"; do
 	fi
 done
 
+# build_libfuse: the opt-in private libfuse 3.17.2, after the packages.
+build_libfuse() {
+	[ -n "$libfuse317" ] || return 0
+	if [ "$libfuse317" = default ]; then
+		"$(dirname "${BASH_SOURCE[0]}")/build-libfuse.sh"
+	else
+		"$(dirname "${BASH_SOURCE[0]}")/build-libfuse.sh" "$libfuse317"
+	fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "install-deps.sh: all ${#PACKAGES[@]} packages already installed"
+	build_libfuse
 	exit 0
 fi
 
@@ -48,4 +70,5 @@ apt-get update ||
 	die "apt-get update failed (no network or no package sources?)"
 apt-get install -y --no-install-recommends "${missing[@]}" ||
 	die "apt-get install failed for: ${missing[*]}"
+build_libfuse
 echo "install-deps.sh: done"

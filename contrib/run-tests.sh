@@ -9,12 +9,16 @@
 #   autoreconf -fi                              in the source tree
 #   configure --enable-werror --enable-sanitizers --enable-fault-injection   in BUILD_DIR (default build-ci/)
 #   make -j$(nproc) && make -j2 check           on failure: prints test-suite.log
+#   the same build and make -j2 check against libfuse 3.17.2 (kernel passthrough
+#   on), in BUILD_DIR-fuse317, without sanitizers    only with RUN_LIBFUSE317=1;
+#   the library is built first by contrib/build-libfuse.sh (Debian's trixie
+#   source package, into LIBFUSE_PREFIX, default build-libfuse/3.17.2)
 #   make distcheck                              only with RUN_DISTCHECK=1
 #   contrib/tsan-churn.sh BUILD_DIR-tsan 60     only with RUN_TSAN=1: a ThreadSanitizer
 #                                               build under a minute of churn (about 2 min)
 #
 # Environment: BUILD_DIR (a fresh out-of-tree build directory, removed first),
-# RUN_DISTCHECK=1, RUN_TSAN=1 (and TSAN_SECONDS, default 60), CHECK_TIMEOUT (seconds for each of check and distcheck,
+# RUN_LIBFUSE317=1 (and LIBFUSE_PREFIX), RUN_DISTCHECK=1, RUN_TSAN=1 (and TSAN_SECONDS, default 60), CHECK_TIMEOUT (seconds for each of check and distcheck,
 # default 900), CONFIGURE_FLAGS (added to configure's arguments).
 set -euo pipefail
 export LC_ALL=C
@@ -34,14 +38,15 @@ die() {
 	exit 1
 }
 
-# Mounts left behind when a timeout killed a test (its daemon is gone, so
-# they answer ENOTCONN): only snapfs mounts below the build directory.
+# unmount_leftovers [DIR]: mounts left behind when a timeout killed a test
+# (its daemon is gone, so they answer ENOTCONN): only snapfs mounts below
+# the build directory DIR (default: the main one).
 unmount_leftovers() {
-	local target
+	local target dir=${1:-$builddir}
 	command -v findmnt >/dev/null 2>&1 || return 0
 	{ findmnt -rn -t fuse.snapfs -o TARGET 2>/dev/null || true; } | while read -r target; do
 		case $target in
-		"$builddir"/*)
+		"$dir"/*)
 			echo "run-tests.sh: unmounting leftover $target" >&2
 			fusermount3 -u -z "$target" 2>/dev/null || umount -l "$target" || true
 			;;
@@ -125,6 +130,43 @@ if [ $rc -ne 0 ]; then
 	exit 1
 fi
 summary "$builddir" >/dev/null || die "make check ran no test"
+
+# The whole suite again against libfuse 3.17.2, where views of one file,
+# plain files and flat files are served by kernel passthrough and the tests
+# that need it run (they skip against 3.14). No sanitizers: the daemon's
+# code is the same but for passthrough.c, which the sanitizer build above
+# compiles too; this keeps CI within its time.
+if [ "${RUN_LIBFUSE317:-0}" = 1 ]; then
+	fusedir=${LIBFUSE_PREFIX:-$srcdir/build-libfuse/3.17.2}
+	b317=$builddir-fuse317
+	step "libfuse 3.17.2 (contrib/build-libfuse.sh $fusedir)"
+	"$srcdir/contrib/build-libfuse.sh" "$fusedir" || die "building libfuse 3.17.2 failed"
+	pcdir=$("$srcdir/contrib/build-libfuse.sh" --pkgconfig-dir "$fusedir")
+	step "configure --enable-werror --enable-fault-injection against libfuse 3.17.2 in $b317"
+	if [ -e "$b317" ]; then
+		{ [ -f "$b317/config.status" ] || [ -z "$(ls -A "$b317")" ]; } ||
+			die "$b317 exists and is not a build directory: not removing it"
+		rm -rf "$b317"
+	fi
+	mkdir -p "$b317"
+	(cd "$b317" && PKG_CONFIG_PATH=$pcdir "$srcdir/configure" --enable-werror \
+		--enable-fault-injection LDFLAGS="-Wl,-rpath,$fusedir/lib") ||
+		die "configure against libfuse 3.17.2 failed: see $b317/config.log"
+	grep -q '^#define HAVE_FUSE_PASSTHROUGH 1' "$b317/config.h" ||
+		die "configure did not find passthrough in libfuse 3.17.2"
+	make -C "$b317" -j"$jobs" || die "the build against libfuse 3.17.2 failed"
+	step "make -j2 check against libfuse 3.17.2 (timeout ${check_timeout}s)"
+	rc=0
+	timeout --kill-after=30 "$check_timeout" make -C "$b317" -j2 check || rc=$?
+	if [ $rc -ne 0 ]; then
+		unmount_leftovers "$b317"
+		show_failures "$b317"
+		summary "$b317" || true
+		step "FAILED: make check against libfuse 3.17.2 (exit $rc)"
+		exit 1
+	fi
+	echo "libfuse 3.17.2: $(summary "$b317")"
+fi
 
 if [ "${RUN_TSAN:-0}" = 1 ]; then
 	tsandir=$builddir-tsan

@@ -38,9 +38,11 @@
 
 #include "access.h"
 #include "dirwatch.h"
+#include "flatten.h"
 #include "fuse_ops.h"
 #include "log.h"
 #include "names.h"
+#include "passthrough.h"
 #include "prefetch.h"
 #include "procfd.h"
 #include "stats.h"
@@ -325,6 +327,7 @@ static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
 	 * that the kernel refuses its shared mappings (doc/design.md §15). */
 	conn->want &= ~FUSE_CAP_DIRECT_IO_ALLOW_MMAP;
 #endif
+	passthrough_init(fs->pt, conn);
 	log_debug("kernel FUSE %u.%u, max_readahead %u, max_write %u",
 		  conn->proto_major, conn->proto_minor, conn->max_readahead,
 		  conn->max_write);
@@ -578,13 +581,58 @@ static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 /* ---- files ---- */
 
+/*
+ * The passthrough choice for an open of version n, whose view is v (access
+ * already checked): its flat file if one is ready, else its one layer if
+ * it has one, is the backing file (doc/design.md §19); a layered version
+ * without a flat file takes the FUSE path, its pages cached by the kernel
+ * for good (keep_cache: the version's bytes never change). An O_RDWR open
+ * (rw, open_rw=private) always takes the FUSE path, or fails with -EBUSY
+ * where the inode's other opens are passthrough. Returns 1 (passthrough),
+ * 0 (the FUSE path), or -errno; unless it failed, the open is counted
+ * (passthrough_release()).
+ */
+static int passthrough_view(fuse_req_t req, fuse_ino_t ino, struct node *n,
+			    struct view *v, struct fuse_file_info *fi, bool rw)
+{
+	struct snapfs *fs = fs_of(req);
+	int flat = -1, fd = -1, ret;
+
+	/* The version's bytes never change; and without it the kernel
+	 * would drop what the prefetch pushed (prefetch.h). */
+	fi->keep_cache = 1;
+	if (rw) {
+		/* An O_RDWR open is direct_io on the FUSE path (§15), which
+		 * an inode served by passthrough cannot mix with. */
+		ret = passthrough_open(fs->pt, req, ino, -1, fi);
+		if (ret == 1) {
+			passthrough_release(fs->pt, req, ino);
+			log_warn_rl("%s: O_RDWR open refused: the version is served "
+				    "by passthrough to other opens; open it O_RDONLY",
+				    n->path);
+			return -EBUSY;
+		}
+		return ret;
+	}
+	if (passthrough_enabled(fs->pt)) {
+		if (v->nlayers > 1)
+			flatten_offer(fs->flatten, n, v);
+		flat = flatten_fd(fs->flatten, n);
+		fd = flat >= 0 ? flat : v->nlayers == 1 ? v->layers[0].fd : -1;
+	}
+	ret = passthrough_open(fs->pt, req, ino, fd, fi);
+	if (flat >= 0)
+		close(flat);	/* the kernel holds the backing file itself */
+	return ret;
+}
+
 static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
 	struct snapfs *fs = fs_of(req);
 	struct node *n;
 	enum open_verdict how;
-	int ret;
+	int pt = 0, ret;
 
 	if (stats_file_is(ino)) {
 		stats_file_open(req, fs, fi);
@@ -623,24 +671,29 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			return;
 		}
 		view_set_label(v, n->path);	/* unnamed in logs if it fails */
-		ret = handle_add(v, false);
+		pt = passthrough_view(req, ino, n, v, fi, how == OPEN_RW_DIRECT);
+		ret = pt < 0 ? pt : handle_add(v, false);
+		if (ret && pt >= 0)
+			passthrough_release(fs->pt, req, ino);
 		if (ret) {
 			node_view_close(fs->nodes, n, v);
 			fuse_reply_err(req, -ret);
 			return;
 		}
 		fi->fh = fh_of_view(v);
-		/* The version's bytes never change; and without it the
-		 * kernel would drop what the prefetch pushed (prefetch.h). */
-		fi->keep_cache = 1;
 		/* O_RDWR for a private mapping: direct_io makes the kernel
 		 * refuse MAP_SHARED on this open (doc/design.md §15). */
 		fi->direct_io = how == OPEN_RW_DIRECT;
 		stats_add(how == OPEN_RW_DIRECT ? STAT_OPENS_RW_PRIVATE : STAT_OPENS_VIEW, 1);
-		/* Counted before the reply: its release may come at once. */
-		prefetch_opened(fs->nodes, n, ino, v);
+		/* Counted before the reply: its release may come at once. A
+		 * passthrough open needs no push (the backing file's page
+		 * cache serves it). */
+		if (!pt)
+			prefetch_opened(fs->nodes, n, ino, v);
 		if (fuse_reply_open(req, fi) != 0) {
-			prefetch_released(fs->nodes, ino);
+			if (!pt)
+				prefetch_released(fs->nodes, ino);
+			passthrough_release(fs->pt, req, ino);
 			handle_del(v);
 			node_view_close(fs->nodes, n, v);
 		}
@@ -667,7 +720,18 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	fi->fh = fh_of_fd(ret);
+	if (n->kind == NODE_FILE) {
+		pt = passthrough_open(fs->pt, req, ino, ret, fi);
+		if (pt < 0) {
+			close(ret);
+			view_env_drop_fd(fs->env);
+			fuse_reply_err(req, -pt);
+			return;
+		}
+	}
 	if (fuse_reply_open(req, fi) != 0) {
+		if (n->kind == NODE_FILE)
+			passthrough_release(fs->pt, req, ino);
 		close(ret);
 		view_env_drop_fd(fs->env);
 	}
@@ -860,12 +924,12 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		struct snapfs *fs = fs_of(req);
 
 		/* Held until the reply is sent: its pieces name the view's
-		 * layer fds and mappings (see the top of this file). The
-		 * release may come in before this thread lets go: then this
-		 * thread closes the version's idle layers. */
+		 * layer fds and mappings (see the top of this file). Once it
+		 * is sent, the node may be gone (release and forget can come
+		 * in at once): only the view is touched. */
 		view_get(v);
 		reply_view_read(req, fs, v, size, off);
-		node_view_done(fs->nodes, node_of(req, ino), v);
+		view_put(v);
 	} else {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 
@@ -891,7 +955,7 @@ static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
 	if (v) {
 		view_get(v);
 		res = view_seek(v, off, whence);
-		node_view_done(fs_of(req)->nodes, node_of(req, ino), v);
+		view_put(v);
 		if (res < 0)
 			fuse_reply_err(req, (int)-res);
 		else
@@ -914,6 +978,9 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 		stats_file_release(req, fi);
 		return;
 	}
+	/* Every open of a view or an ordinary file was counted (the mode
+	 * of its inode); an uncounted inode is simply not found. */
+	passthrough_release(fs_of(req)->pt, req, ino);
 	if (v) {
 		prefetch_released(fs_of(req)->nodes, ino);	/* ino: a key only */
 		handle_del(v);

@@ -12,7 +12,9 @@
 
 #include "cache.h"
 #include "openmode.h"
+#include "flatten.h"
 #include "node.h"
+#include "passthrough.h"
 #include "view.h"
 
 /* Everything a request handler needs; fuse_req_userdata() returns it. */
@@ -21,6 +23,8 @@ struct snapfs {
 	struct node_table *nodes;
 	struct view_env *env;
 	struct cache *cache;
+	struct passthrough *pt;	/* kernel FUSE passthrough (passthrough.h) */
+	struct flatten *flatten;	/* flat files of layered versions */
 	double entry_timeout;	/* names in directories inotify watches */
 	double revalidate;	/* names in directories it cannot watch */
 	double attr_timeout;	/* attributes of ordinary STORE entries */

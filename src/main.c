@@ -23,10 +23,12 @@
 #include "cache.h"
 #include "compactd.h"
 #include "dirwatch.h"
+#include "flatten.h"
 #include "fuse_ops.h"
 #include "log.h"
 #include "node.h"
 #include "prefetch.h"
+#include "passthrough.h"
 #include "view.h"
 
 /* Size of the shared zero buffer that holes are answered from; larger
@@ -50,6 +52,8 @@ struct options {
 	char *prefetch;
 	unsigned prefetch_mb;
 	unsigned prefetch_rate;
+	char *passthrough;
+	char *flatten;
 	int ready_fd;
 	unsigned max_threads;
 	unsigned fd_budget;
@@ -74,6 +78,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("prefetch=%s", prefetch),
 	OPT("prefetch_mb=%u", prefetch_mb),
 	OPT("prefetch_rate=%u", prefetch_rate),
+	OPT("passthrough=%s", passthrough),
+	OPT("flatten=%s", flatten),
 	OPT("attr_timeout=%lf", attr_timeout),
 	OPT("ready_fd=%d", ready_fd),
 	OPT("max_threads=%u", max_threads),
@@ -136,6 +142,11 @@ static void usage(const char *prog)
 	       "                           versions together (default 1024)\n"
 	       "    -o prefetch_rate=MB    push at most MB MiB/s (default 0: as\n"
 	       "                           fast as the idle CPU allows)\n"
+	       "    -o passthrough=auto|off  serve views of one file and plain files\n"
+	       "                           by kernel FUSE passthrough (default auto)\n"
+	       "    -o flatten=auto|always|off  build a flat file of each new layered\n"
+	       "                           version for passthrough; auto: where the\n"
+	       "                           base can be reflinked (default auto)\n"
 	       "    -o attr_timeout=SEC    how long attributes of ordinary entries\n"
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
@@ -240,6 +251,15 @@ static int check_options(const struct options *o)
 		log_err("prefetch_mb=0: use prefetch=off to push nothing");
 		return -1;
 	}
+	if (o->passthrough && strcmp(o->passthrough, "auto") != 0 &&
+	    strcmp(o->passthrough, "off") != 0) {
+		log_err("passthrough=%s: must be auto or off", o->passthrough);
+		return -1;
+	}
+	if (o->flatten && flatten_mode_parse(o->flatten) < 0) {
+		log_err("flatten=%s: must be auto, always or off", o->flatten);
+		return -1;
+	}
 	if (o->keep_diffs > o->compact_threshold) {
 		log_err("keep_diffs=%u must not exceed compact_threshold=%u",
 			o->keep_diffs, o->compact_threshold);
@@ -271,6 +291,13 @@ static int add_fsname(struct fuse_args *args, const char *store)
 	ret = fuse_opt_add_arg(args, opt);
 	free(opt);
 	return ret;
+}
+
+/* For the flattener: a flat file is only worth building if passthrough
+ * can serve it. */
+static bool passthrough_usable(void *pt)
+{
+	return passthrough_enabled(pt);
 }
 
 static void signal_ready(int fd)
@@ -366,9 +393,12 @@ int main(int argc, char *argv[])
 		openmode_parse(o.open_rw, &fs.open_rw);	/* checked above */
 	/* The kernel's own checks, with ACLs, wherever it makes them. */
 	fs.posix_acl = o.allow_other || o.default_permissions;
+	fs.pt = passthrough_new(!o.passthrough || strcmp(o.passthrough, "off") != 0);
+	if (!fs.pt)
+		goto out_zero;
 	fs.cache = cache_new((size_t)o.cache_mb << 20);
 	if (!fs.cache)
-		goto out_zero;
+		goto out_pt;
 	fs.env = view_env_new(fs.cache, o.page_size);
 	if (!fs.env)
 		goto out_cache;
@@ -425,6 +455,10 @@ int main(int argc, char *argv[])
 			prefetch_parse_mode(o.prefetch, &po.mode);	/* checked */
 		prefetch_start(fs.nodes, &po);	/* failure: logged */
 	}
+	/* After the compactor: it chains the hook the compactor installed. */
+	if (flatten_start(fs.nodes, (enum flatten_mode)flatten_mode_parse(o.flatten),
+			  passthrough_usable, fs.pt, &fs.flatten))
+		log_err("cannot start the flattener: out of memory");
 
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se);
@@ -443,6 +477,8 @@ int main(int argc, char *argv[])
 		log_err("the FUSE session ended with an error: %s", strerror(-ret));
 	ret = ret < 0 ? 1 : 0;
 	prefetch_stop(fs.nodes);
+	flatten_stop(fs.flatten);
+	fs.flatten = NULL;
 	compactd_stop(fs.nodes);
 	dirwatch_stop(fs.nodes);
 	snapfs_close_handles();
@@ -460,6 +496,8 @@ out_env:
 	view_env_free(fs.env);
 out_cache:
 	cache_free(fs.cache);
+out_pt:
+	passthrough_free(fs.pt);
 out_zero:
 	munmap(zero, ZERO_LEN);
 out_args:
@@ -470,6 +508,8 @@ out_args:
 	free(o.read_reply);
 	free(o.open_rw);
 	free(o.prefetch);
+	free(o.passthrough);
+	free(o.flatten);
 	fuse_opt_free_args(&args);
 	return ret;
 }

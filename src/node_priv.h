@@ -57,6 +57,7 @@
 
 struct compactd;
 struct prefetch;
+struct flatten;
 
 /* A timestamp in nanoseconds, for comparing file times. */
 static inline int64_t ts_ns(const struct timespec *ts)
@@ -79,6 +80,10 @@ struct node_hooks {
 	/* Version v became the current version of its name (a new chain);
 	 * compactd.c queues it if its chain is deep enough. */
 	void (*version_made_locked)(struct node_table *t, struct node *v);
+	/* Out of fds for open files (doc/design.md §9.6), no lock held:
+	 * prefetch.c lets go of the views of versions nobody has open.
+	 * Returns how many it let go. */
+	unsigned (*views_shed)(struct node_table *t);
 };
 
 struct node_table {
@@ -112,6 +117,8 @@ struct node_table {
 
 	/* prefetch.c's, NULL while no push thread runs (atomic) */
 	struct prefetch *prefetch;
+	/* flatten.c's, NULL while no flattener runs */
+	struct flatten *flatten;
 };
 
 /* ---- node.c: the table ---- */

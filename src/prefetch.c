@@ -654,6 +654,42 @@ static void *prefetch_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * The table's views_shed hook (node_priv.h): out of fds for open files,
+ * the jobs of versions nobody has open stop and hand their views back
+ * (their layers close if nothing else holds them). The job the thread is
+ * pushing keeps its view. Returns how many views were let go.
+ */
+static unsigned prefetch_shed(struct node_table *t)
+{
+	struct prefetch *pf = pf_of(t);
+	struct view *views[REAP_VIEWS];
+	struct node *vnodes[REAP_VIEWS];
+	unsigned n = 0;
+
+	if (!pf)
+		return 0;
+	pthread_mutex_lock(&pf->lock);
+	for (struct pjob *j = pf->jobs; j && n < REAP_VIEWS; j = j->next) {
+		if (j->opens || j == pf->busy || !j->v)
+			continue;
+		if (j->state == PJ_PUSHING || j->state == PJ_WAITING) {
+			j->state = PJ_STOPPED;
+			j->cause = "out of file descriptors";
+		}
+		node_ref(t, j->n);
+		vnodes[n] = j->n;
+		views[n++] = j->v;
+		j->v = NULL;
+	}
+	pthread_mutex_unlock(&pf->lock);
+	for (unsigned i = 0; i < n; i++) {
+		node_view_done(t, vnodes[i], views[i]);
+		node_unref(t, vnodes[i]);
+	}
+	return n;
+}
+
 int prefetch_start(struct node_table *t, const struct prefetch_opts *o)
 {
 	struct prefetch *pf;
@@ -668,6 +704,7 @@ int prefetch_start(struct node_table *t, const struct prefetch_opts *o)
 	pthread_mutex_init(&pf->lock, NULL);
 	pthread_cond_init(&pf->cond, NULL);
 	__atomic_store_n(&t->prefetch, pf, __ATOMIC_RELEASE);
+	t->hooks.views_shed = prefetch_shed;	/* it tests t->prefetch */
 	ret = -pthread_create(&pf->thread, NULL, prefetch_thread, t);
 	if (ret) {
 		__atomic_store_n(&t->prefetch, NULL, __ATOMIC_RELEASE);

@@ -22,6 +22,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -641,15 +642,10 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 
 /*
  * Gives the layers of n's view back if nothing but n holds it and no
- * handle has n open; n->lock held. The last two holders can let go on two
- * threads at once (a release, and the read whose reply let the release
- * come): each drops its reference, then looks at the other's count
- * (node_view_done() at opens, this at refs), with a full fence between, so
- * at least one of them sees both at rest.
+ * handle has n open; n->lock held.
  */
 static void idle_locked(struct node *n)
 {
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (!__atomic_load_n(&n->opens, __ATOMIC_RELAXED) && n->view &&
 	    !n->view->detached && __atomic_load_n(&n->view->refs, __ATOMIC_ACQUIRE) == 1)
 		view_detach(n->view);
@@ -659,9 +655,6 @@ void node_view_done(struct node_table *t, struct node *n, struct view *v)
 {
 	(void)t;
 	view_put(v);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&n->opens, __ATOMIC_RELAXED))
-		return;		/* a handle is open: its close decides */
 	pthread_mutex_lock(&n->lock);
 	idle_locked(n);
 	pthread_mutex_unlock(&n->lock);
@@ -676,15 +669,50 @@ int node_view_open(struct node_table *t, struct node *n, struct view **out)
 	pthread_mutex_lock(&n->lock);
 	ret = view_locked(t, n, true, out);
 	pthread_mutex_unlock(&n->lock);
+	/* Out of fds for open files: whoever holds views of versions nobody
+	 * has open lets go of them (no lock of ours held), then once more. */
+	if (ret == -EMFILE && t->hooks.views_shed && t->hooks.views_shed(t)) {
+		pthread_mutex_lock(&n->lock);
+		ret = view_locked(t, n, true, out);
+		pthread_mutex_unlock(&n->lock);
+	}
 	return ret;
 }
 
+/*
+ * How long the last close of a version waits for other holders of its
+ * view to let go before it decides whether the layers are idle: a read
+ * whose reply let the release come drops its reference a few instructions
+ * after the reply (reads never touch the node after it, which may be
+ * forgotten by then); a prefetch or flatten job may hold it longer, and
+ * hands it back through node_view_done() itself.
+ */
+#define CLOSE_WAIT_NS 2000000
+
 void node_view_close(struct node_table *t, struct node *n, struct view *v)
 {
+	bool last;
+
+	struct view *w = NULL;
+
 	(void)t;
 	view_put(v);
 	pthread_mutex_lock(&n->lock);
-	__atomic_sub_fetch(&n->opens, 1, __ATOMIC_RELAXED);
+	last = __atomic_sub_fetch(&n->opens, 1, __ATOMIC_RELAXED) == 0;
+	if (last && n->view && !n->view->detached) {
+		w = n->view;
+		view_get(w);	/* held while waiting: n->view may change */
+	}
+	pthread_mutex_unlock(&n->lock);
+	if (w) {
+		int64_t until = mono_ns() + CLOSE_WAIT_NS;
+
+		/* n's reference and ours */
+		while (__atomic_load_n(&w->refs, __ATOMIC_ACQUIRE) > 2 && mono_ns() < until)
+			sched_yield();
+		view_put(w);
+	}
+	pthread_mutex_lock(&n->lock);
 	idle_locked(n);
 	pthread_mutex_unlock(&n->lock);
 }

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The extended attributes of a version (doc/format.md §3): its chain, its
- * depth, the bytes it serves as data, where its compaction and its prefetch
- * push stand and, for an unusable chain, why. Read with getfattr; nothing
- * is ever set.
+ * depth, the bytes it serves as data, where its compaction, its prefetch
+ * push and its flat file (flatten.h) stand and, for an unusable chain,
+ * why. Read with getfattr; nothing is ever set.
  */
 #include "config.h"
 
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "compactd.h"
+#include "flatten.h"
 #include "node_priv.h"
 #include "prefetch.h"
 #include "store.h"
@@ -25,6 +26,7 @@
 #define XA_ERROR "user.snapfs.error"
 #define XA_COMPACT "user.snapfs.compaction"
 #define XA_PREFETCH "user.snapfs.prefetch"
+#define XA_FLAT "user.snapfs.flat"
 
 static ssize_t xattr_reply(const char *val, size_t len, char *buf, size_t size)
 {
@@ -57,6 +59,26 @@ ssize_t xattr_get(struct node_table *t, struct node *n,
 		if (!s)
 			return -ENOMEM;
 		ret = xattr_reply(s, (size_t)(p - s), buf, size);
+		free(s);
+		return ret;
+	}
+	if (strcmp(name, XA_FLAT) == 0) {
+		struct flatten *f;
+		struct view *v;
+		char *s;
+
+		pthread_mutex_lock(&t->lock);
+		f = t->flatten;		/* NULL: no flattener, "none" */
+		pthread_mutex_unlock(&t->lock);
+		/* Asking is a use: it starts the build like a first open. */
+		if (f && node_view(t, n, &v) == 0) {
+			flatten_offer(f, n, v);
+			view_put(v);
+		}
+		s = flatten_describe(f, n);
+		if (!s)
+			return -ENOMEM;
+		ret = xattr_reply(s, strlen(s), buf, size);
 		free(s);
 		return ret;
 	}
@@ -127,7 +149,7 @@ ssize_t xattr_list(struct node_table *t, struct node *n, char *buf,
 		   size_t size)
 {
 	static const char names[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_DATA "\0"
-				    XA_COMPACT "\0" XA_PREFETCH "\0";
+				    XA_COMPACT "\0" XA_FLAT "\0" XA_PREFETCH "\0";
 	static const char names_err[] = XA_CHAIN "\0" XA_DEPTH "\0" XA_ERROR "\0";
 	struct view *v;
 	bool err;

@@ -63,7 +63,7 @@ got=$(xattr "$V" user.snapfs.data_bytes)
 [ "$(xattr "$M/vm1/disk.img" user.snapfs.depth)" = 0 ] || fail "disk.img depth"
 [ "$(xattr "$M/vm1/disk.img" user.snapfs.data_bytes)" = 10001 ] || fail "disk.img data_bytes"
 names=$(getfattr --absolute-names -m - "$V" | grep -v '^#' | grep . | LC_ALL=C sort | tr '\n' ' ')
-[ "$names" = "user.snapfs.chain user.snapfs.compaction user.snapfs.data_bytes user.snapfs.depth user.snapfs.prefetch " ] ||
+[ "$names" = "user.snapfs.chain user.snapfs.compaction user.snapfs.data_bytes user.snapfs.depth user.snapfs.flat user.snapfs.prefetch " ] ||
 	fail "listxattr gives '$names'"
 expect_err "No such attribute" xattr "$V" user.snapfs.error
 expect_err "No such attribute" xattr "$V" user.snapfs.nonesuch

@@ -1,0 +1,521 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Flatten on publish (flatten.h, doc/design.md §19).
+ *
+ * The invariant: a flat file, once ready, holds exactly the bytes of its
+ * version, and is only ever handed to opens of that version. It holds them
+ * because a version's content never changes (a new chain is a new version;
+ * a compaction keeps the content) and the file is built from the version's
+ * own view, whose layer fds stay open for the build. It is only handed to
+ * that version because entries are found by the version's synthetic inode
+ * number, which a mount never gives twice.
+ *
+ * An entry never holds its version node: the node's life (dormancy, layer
+ * fds, destruction) is exactly what it would be without a flattener (a
+ * node reference held across the kernel's forget would keep a dormant
+ * version's layers open). The flat file is built from a reference on the
+ * version's *view* instead, which the first open or read of
+ * user.snapfs.flat offers (flatten_offer()): a view owns its layer fds and
+ * is freed by its last reference, whichever thread drops it. An entry is
+ * dropped when the next version of the same name is made (a publish, a
+ * rollback): the hook marks it, the thread closes it.
+ *
+ * Crash safety needs no step of its own: the flat file is an O_TMPFILE,
+ * never linked into the directory, so a crash or a kill at any point
+ * leaves nothing on disk, and the chain's layers are only ever read.
+ *
+ * Lock order: node_table.lock, then flatten.lock. The version_made hook
+ * runs with the table lock held and only touches memory; every close,
+ * unref and build happens on the flattener's thread with no lock held.
+ * Only that thread removes entries, so it may use one without the lock.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "copy.h"
+#include "flatten.h"
+#include "log.h"
+#include "node_priv.h"
+#include "version.h"
+
+/* Free space kept beyond a flat file's own data: a flat file must never
+ * be what fills the store's filesystem. */
+#define FLAT_SLACK (64ULL << 20)
+
+enum flat_state { FLAT_PENDING, FLAT_READY, FLAT_FAILED, FLAT_NONE };
+
+/* One version with a flat file, wanted or built. */
+struct flat {
+	uint64_t vino;		/* the version's synthetic inode number */
+	struct view *view;	/* referenced from the offer to the build;
+				   protected by flatten.lock */
+	int dirfd;		/* its directory (O_PATH), from the offer to
+				   the build, else -1 */
+	const struct node *dir;	/* its directory: compared, never followed */
+	char *name;		/* its NAME */
+	char *path;		/* for log lines */
+	bool dead;		/* superseded; protected by flatten.lock */
+	enum flat_state state;	/* protected by flatten.lock */
+	int fd;			/* the O_TMPFILE once ready, else -1 */
+	char cause[160];	/* FLAT_FAILED: why; protected by flatten.lock */
+	struct flat *next;
+};
+
+struct flatten {
+	struct node_table *t;
+	enum flatten_mode mode;
+	bool (*usable)(void *ctx);
+	void *usable_ctx;
+	void (*prev_hook)(struct node_table *t, struct node *v);
+	pthread_t thread;
+	bool running;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	/* new entries, a sweep, or stop */
+	struct flat *list;	/* protected by lock */
+	bool kick;		/* protected by lock: sweep for superseded */
+	int stop;		/* atomic; also protected by lock */
+	dev_t noreflink_dev;	/* last device logged as unable to reflink;
+				   flattener thread only */
+};
+
+int flatten_mode_parse(const char *s)
+{
+	if (!s || strcmp(s, "auto") == 0)
+		return FLATTEN_AUTO;
+	if (strcmp(s, "always") == 0)
+		return FLATTEN_ALWAYS;
+	if (strcmp(s, "off") == 0)
+		return FLATTEN_OFF;
+	return -1;
+}
+
+/* The hook: version v became current. Marks the entries of the versions
+ * of its name that it supersedes, records v (pending) if it is layered, and
+ * wakes the thread. Table lock held: memory only. */
+static void flatten_made_locked(struct node_table *t, struct node *v)
+{
+	struct flatten *f = t->flatten;
+	struct flat *e;
+
+	if (f->prev_hook)
+		f->prev_hook(t, v);
+	pthread_mutex_lock(&f->lock);
+	for (e = f->list; e; e = e->next)
+		if (e->dir == v->parent && strcmp(e->name, v->name) == 0) {
+			e->dead = true;
+			f->kick = true;
+		}
+	if (!v->error && version_depth(v) > 0 && (e = calloc(1, sizeof(*e)))) {
+		e->name = strdup(v->name);
+		e->path = strdup(v->path ? v->path : v->name);
+		if (e->name && e->path) {
+			e->vino = v->vino;
+			e->dir = v->parent;
+			e->fd = -1;
+			e->dirfd = -1;
+			e->state = FLAT_PENDING;
+			e->next = f->list;
+			f->list = e;
+		} else {
+			free(e->name);
+			free(e->path);
+			free(e);
+		}
+	}
+	pthread_cond_signal(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+}
+
+static void flat_free(struct flat *e)
+{
+	if (e->fd >= 0)
+		close(e->fd);
+	if (e->dirfd >= 0)
+		close(e->dirfd);
+	view_put(e->view);
+	free(e->name);
+	free(e->path);
+	free(e);
+}
+
+/* Drops the entries of superseded versions: their flat file is closed
+ * (passthrough opens of it keep it until they close). */
+static void sweep(struct flatten *f)
+{
+	struct flat *dead = NULL, **pp, *e;
+
+	pthread_mutex_lock(&f->lock);
+	for (pp = &f->list; (e = *pp);) {
+		if (!e->dead) {
+			pp = &e->next;
+			continue;
+		}
+		*pp = e->next;
+		e->next = dead;
+		dead = e;
+	}
+	pthread_mutex_unlock(&f->lock);
+	while ((e = dead)) {
+		dead = e->next;
+		if (e->state == FLAT_READY)
+			log_debug("%s: flat file of a superseded version dropped", e->path);
+		flat_free(e);
+	}
+}
+
+/* Bytes of v's view that its diffs serve. */
+static uint64_t diff_bytes(const struct view *vw)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < vw->nseg; i++)
+		if (vw->seg[i].layer >= 1)
+			n += vw->seg[i + 1].off - vw->seg[i].off;
+	return n;
+}
+
+/* Shares the base into out (FICLONE); false where the filesystem cannot. */
+static bool reflink_base(int out, int base)
+{
+#ifdef HAVE_FICLONE
+	return ioctl(out, FICLONE, base) == 0;
+#else
+	(void)out; (void)base;
+	return false;
+#endif
+}
+
+/* Whether the filesystem of out has room for need more bytes and slack. */
+static int check_space(int out, uint64_t need, char *cause, size_t len)
+{
+	struct statvfs sv;
+	uint64_t avail;
+
+	if (fstatvfs(out, &sv) < 0)
+		return -errno;
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (avail >= need + need / 16 + FLAT_SLACK)
+		return 0;
+	snprintf(cause, len, "not enough free space (needs %" PRIu64 " MiB and "
+		 "%llu MiB to spare, %" PRIu64 " MiB free)", need >> 20,
+		 FLAT_SLACK >> 20, avail >> 20);
+	return -ENOSPC;
+}
+
+/* The base's data ranges into out, for a filesystem that cannot share them. */
+static int copy_base(struct flatten *f, struct copier *c, const struct view *vw, int out)
+{
+	const struct view_layer *b = &vw->layers[0];
+	struct cache *cache = view_env_cache(f->t->env);
+	struct cache_entry *ce;
+	int ret;
+
+	ret = cache_get(cache, b->fd, &b->id, b->fname, &ce);
+	if (ret)
+		return ret;
+	ret = copier_base(c, b->fd, out, cache_entry_map(ce), vw->size);
+	cache_put(cache, ce);
+	return ret;
+}
+
+/* Every range the diffs serve, from the layer that serves it. */
+static int apply_diffs(struct copier *c, const struct view *vw, int out)
+{
+	for (size_t i = 0; i < vw->nseg; i++) {
+		int32_t l = vw->seg[i].layer;
+		int ret;
+
+		if (l < 1)
+			continue;	/* the base's (already there) or a hole */
+		ret = copier_range(c, vw->layers[l].fd, out, vw->seg[i].off,
+				   vw->seg[i + 1].off - vw->seg[i].off, vw->size);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * Builds the flat file of view vw in directory dirfd. Returns its fd; or 0
+ * when this filesystem is not one to flatten on (auto, no reflink); or
+ * -errno with the cause in cause[len].
+ */
+static int build_flat(struct flatten *f, int dirfd, const char *path,
+		      const struct view *vw, char *cause, size_t len)
+{
+	struct copier c = { 0 };
+	struct stat st;
+	bool shared;
+	int out, ret;
+
+	out = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (out < 0) {
+		ret = -errno;
+		snprintf(cause, len, "cannot create an unnamed file in the "
+			 "directory: %s", strerror(-ret));
+		return ret;
+	}
+	shared = reflink_base(out, vw->layers[0].fd);
+	if (!shared && f->mode == FLATTEN_AUTO) {
+		if (fstat(out, &st) == 0 && st.st_dev != f->noreflink_dev) {
+			f->noreflink_dev = st.st_dev;
+			log_info("flatten: the filesystem of %s cannot reflink its "
+				 "bases; its versions are not flattened "
+				 "(-o flatten=always copies them)", path);
+		}
+		close(out);
+		return 0;
+	}
+	ret = check_space(out, shared ? diff_bytes(vw) : vw->data_bytes, cause, len);
+	if (ret == 0)
+		ret = copier_init(&c, 0, &f->stop);
+	if (ret == 0 && fstat(out, &st) < 0)
+		ret = -errno;
+	if (ret == 0) {
+		copier_prepare(&c, out, st.st_blksize);
+		if (!shared)
+			ret = copy_base(f, &c, vw, out);
+	}
+	if (ret == 0)
+		ret = apply_diffs(&c, vw, out);
+	copier_release(&c);
+	if (ret) {
+		if (!cause[0])
+			snprintf(cause, len, "%s", strerror(-ret));
+		close(out);
+		return ret;
+	}
+	return out;
+}
+
+/*
+ * Test builds (--enable-fault-injection): while the file that
+ * SNAPFS_FLATTEN_GATE names exists, no flat file is built, so a test can
+ * open a version before its flat file is ready, deterministically.
+ */
+static void fault_gate(struct flatten *f)
+{
+#ifdef SNAPFS_FAULT_INJECTION
+	const char *gate = getenv("SNAPFS_FLATTEN_GATE");
+
+	while (gate && access(gate, F_OK) == 0 && !__atomic_load_n(&f->stop, __ATOMIC_RELAXED))
+		usleep(10000);
+#else
+	(void)f;
+#endif
+}
+
+/* Builds e's flat file from its offered view and records the outcome. No
+ * lock held. */
+static void flatten_one(struct flatten *f, struct flat *e)
+{
+	char cause[sizeof(e->cause)] = "";
+	enum flat_state state = FLAT_NONE;
+	struct view *vw = e->view;	/* only this thread clears it */
+	struct stat st;
+	int fd = -1, dirfd, ret;
+
+	if (f->usable && !f->usable(f->usable_ctx))
+		goto out;	/* nothing could serve it */
+	if (vw->nlayers < 2)
+		goto out;	/* compacted to one layer: served as it is */
+	if (f->mode == FLATTEN_AUTO && f->noreflink_dev &&
+	    fstat(vw->layers[0].fd, &st) == 0 && st.st_dev == f->noreflink_dev)
+		goto out;	/* known not to reflink */
+	fault_gate(f);
+	ret = build_flat(f, e->dirfd, e->path, vw, cause, sizeof(cause));
+	if (ret > 0) {
+		fd = ret;
+		state = FLAT_READY;
+		log_debug("%s: flat file ready", e->path);
+	} else if (ret < 0 && ret != -ECANCELED) {
+		state = FLAT_FAILED;
+		log_warn_rl("%s: no flat file, reads stay on the FUSE path: %s",
+			    e->path, cause);
+	}
+out:
+	pthread_mutex_lock(&f->lock);
+	e->state = state;
+	e->fd = fd;
+	e->view = NULL;
+	dirfd = e->dirfd;
+	e->dirfd = -1;
+	snprintf(e->cause, sizeof(e->cause), "%s", cause);
+	pthread_mutex_unlock(&f->lock);
+	view_put(vw);
+	close(dirfd);
+}
+
+/* A pending entry whose view was offered, or NULL. */
+static struct flat *next_pending_locked(struct flatten *f)
+{
+	for (struct flat *e = f->list; e; e = e->next)
+		if (e->state == FLAT_PENDING && e->view && !e->dead)
+			return e;
+	return NULL;
+}
+
+static void *flatten_thread(void *arg)
+{
+	struct flatten *f = arg;
+
+	pthread_mutex_lock(&f->lock);
+	while (!f->stop) {
+		bool kick = f->kick;
+
+		if (!kick && !next_pending_locked(f)) {
+			pthread_cond_wait(&f->cond, &f->lock);
+			continue;
+		}
+		f->kick = false;
+		pthread_mutex_unlock(&f->lock);
+		sweep(f);	/* superseded versions first: never built */
+		pthread_mutex_lock(&f->lock);
+		{
+			/* Only this thread removes entries or builds, so e
+			 * stays valid without the lock. */
+			struct flat *e = next_pending_locked(f);
+
+			if (!e || f->stop)
+				continue;
+			pthread_mutex_unlock(&f->lock);
+			flatten_one(f, e);
+			pthread_mutex_lock(&f->lock);
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+int flatten_start(struct node_table *t, enum flatten_mode mode,
+		  bool (*usable)(void *ctx), void *ctx, struct flatten **out)
+{
+	struct flatten *f = calloc(1, sizeof(*f));
+	int ret;
+
+	if (!f)
+		return -ENOMEM;
+	f->t = t;
+	f->mode = mode;
+	f->usable = usable;
+	f->usable_ctx = ctx;
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->cond, NULL);
+	*out = f;
+	if (mode == FLATTEN_OFF)
+		return 0;
+	ret = -pthread_create(&f->thread, NULL, flatten_thread, f);
+	if (ret) {
+		log_err("cannot start the flattener: %s", strerror(-ret));
+		return 0;	/* it builds nothing, like off */
+	}
+	f->running = true;
+	pthread_mutex_lock(&t->lock);
+	t->flatten = f;
+	f->prev_hook = t->hooks.version_made_locked;
+	t->hooks.version_made_locked = flatten_made_locked;
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+void flatten_stop(struct flatten *f)
+{
+	struct flat *e;
+
+	if (!f)
+		return;
+	if (f->running) {
+		pthread_mutex_lock(&f->t->lock);
+		f->t->hooks.version_made_locked = f->prev_hook;
+		f->t->flatten = NULL;
+		pthread_mutex_unlock(&f->t->lock);
+		pthread_mutex_lock(&f->lock);
+		__atomic_store_n(&f->stop, 1, __ATOMIC_RELAXED);
+		pthread_cond_signal(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+		pthread_join(f->thread, NULL);
+	}
+	while ((e = f->list)) {
+		f->list = e->next;
+		flat_free(e);
+	}
+	pthread_cond_destroy(&f->cond);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+void flatten_offer(struct flatten *f, const struct node *v, struct view *vw)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e; e = e->next) {
+		if (e->vino != v->vino)
+			continue;
+		if (e->state == FLAT_PENDING && !e->view && !e->dead) {
+			/* The kernel holds v, and v its directory, here. */
+			e->dirfd = fcntl(v->parent->fd, F_DUPFD_CLOEXEC, 0);
+			if (e->dirfd < 0)
+				break;	/* the next offer tries again */
+			view_get(vw);
+			e->view = vw;
+			pthread_cond_signal(&f->cond);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+int flatten_fd(struct flatten *f, struct node *v)
+{
+	int fd = -1;
+
+	if (!f)
+		return -1;
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e; e = e->next) {
+		if (e->vino == v->vino) {
+			if (e->state == FLAT_READY && !e->dead)
+				fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	return fd;
+}
+
+char *flatten_describe(struct flatten *f, struct node *v)
+{
+	const char *state = "none", *cause = "";
+	char *s;
+
+	if (!f)
+		return strdup(state);
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e; e = e->next) {
+		if (e->vino != v->vino)
+			continue;
+		state = e->state == FLAT_PENDING ? "pending" :
+			e->state == FLAT_READY ? "ready" :
+			e->state == FLAT_FAILED ? "failed: " : "none";
+		cause = e->state == FLAT_FAILED ? e->cause : "";
+		break;
+	}
+	if (asprintf(&s, "%s%s", state, cause) < 0)
+		s = NULL;
+	pthread_mutex_unlock(&f->lock);
+	return s;
+}

@@ -1,0 +1,134 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Flatten on publish (doc/design.md §19), on XFS (reflink):
+#  1. mixed modes: an fd and a mapping held from before the flat file was
+#     ready (the build held back with SNAPFS_FLATTEN_GATE, fault-injection
+#     builds) keep the FUSE path, an open made meanwhile reads right, and
+#     once they close, new opens are served by passthrough to the flat file;
+#  2. a flat view equals the reference (read, pread, mmap private and
+#     shared, SEEK_DATA/SEEK_HOLE) without a READ request to the daemon;
+#  3. the flat file is dropped when its version is superseded (publish) and
+#     on rollback, and nothing of it is ever named in STORE nor left after
+#     a restart;
+#  4. a filesystem without the room: failed: not enough free space, one
+#     line, and the FUSE path serves.
+. ./tests/mount/lib.sh
+require_passthrough
+setup_loops
+have_mkfs xfs || fail "mkfs.xfs is missing"
+
+PAGE=4096
+mkfs_loop xfs 400 "$T/x"
+S=$T/x/store R=$T/ref M=$T/mnt
+mkdir -p "$S" "$R"
+
+# vm: 16 MiB, random but for its last 4 MiB (a hole), and one diff.
+head -c $((12 << 20)) /dev/urandom >"$S/vm.0.base"
+truncate -s 16M "$S/vm.0.base"
+cp "$S/vm.0.base" "$R/v1"
+layer_pages "$S/vm.1.diff" "$R/v1" 0:17 5:0 1000:200 3071:33
+printf '%s %s\n' $((12 << 20)) $((16 << 20)) >"$R/holes"
+state0=$(store_state "$S")
+
+flat_is() {	# flat_is STATE: user.snapfs.flat of vm is STATE
+	[ "$(xattr "$M/vm" user.snapfs.flat 2>/dev/null)" = "$1" ]
+}
+flat_fds() {	# the daemon's open flat files: unnamed files in STORE
+	find "/proc/$SNAPFS_PID/fd" -lname "$S/#* (deleted)" 2>/dev/null | wc -l
+}
+flat_fds_are() {
+	[ "$(flat_fds)" -eq "$1" ]
+}
+reads() {
+	log_count "opcode: READ "
+}
+pt_opens() {
+	log_count "passthrough open of inode"
+}
+
+FAULTS=0
+grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" && FAULTS=1
+gate=$T/gate
+[ "$FAULTS" = 1 ] && : >"$gate"
+SNAPFS_FLATTEN_GATE=$gate mount_snapfs "$S" "$M" -d
+
+# 1. Mixed modes.
+if [ "$FAULTS" = 1 ]; then
+	holder_start
+	hold_cmd open early "$M/vm"
+	flat_is pending || fail "flat: $(xattr "$M/vm" user.snapfs.flat), want pending"
+	rm "$gate"
+	wait_for 10000 flat_is ready || fail "the flat file is not ready: $(xattr "$M/vm" user.snapfs.flat)"
+	"$VIEWCHECK" -m seq,pread,mmap "$M/vm" "$R/v1" "$R/holes" >/dev/null ||
+		fail "an open made while an early fd is held reads wrong"
+	[ "$(pt_opens)" -eq 0 ] || fail "passthrough mixed with a FUSE-path open of one inode"
+	hold_cmd check early "$R/v1"
+	hold_cmd close early
+	holder_stop
+else
+	log "not a fault-injection build: the mixed-mode case is skipped"
+	wait_for 10000 flat_is ready || fail "the flat file is not ready"
+fi
+
+# 2. Served by passthrough to the flat file (the early opens are released
+# asynchronously: wait until a new open is passthrough).
+pt_open_now() {
+	local n
+	n=$(pt_opens)
+	cmp -n 4096 "$M/vm" "$R/v1" && [ "$(pt_opens)" -gt "$n" ]
+}
+wait_for 5000 pt_open_now || fail "no passthrough open of the flat view"
+before=$(reads)
+"$VIEWCHECK" -m all "$M/vm" "$R/v1" "$R/holes" >/dev/null || fail "the flat view differs"
+[ "$(reads)" -eq "$before" ] || fail "the flat view was read through the daemon"
+flat_fds_are 1 || fail "$(flat_fds) flat files open, want 1"
+
+# 3. Superseded by a publish, then by a rollback.
+holder_start
+hold_cmd open v1 "$M/vm"
+cp "$R/v1" "$R/v2"
+layer_pages "$S/.vm.2.diff.tmp" "$R/v2" 1:99 2048:0 4095:250
+printf '%s %s\n' $((12 << 20)) $((4095 * PAGE)) >"$R/holes2"	# the last page is data now
+mv "$S/.vm.2.diff.tmp" "$S/vm.2.diff"
+wait_for 10000 flat_is ready || fail "the published version has no flat file"
+wait_for 3000 flat_fds_are 1 || fail "$(flat_fds) flat files after the publish, want 1"
+"$VIEWCHECK" -m all "$M/vm" "$R/v2" "$R/holes2" >/dev/null || fail "the published flat view differs"
+hold_cmd check v1 "$R/v1"
+rm "$M/vm.2.diff" || fail "rollback through the mount failed"
+wait_for 10000 flat_is ready || fail "the rolled-back version has no flat file"
+wait_for 3000 flat_fds_are 1 || fail "$(flat_fds) flat files after the rollback, want 1"
+"$VIEWCHECK" -m all "$M/vm" "$R/v1" "$R/holes" >/dev/null || fail "the rolled-back flat view differs"
+hold_cmd check v1 "$R/v1"
+hold_cmd close v1
+holder_stop
+umount_snapfs "$M"
+[ "$(store_state "$S")" = "$state0" ] || fail "STORE changed: $(diff <(echo "$state0") <(store_state "$S"))"
+
+# A restart finds nothing to remove and flattens anew.
+mount_snapfs "$S" "$M"
+wait_for 10000 flat_is ready || fail "no flat file after a restart"
+"$VIEWCHECK" -m seq,mmap "$M/vm" "$R/v1" "$R/holes" >/dev/null || fail "the view differs after a restart"
+umount_snapfs "$M"
+
+# 4. No room: the free-space check fails it, the FUSE path serves.
+mkfs_loop xfs 300 "$T/small"
+S=$T/small/store
+mkdir -p "$S"
+# (not cp of the diff: cp turns its page of zeros into a hole)
+cp "$T/x/store/vm.0.base" "$S/"
+cp "$S/vm.0.base" "$R/v1s"
+layer_pages "$S/vm.1.diff" "$R/v1s" 0:17 5:0 1000:200 3071:33
+avail=$(($(stat -f -c '%a * %S' "$S")))
+fallocate -l $((avail - (32 << 20))) "$T/small/filler" || fail "cannot fill the small filesystem"
+: >"$T/snapfs.log"
+mount_snapfs "$S" "$M" -d
+no_room() {
+	[[ "$(xattr "$M/vm" user.snapfs.flat 2>/dev/null)" == "failed: not enough free space"* ]]
+}
+wait_for 10000 no_room ||
+	fail "flat: $(xattr "$M/vm" user.snapfs.flat), want failed: not enough free space"
+"$VIEWCHECK" -m all "$M/vm" "$R/v1s" "$R/holes" >/dev/null || fail "the view without room differs"
+[ "$(reads)" -gt 0 ] || fail "the view without a flat file was not read through the daemon"
+[ "$(log_count "no flat file")" -eq 1 ] || fail "want one line for the failure"
+umount_snapfs "$M"
+log "ok"
