@@ -5,10 +5,11 @@
 # SNAPFS_SCALE_NAMES (3,000) layered names (a base, and a diff for every
 # third), list them, read a sample and compare each with the merge computed
 # here, delete them, list again". Versions of names that left STORE are
-# freed when their directory is next read, so the daemon's RSS after the
-# last round stays within 15% of its RSS after round 3 (the first rounds
-# grow the allocator's pools). ASan's quarantine is turned off for the daemon, so
-# that freed memory is reused as it would be in a normal build.
+# freed when their directory is next read: after each round no version is
+# alive (the versions_alive counter of .snapfs-stats), and the daemon's RSS
+# after the last round stays within 1.5x its RSS after round 3. ASan's
+# quarantine is turned off for the daemon, so that freed memory is reused
+# as it would be in a normal build.
 . ./tests/mount/lib.sh
 setup
 command -v python3 >/dev/null || fail "python3 is needed"
@@ -55,11 +56,22 @@ EOF
 	find "$STORE/d" -name "r${r}n*" -delete
 	left=$(ls "$MNT/d" | wc -l)
 	[ "$left" -eq 0 ] || fail "round $r: $left names still listed after the delete"
+	# The listing after the delete retired every version of the round:
+	# none may stay alive (the kernel forgets them as the watcher drops
+	# their names; give it a moment).
+	for _ in $(seq 50); do
+		alive=$(awk '$1 == "versions_alive" { print $2 }' "$MNT/.snapfs-stats")
+		[ "$alive" -le 1 ] && break
+		sleep 0.1
+	done
+	[ "$alive" -le 1 ] || fail "round $r: $alive versions still alive after their names left STORE"
 	rss=$(rss_kb)
-	log "round $r: $NAMES names made, listed, read, deleted; daemon RSS $rss KiB"
+	log "round $r: $NAMES names made, listed, read, deleted; $alive versions alive; daemon RSS $rss KiB"
 	[ "$r" -eq 3 ] && base_rss=$rss
 done
-if [ -n "$base_rss" ] && [ "$rss" -gt $((base_rss * 115 / 100)) ]; then
+# RSS is noisy under ASan (its allocator's pools, the kernel's own
+# caching of our reads): only gross growth fails.
+if [ -n "$base_rss" ] && [ "$rss" -gt $((base_rss * 150 / 100)) ]; then
 	fail "RSS grew from $base_rss KiB (round 3) to $rss KiB (round $ROUNDS)"
 fi
 umount_snapfs "$MNT"
