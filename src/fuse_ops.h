@@ -76,5 +76,7 @@ void stats_file_open(fuse_req_t req, struct snapfs *fs, struct fuse_file_info *f
 void stats_file_read(fuse_req_t req, size_t size, off_t off,
 		     struct fuse_file_info *fi);
 void stats_file_release(fuse_req_t req, struct fuse_file_info *fi);
+/* Frees the texts of released handles still kept (at exit). */
+void stats_file_free_released(void);
 
 #endif

@@ -14,6 +14,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +30,52 @@
 
 /* One rendering of the counters, held by an open file handle. */
 struct stats_text {
+	struct stats_text *next;	/* on the released list */
+	struct timespec released;	/* CLOCK_MONOTONIC */
 	size_t len;
 	char buf[];
 };
+
+/*
+ * Texts of released handles, freed only once they have been released for
+ * RELEASED_KEEP_S: the kernel may still have a read of the handle in
+ * flight when its release comes in (direct I/O reads can be sent
+ * asynchronously, and a short first reply ends the application's read),
+ * and that read must find the text. Freed at the next open or release
+ * after that, and at exit.
+ */
+#define RELEASED_KEEP_S 2
+static pthread_mutex_t released_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stats_text *released;	/* newest first; released_lock */
+
+/* Frees the released texts older than RELEASED_KEEP_S (all with all). */
+static void reap_released(bool all)
+{
+	struct stats_text *old = NULL, **pp;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&released_lock);
+	for (pp = &released; *pp; pp = &(*pp)->next) {
+		if (all || now.tv_sec - (*pp)->released.tv_sec > RELEASED_KEEP_S) {
+			old = *pp;	/* the rest of the list is older */
+			*pp = NULL;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&released_lock);
+	while (old) {
+		struct stats_text *next = old->next;
+
+		free(old);
+		old = next;
+	}
+}
+
+void stats_file_free_released(void)
+{
+	reap_released(true);
+}
 
 bool stats_file_is(fuse_ino_t ino)
 {
@@ -116,6 +162,7 @@ void stats_file_open(fuse_req_t req, struct snapfs *fs, struct fuse_file_info *f
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	reap_released(false);
 	t = render(fs);
 	if (!t) {
 		fuse_reply_err(req, ENOMEM);
@@ -143,6 +190,13 @@ void stats_file_read(fuse_req_t req, size_t size, off_t off,
 
 void stats_file_release(fuse_req_t req, struct fuse_file_info *fi)
 {
-	free((void *)(uintptr_t)fi->fh);
+	struct stats_text *t = (struct stats_text *)(uintptr_t)fi->fh;
+
+	clock_gettime(CLOCK_MONOTONIC, &t->released);
+	pthread_mutex_lock(&released_lock);
+	t->next = released;
+	released = t;
+	pthread_mutex_unlock(&released_lock);
+	reap_released(false);
 	fuse_reply_err(req, 0);
 }

@@ -482,6 +482,7 @@ int main(int argc, char *argv[])
 	compactd_stop(fs.nodes);
 	dirwatch_stop(fs.nodes);
 	snapfs_close_handles();
+	stats_file_free_released();
 	snapfs_log_flush();	/* the counts of rate-limited lines */
 
 out_unmount:
