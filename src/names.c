@@ -106,7 +106,6 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		return -ENOENT;
 
 	for (int tries = 0;; tries++) {
-		struct view *view;
 		bool retry;
 
 		ret = version_get(t, parent, name, 1, pid, out, st);
@@ -124,9 +123,7 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		 * now (the version keeps its view); if they are gone already,
 		 * the version is too: look again.
 		 */
-		ret = node_view(t, *out, &view);
-		if (ret == 0)
-			view_put(view);
+		ret = node_view_pin(t, *out);
 		if (ret != -ESTALE || tries == 8)
 			return 0;	/* the open reports any other trouble */
 		node_forget(t, *out, 1);

@@ -49,8 +49,11 @@ void node_destroy(struct node *n)
 		close(n->fd);
 	store_dir_free(n->index);
 	free(n->versions.b);
-	if (n->view)
+	view_put(n->pinned);
+	if (n->view) {
+		view_disown(n->view);
 		view_put(n->view);
+	}
 	for (size_t i = 0; i < n->nlayers; i++)
 		free(n->layer_names[i]);
 	free(n->layer_names);
@@ -552,13 +555,19 @@ void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
 		/* The kernel no longer knows this version: close its layers
 		 * (open handles hold their own references to the view). A
 		 * later lookup and open build the view again. */
-		struct view *v;
+		struct view *v, *pinned;
 
 		pthread_mutex_lock(&n->lock);
 		v = n->view;
 		n->view = NULL;
+		pinned = n->pinned;
+		n->pinned = NULL;
 		pthread_mutex_unlock(&n->lock);
-		view_put(v);
+		view_put(pinned);
+		if (v) {
+			view_disown(v);
+			view_put(v);
+		}
 		node_unref(t, n);
 	}
 }

@@ -113,11 +113,10 @@ struct node {
 	struct layer_id *layer_ids;
 	char *error;		/* chain unusable by its names: the cause;
 				   fixed, part of the version's identity */
-	struct view *view;	/* built on first use under lock; its
-				   layers are closed (view_detach()) while
-				   no handle has the version open */
-	unsigned opens;		/* open handles; changed under lock, read
-				   atomically (node_view_done()) */
+	struct view *view;	/* built on first use under lock, owned
+				   (view_own()): its layers are closed while
+				   nobody else holds it */
+	struct view *pinned;	/* node_view_pin(): under lock */
 	char *build_error;	/* layers unusable once opened: the cause;
 				   set once under lock, then fixed */
 	enum { COMPACT_IDLE, COMPACT_PENDING, COMPACT_RUNNING } cstate;

@@ -22,7 +22,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -532,6 +531,7 @@ static int reattach_locked(struct node_table *t, struct node *n, int dfd)
 	}
 	if (ret == -ESTALE) {
 		log_debug("%s: %s; the next lookup shows the new version", n->path, why);
+		view_disown(n->view);
 		view_put(n->view);
 		n->view = NULL;
 	} else if (ret) {
@@ -571,8 +571,10 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 			}
 		}
 	}
-	if (ret == 0)
+	if (ret == 0) {
+		view_own(n->view);
 		return 0;
+	}
 	if (ret == -EIO && layers_moved_on(n, dfd)) {
 		/* A layer went away or changed since the lookup (a rollback, a
 		 * compaction): not this chain's fault; the kernel looks the
@@ -601,16 +603,14 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 	return ret;
 }
 
-/* node_view() with n->lock held; opening: the caller is an open handle. */
-static int view_locked(struct node_table *t, struct node *n, bool opening,
-		       struct view **out)
+/* node_view() with n->lock held. */
+static int view_locked(struct node_table *t, struct node *n, struct view **out)
 {
 	int dfd, ret;
 
 	if (n->error || n->build_error)
 		return -EIO;
-	if (n->view && !n->view->detached) {
-		view_get(n->view);
+	if (n->view && view_get_attached(n->view)) {
 		*out = n->view;
 		return 0;
 	}
@@ -621,10 +621,10 @@ static int view_locked(struct node_table *t, struct node *n, bool opening,
 	node_fd_put(t, n->parent);
 	if (ret)
 		return ret;
+	/* The view's only reference is n's, and n->lock is held: nothing
+	 * can close the layers just opened before this one is taken. */
 	view_get(n->view);
 	*out = n->view;
-	if (opening)
-		__atomic_add_fetch(&n->opens, 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -635,86 +635,65 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 	if (n->kind != NODE_VIEW)
 		return -EINVAL;
 	pthread_mutex_lock(&n->lock);
-	ret = view_locked(t, n, false, out);
+	ret = view_locked(t, n, out);
 	pthread_mutex_unlock(&n->lock);
 	return ret;
-}
-
-/*
- * Gives the layers of n's view back if nothing but n holds it and no
- * handle has n open; n->lock held.
- */
-static void idle_locked(struct node *n)
-{
-	if (!__atomic_load_n(&n->opens, __ATOMIC_RELAXED) && n->view &&
-	    !n->view->detached && __atomic_load_n(&n->view->refs, __ATOMIC_ACQUIRE) == 1)
-		view_detach(n->view);
 }
 
 void node_view_done(struct node_table *t, struct node *n, struct view *v)
 {
 	(void)t;
-	view_put(v);
+	(void)n;
+	view_put(v);	/* the last one but n's closes the layers */
+}
+
+int node_view_pin(struct node_table *t, struct node *n)
+{
+	struct view *v, *old;
+	int ret = node_view(t, n, &v);
+
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&n->lock);
-	idle_locked(n);
+	old = n->pinned;
+	n->pinned = v;
 	pthread_mutex_unlock(&n->lock);
+	view_put(old);
+	return 0;
 }
 
 int node_view_open(struct node_table *t, struct node *n, struct view **out)
 {
+	struct view *pinned = NULL;
 	int ret;
 
 	if (n->kind != NODE_VIEW)
 		return -EINVAL;
 	pthread_mutex_lock(&n->lock);
-	ret = view_locked(t, n, true, out);
+	ret = view_locked(t, n, out);
 	pthread_mutex_unlock(&n->lock);
 	/* Out of fds for open files: whoever holds views of versions nobody
 	 * has open lets go of them (no lock of ours held), then once more. */
 	if (ret == -EMFILE && t->hooks.views_shed && t->hooks.views_shed(t)) {
 		pthread_mutex_lock(&n->lock);
-		ret = view_locked(t, n, true, out);
+		ret = view_locked(t, n, out);
 		pthread_mutex_unlock(&n->lock);
 	}
+	/* An open ends the pin of the lookup before it (node_view_pin()),
+	 * whether or not it succeeded: the retry it was kept for is done. */
+	pthread_mutex_lock(&n->lock);
+	pinned = n->pinned;
+	n->pinned = NULL;
+	pthread_mutex_unlock(&n->lock);
+	view_put(pinned);
 	return ret;
 }
 
-/*
- * How long the last close of a version waits for other holders of its
- * view to let go before it decides whether the layers are idle: a read
- * whose reply let the release come drops its reference a few instructions
- * after the reply (reads never touch the node after it, which may be
- * forgotten by then); a prefetch or flatten job may hold it longer, and
- * hands it back through node_view_done() itself.
- */
-#define CLOSE_WAIT_NS 2000000
-
 void node_view_close(struct node_table *t, struct node *n, struct view *v)
 {
-	bool last;
-
-	struct view *w = NULL;
-
 	(void)t;
-	view_put(v);
-	pthread_mutex_lock(&n->lock);
-	last = __atomic_sub_fetch(&n->opens, 1, __ATOMIC_RELAXED) == 0;
-	if (last && n->view && !n->view->detached) {
-		w = n->view;
-		view_get(w);	/* held while waiting: n->view may change */
-	}
-	pthread_mutex_unlock(&n->lock);
-	if (w) {
-		int64_t until = mono_ns() + CLOSE_WAIT_NS;
-
-		/* n's reference and ours */
-		while (__atomic_load_n(&w->refs, __ATOMIC_ACQUIRE) > 2 && mono_ns() < until)
-			sched_yield();
-		view_put(w);
-	}
-	pthread_mutex_lock(&n->lock);
-	idle_locked(n);
-	pthread_mutex_unlock(&n->lock);
+	(void)n;
+	view_put(v);	/* the last one but n's closes the layers */
 }
 
 int node_version_check(struct node_table *t, struct node *n, uint32_t pid)

@@ -20,14 +20,18 @@
  * Layer fds are held only while someone uses the version (doc/design.md
  * §9.6): node_view_open() is for an open handle and node_view_close() ends
  * it; a short look at a version (an xattr, the compactor's check) ends
- * with node_view_done(). When neither a handle nor anyone else holds the
- * view, its layers are closed and its map kept, and the next use opens
- * the same layers again (view_attach()), or finds them gone (-ESTALE).
- * A plain view_put() keeps the layers open, for a lookup that pins them
- * for the open that follows it.
+ * with node_view_done() or view_put(). When the version's own reference is
+ * the only one left, whoever let go of the last other one closes the
+ * layers and the map stays (view_own()); the next use opens the same
+ * layers again, or finds them gone (-ESTALE).
+ *
+ * node_view_pin() opens the layers for an open that is to follow (a
+ * lookup that is the kernel's retry of a stale open) and keeps them open
+ * until the next node_view_open() of n, or until n is forgotten.
  */
 int node_view(struct node_table *t, struct node *n, struct view **out);
 void node_view_done(struct node_table *t, struct node *n, struct view *v);
+int node_view_pin(struct node_table *t, struct node *n);
 int node_view_open(struct node_table *t, struct node *n, struct view **out);
 void node_view_close(struct node_table *t, struct node *n, struct view *v);
 

@@ -373,6 +373,7 @@ static struct layer_file *layer_insert(struct view_env *env, const struct layer_
 		lf->next = env->layers[layer_bucket(id)];
 		env->layers[layer_bucket(id)] = lf;
 		env->nlayers++;
+		stats_add(STAT_LAYERS_OPEN, 1);
 	}
 	pthread_mutex_unlock(&env->lock);
 	if (o) {
@@ -398,6 +399,7 @@ static void layer_put(struct view_env *env, struct layer_file *lf)
 			pp = &(*pp)->next;
 		*pp = lf->next;
 		env->nlayers--;
+		stats_sub(STAT_LAYERS_OPEN, 1);
 	}
 	pthread_mutex_unlock(&env->lock);
 	if (last) {
@@ -631,6 +633,7 @@ static void view_free(struct view *v)
 	free(v->layers);
 	free(v->seg);
 	free(v->label);
+	pthread_mutex_destroy(&v->lock);
 	free(v);
 	stats_sub(STAT_VIEWS_ALIVE, 1);
 }
@@ -662,10 +665,57 @@ void view_get(struct view *v)
 	__atomic_add_fetch(&v->refs, 1, __ATOMIC_RELAXED);
 }
 
+static void close_layers(struct view *v);
+
 void view_put(struct view *v)
 {
-	if (v && __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0)
+	unsigned r;
+
+	if (!v)
+		return;
+	/* Above two references no put can be the last but the owner's:
+	 * no lock. A get that races with this one either holds a reference
+	 * itself (count above 1 all along) or is the owner's, under lock. */
+	r = __atomic_load_n(&v->refs, __ATOMIC_RELAXED);
+	while (r > 2)
+		if (__atomic_compare_exchange_n(&v->refs, &r, r - 1, true,
+						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			return;
+	pthread_mutex_lock(&v->lock);
+	r = __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL);
+	if (r == 1 && v->owned && !v->detached) {
+		close_layers(v);
+		v->detached = true;
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (r == 0)
 		view_free(v);
+}
+
+void view_own(struct view *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->owned = true;
+	pthread_mutex_unlock(&v->lock);
+}
+
+void view_disown(struct view *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->owned = false;
+	pthread_mutex_unlock(&v->lock);
+}
+
+bool view_get_attached(struct view *v)
+{
+	bool ok;
+
+	pthread_mutex_lock(&v->lock);
+	ok = !v->detached;
+	if (ok)
+		__atomic_add_fetch(&v->refs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&v->lock);
+	return ok;
 }
 
 static int layer_check(const struct stat *st, const char *fname, char *why, size_t len)
@@ -759,15 +809,7 @@ static void close_layers(struct view *v)
 	}
 }
 
-void view_detach(struct view *v)
-{
-	if (v->detached)
-		return;
-	close_layers(v);
-	v->detached = true;
-}
-
-int view_attach(struct view *v, int dirfd, char *why, size_t len)
+static int attach_locked(struct view *v, int dirfd, char *why, size_t len)
 {
 	int ret;
 
@@ -798,6 +840,16 @@ int view_attach(struct view *v, int dirfd, char *why, size_t len)
 	return 0;
 }
 
+int view_attach(struct view *v, int dirfd, char *why, size_t len)
+{
+	int ret;
+
+	pthread_mutex_lock(&v->lock);
+	ret = attach_locked(v, dirfd, why, len);
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}
+
 int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	      struct view **out, char *why, size_t len)
 {
@@ -812,6 +864,7 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 		return -ENOMEM;
 	v->refs = 1;
 	v->env = env;
+	pthread_mutex_init(&v->lock, NULL);
 	stats_add(STAT_VIEWS_ALIVE, 1);	/* view_free() takes it back */
 	v->layers = calloc(n, sizeof(*v->layers));
 	ents = calloc(n, sizeof(*ents));

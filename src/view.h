@@ -11,6 +11,7 @@
 #ifndef SNAPFS_VIEW_H
 #define SNAPFS_VIEW_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -48,7 +49,7 @@ struct view {
 	size_t nseg;
 	struct view_seg *seg;	/* nseg + 1 entries: seg[nseg].off == size */
 	uint64_t data_bytes;	/* bytes not served as zero */
-	unsigned refs;		/* atomic */
+	unsigned refs;		/* atomic; drops to 2 or below under lock */
 	int broken;		/* atomic: a layer was found shorter than
 				   the view (view_check_read()); with
 				   label, the only fields that change
@@ -56,7 +57,11 @@ struct view {
 	struct view_env *env;
 	char *label;		/* atomic: set once (view_set_label()), for
 				   log lines; NULL until then */
-	bool detached;		/* layers closed (view_detach()): fds -1 */
+	pthread_mutex_t lock;	/* orders detaching against taking a
+				   reference from the owner (below) */
+	bool owned;		/* view_own(): protected by lock */
+	bool detached;		/* layers closed: fds -1; protected by
+				   lock */
 };
 
 /*
@@ -130,15 +135,21 @@ void view_get(struct view *v);
 void view_put(struct view *v);
 
 /*
- * A view nobody reads can give its layer fds back and keep its map: the
- * only holder (one reference, under the lock that guards where it keeps
- * the view) calls view_detach(); view_attach() opens the same layers again
- * from dirfd before the view is handed out. Returns 0; -ESTALE if a layer
- * is gone or is no longer the file it was (its identity, doc/format.md §3),
- * -EMFILE, -ENFILE or -ENOMEM; on failure the view stays detached, with the
- * cause in why[len].
+ * A view nobody reads gives its layer fds back and keeps its map. Its
+ * owner (the version that keeps it, one reference) calls view_own(); from
+ * then on, whichever put leaves the owner's reference the only one closes
+ * the layers, whoever makes it: a close, a read's reply, a prefetch job, a
+ * lookup that only looked. The owner hands the view out again with
+ * view_get_attached(), which takes a reference only while the layers are
+ * open, or else view_attach(), which opens the same layers again from
+ * dirfd. view_attach() returns 0; -ESTALE if a layer is gone or is no
+ * longer the file it was (its identity, doc/format.md §3), -EMFILE,
+ * -ENFILE or -ENOMEM; on failure the view stays detached, with the cause in
+ * why[len]. The owner lets go with view_disown(), then its view_put().
  */
-void view_detach(struct view *v);
+void view_own(struct view *v);
+void view_disown(struct view *v);
+bool view_get_attached(struct view *v);
 int view_attach(struct view *v, int dirfd, char *why, size_t len);
 
 /*

@@ -8,7 +8,10 @@
  */
 #include "unit.h"
 
+#include <pthread.h>
+
 #include "cache.h"
+#include "stats.h"
 #include "store.h"
 #include "view.h"
 
@@ -988,6 +991,115 @@ static void test_open_coarse_holes(void **state)
 	env_free(&e);
 }
 
+/* Other threads' gets and puts of an owned view while the owner hands it
+ * out (view_get_attached(), else view_attach()) as version.c does. */
+struct own_race {
+	struct view *v;
+	int dirfd;
+	pthread_mutex_t owner;	/* the node's lock in version.c */
+	const unsigned char *want;
+	uint64_t size;
+	unsigned rounds;
+};
+
+static void *own_race_thread(void *arg)
+{
+	struct own_race *r = arg;
+	unsigned char buf[3 * UNIT_PAGE];
+	char why[256];
+
+	for (unsigned i = 0; i < r->rounds; i++) {
+		uint64_t off = (i * 7919u) % (r->size - sizeof(buf));
+
+		pthread_mutex_lock(&r->owner);
+		if (!view_get_attached(r->v)) {
+			assert_int_equal(view_attach(r->v, r->dirfd, why, sizeof(why)), 0);
+			view_get(r->v);
+		}
+		pthread_mutex_unlock(&r->owner);
+		/* the layers stay open while this reference is held */
+		assert_int_equal(view_pread(r->v, off, sizeof(buf), buf), sizeof(buf));
+		if (memcmp(buf, r->want + off, sizeof(buf)))
+			fail_msg("round %u: read at %llu differs", i,
+				 (unsigned long long)off);
+		view_put(r->v);
+	}
+	return NULL;
+}
+
+/*
+ * An owned view closes its layers when the put that leaves the owner's
+ * reference alone comes, whoever makes it, and keeps its map; they open
+ * again on demand and it reads the same bytes.
+ */
+static void test_owned_detach(void **state)
+{
+	struct unit_dir *ud = *state;
+	const uint64_t size = 32 * P;
+	const struct unit_range rbase = { 0, 32 * P };
+	const struct unit_range rd1[] = { { 3 * P, 2 * P }, { 20 * P, P } };
+	unsigned char *want = malloc(size);
+	struct env e = env_new(0);
+	struct own_race r = { .dirfd = ud->fd, .size = size, .rounds = 2000 };
+	uint64_t open0 = stats_get(STAT_LAYERS_OPEN);
+	pthread_t th[4];
+	struct view *v = NULL;
+	char why[256];
+
+	assert_non_null(want);
+	unit_sparse_file_c(ud->fd, "o.0.base", size, &rbase, 1, 11, want);
+	unit_sparse_file_c(ud->fd, "o.1.diff", size, rd1, 2, 12, want);
+	assert_int_equal(open_name(&e, ud->fd, "o", NULL, 0, &v, why, sizeof(why)), 0);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 2);
+
+	/* not owned: the last but one put closes nothing */
+	view_get(v);
+	view_put(v);
+	assert_false(v->detached);
+	/* owned: it does, and the view keeps its map */
+	view_own(v);
+	view_get(v);
+	assert_true(view_get_attached(v));
+	view_put(v);
+	assert_false(v->detached);
+	view_put(v);
+	assert_true(v->detached);
+	assert_int_equal(v->layers[0].fd, -1);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0);
+	assert_false(view_get_attached(v));
+	assert_int_equal(view_attach(v, ud->fd, why, sizeof(why)), 0);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 2);
+	view_get(v);
+	check_content(v, want, size, 9);
+	view_put(v);
+	assert_true(v->detached);
+
+	/* four threads taking and dropping references as opens, reads and
+	 * closes do: every read finds its layers open */
+	r.v = v;
+	r.want = want;
+	pthread_mutex_init(&r.owner, NULL);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, own_race_thread, &r), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&r.owner);
+	assert_true(v->detached);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0);
+
+	/* a layer replaced while detached: the view cannot come back */
+	assert_int_equal(unlinkat(ud->fd, "o.1.diff", 0), 0);
+	unit_sparse_file_c(ud->fd, "o.1.diff", size, rd1, 1, 13, NULL);
+	assert_int_equal(view_attach(v, ud->fd, why, sizeof(why)), -ESTALE);
+	print_message("refused as expected: %s\n", why);
+	assert_true(v->detached);
+	view_disown(v);
+	view_put(v);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0);
+	env_free(&e);
+	free(want);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, unit_dir_setup, unit_dir_teardown)
@@ -1003,6 +1115,7 @@ int main(void)
 		T(test_open_symlink),
 		T(test_open_directory),
 		T(test_open_missing_layer),
+		T(test_owned_detach),
 		cmocka_unit_test_setup_teardown(test_open_coarse_holes,
 						unit_huge_setup,
 						unit_tmpfs_teardown),
