@@ -657,7 +657,8 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		 * again and open the new version. */
 		ret = node_version_check(fs->nodes, n, (uint32_t)fuse_req_ctx(req)->pid);
 		if (ret == 0)
-			ret = node_view_open(fs->nodes, n, &v);
+			ret = node_view_open(fs->nodes, n,
+					     (uint32_t)fuse_req_ctx(req)->pid, &v);
 		if (ret) {
 			fuse_reply_err(req, -ret);
 			return;
@@ -685,6 +686,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		 * refuse MAP_SHARED on this open (doc/design.md §15). */
 		fi->direct_io = how == OPEN_RW_DIRECT;
 		stats_add(how == OPEN_RW_DIRECT ? STAT_OPENS_RW_PRIVATE : STAT_OPENS_VIEW, 1);
+		stats_add(STAT_HANDLES_OPEN, 1);
 		/* Counted before the reply: its release may come at once. A
 		 * passthrough open needs no push (the backing file's page
 		 * cache serves it). */
@@ -695,6 +697,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 				prefetch_released(fs->nodes, ino);
 			passthrough_release(fs->pt, req, ino);
 			handle_del(v);
+			stats_sub(STAT_HANDLES_OPEN, 1);
 			node_view_close(fs->nodes, n, v);
 		}
 		return;
@@ -984,6 +987,7 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 	if (v) {
 		prefetch_released(fs_of(req)->nodes, ino);	/* ino: a key only */
 		handle_del(v);
+		stats_sub(STAT_HANDLES_OPEN, 1);
 		/* The kernel keeps the inode while a file of it is open. */
 		node_view_close(fs_of(req)->nodes, node_of(req, ino), v);
 	} else {

@@ -123,7 +123,7 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		 * now (the version keeps its view); if they are gone already,
 		 * the version is too: look again.
 		 */
-		ret = node_view_pin(t, *out);
+		ret = node_view_pin(t, *out, pid);
 		if (ret != -ESTALE || tries == 8)
 			return 0;	/* the open reports any other trouble */
 		node_forget(t, *out, 1);

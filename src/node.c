@@ -49,7 +49,8 @@ void node_destroy(struct node *n)
 		close(n->fd);
 	store_dir_free(n->index);
 	free(n->versions.b);
-	view_put(n->pinned);
+	for (size_t i = 0; i < sizeof(n->pins) / sizeof(n->pins[0]); i++)
+		view_put(n->pins[i].v);
 	if (n->view) {
 		view_disown(n->view);
 		view_put(n->view);
@@ -555,15 +556,17 @@ void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
 		/* The kernel no longer knows this version: close its layers
 		 * (open handles hold their own references to the view). A
 		 * later lookup and open build the view again. */
-		struct view *v, *pinned;
+		struct node_pin pins[sizeof(n->pins) / sizeof(n->pins[0])];
+		struct view *v;
 
 		pthread_mutex_lock(&n->lock);
 		v = n->view;
 		n->view = NULL;
-		pinned = n->pinned;
-		n->pinned = NULL;
+		memcpy(pins, n->pins, sizeof(pins));
+		memset(n->pins, 0, sizeof(n->pins));
 		pthread_mutex_unlock(&n->lock);
-		view_put(pinned);
+		for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++)
+			view_put(pins[i].v);
 		if (v) {
 			view_disown(v);
 			view_put(v);

@@ -116,7 +116,10 @@ struct node {
 	struct view *view;	/* built on first use under lock, owned
 				   (view_own()): its layers are closed while
 				   nobody else holds it */
-	struct view *pinned;	/* node_view_pin(): under lock */
+	struct node_pin {
+		uint32_t pid;	/* the thread whose open is to come */
+		struct view *v;	/* a reference that keeps the layers open */
+	} pins[4];		/* node_view_pin(): protected by lock */
 	char *build_error;	/* layers unusable once opened: the cause;
 				   set once under lock, then fixed */
 	enum { COMPACT_IDLE, COMPACT_PENDING, COMPACT_RUNNING } cstate;

@@ -223,19 +223,54 @@ static void job_free(struct node_table *t, struct pjob *j)
 	free(j);
 }
 
+static void bury(struct node_table *t, struct prefetch *pf, struct pjob *dead);
+
+/*
+ * Takes out the jobs of superseded versions nobody has open (but the one
+ * the thread is pushing), linked, for bury(); prefetch.lock held. A job
+ * whose version was still current at its last release keeps its view
+ * until then, and the thread, at nice 19, may not run for a while on a
+ * busy machine: every open and release ends such jobs on its own thread,
+ * so that a churn of versions does not pile up views with their layers
+ * open.
+ */
+static struct pjob *superseded_locked(struct node_table *t, struct prefetch *pf)
+{
+	struct pjob **pp = &pf->jobs, *dead = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	while (*pp) {
+		struct pjob *j = *pp;
+
+		if (j->opens || j == pf->busy || j->n->current) {
+			pp = &j->next;
+			continue;
+		}
+		*pp = j->next;
+		pf->charged -= j->pushed;
+		j->drop = j->n->nlookup > 0;
+		j->next = dead;
+		dead = j;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return dead;
+}
+
 void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 		     struct view *v)
 {
 	struct prefetch *pf = pf_of(t);
-	struct pjob *j, *fresh;
+	struct pjob *j, *fresh, *dead;
 
 	if (!pf)
 		return;
 	pthread_mutex_lock(&pf->lock);
+	dead = superseded_locked(t, pf);
 	j = job_find_locked(pf, nodeid);
 	if (j)
 		j->opens++;
 	pthread_mutex_unlock(&pf->lock);
+	bury(t, pf, dead);
 	if (j)
 		return;
 
@@ -267,15 +302,17 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 void prefetch_released(struct node_table *t, uint64_t nodeid)
 {
 	struct prefetch *pf = pf_of(t);
-	struct pjob *j, **pp;
+	struct pjob *j, **pp, *dead;
 	bool current;
 
 	if (!pf)
 		return;
 	pthread_mutex_lock(&pf->lock);
+	dead = superseded_locked(t, pf);
 	j = job_find_locked(pf, nodeid);
 	if (!j || !j->opens || --j->opens > 0) {
 		pthread_mutex_unlock(&pf->lock);
+		bury(t, pf, dead);
 		return;
 	}
 	pthread_mutex_lock(&t->lock);
@@ -300,6 +337,7 @@ void prefetch_released(struct node_table *t, uint64_t nodeid)
 			node_view_done(t, n, v);
 			node_unref(t, n);
 		}
+		bury(t, pf, dead);
 		return;
 	}
 	/*
@@ -313,6 +351,7 @@ void prefetch_released(struct node_table *t, uint64_t nodeid)
 	*pp = j->next;
 	pf->charged -= j->pushed;
 	pthread_mutex_unlock(&pf->lock);
+	bury(t, pf, dead);
 	if (pf->o.drop)
 		pf->o.drop(pf->o.ctx, j->nodeid);
 	job_free(t, j);

@@ -35,6 +35,7 @@ static const char *const names[STAT_COUNT] = {
 	[STAT_OPENS_REFUSED_WRITE] = "opens_refused_write",
 	[STAT_VERSIONS_ALIVE] = "versions_alive",
 	[STAT_VIEWS_ALIVE] = "views_alive",
+	[STAT_HANDLES_OPEN] = "handles_open",
 	[STAT_LAYERS_OPEN] = "layers_open",
 	[STAT_COMPACT_DONE] = "compactions_done",
 	[STAT_COMPACT_ABANDONED] = "compactions_abandoned",

@@ -28,6 +28,8 @@ enum stat_id {
 	STAT_OPENS_REFUSED_WRITE,	/* opens of views for writing refused */
 	STAT_VERSIONS_ALIVE,	/* versions the daemon holds (gauge) */
 	STAT_VIEWS_ALIVE,	/* views built and not yet freed (gauge) */
+	STAT_HANDLES_OPEN,	/* open handles of views not yet released
+				   (gauge) */
 	STAT_LAYERS_OPEN,	/* layer files held open, each once however
 				   many views share it (gauge) */
 	STAT_COMPACT_DONE,

@@ -647,22 +647,37 @@ void node_view_done(struct node_table *t, struct node *n, struct view *v)
 	view_put(v);	/* the last one but n's closes the layers */
 }
 
-int node_view_pin(struct node_table *t, struct node *n)
+#define NPINS (sizeof(((struct node *)0)->pins) / sizeof(((struct node *)0)->pins[0]))
+
+int node_view_pin(struct node_table *t, struct node *n, uint32_t pid)
 {
 	struct view *v, *old;
+	struct node_pin *p;
 	int ret = node_view(t, n, &v);
 
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&n->lock);
-	old = n->pinned;
-	n->pinned = v;
+	/* pid's slot, else a free one, else the first (its open is the
+	 * least likely to come: pins are few and short-lived) */
+	p = &n->pins[0];
+	for (size_t i = 0; i < NPINS; i++) {
+		if (n->pins[i].v && n->pins[i].pid == pid) {
+			p = &n->pins[i];
+			break;
+		}
+		if (!n->pins[i].v && p->v)
+			p = &n->pins[i];
+	}
+	old = p->v;
+	p->pid = pid;
+	p->v = v;
 	pthread_mutex_unlock(&n->lock);
 	view_put(old);
 	return 0;
 }
 
-int node_view_open(struct node_table *t, struct node *n, struct view **out)
+int node_view_open(struct node_table *t, struct node *n, uint32_t pid, struct view **out)
 {
 	struct view *pinned = NULL;
 	int ret;
@@ -679,11 +694,16 @@ int node_view_open(struct node_table *t, struct node *n, struct view **out)
 		ret = view_locked(t, n, out);
 		pthread_mutex_unlock(&n->lock);
 	}
-	/* An open ends the pin of the lookup before it (node_view_pin()),
+	/* This thread's open ends the pin of its lookup (node_view_pin()),
 	 * whether or not it succeeded: the retry it was kept for is done. */
 	pthread_mutex_lock(&n->lock);
-	pinned = n->pinned;
-	n->pinned = NULL;
+	for (size_t i = 0; i < NPINS; i++) {
+		if (n->pins[i].v && n->pins[i].pid == pid) {
+			pinned = n->pins[i].v;
+			n->pins[i].v = NULL;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&n->lock);
 	view_put(pinned);
 	return ret;

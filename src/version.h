@@ -25,14 +25,15 @@
  * layers and the map stays (view_own()); the next use opens the same
  * layers again, or finds them gone (-ESTALE).
  *
- * node_view_pin() opens the layers for an open that is to follow (a
- * lookup that is the kernel's retry of a stale open) and keeps them open
- * until the next node_view_open() of n, or until n is forgotten.
+ * node_view_pin() opens the layers for the open that is to follow from
+ * thread pid (whose lookup is the kernel's retry of its stale open) and
+ * keeps them open until that thread's node_view_open() of n, or until n
+ * is forgotten; a few threads at once, each their own.
  */
 int node_view(struct node_table *t, struct node *n, struct view **out);
 void node_view_done(struct node_table *t, struct node *n, struct view *v);
-int node_view_pin(struct node_table *t, struct node *n);
-int node_view_open(struct node_table *t, struct node *n, struct view **out);
+int node_view_pin(struct node_table *t, struct node *n, uint32_t pid);
+int node_view_open(struct node_table *t, struct node *n, uint32_t pid, struct view **out);
 void node_view_close(struct node_table *t, struct node *n, struct view *v);
 
 /*
