@@ -134,7 +134,7 @@ static void compact_published(void *ctx, const char *new_base)
 	old_view = v->view;
 	v->view = NULL;
 	pthread_mutex_unlock(&v->lock);
-	view_put(old_view);
+	view_put_owned(old_view);
 	for (size_t i = 0; i < pc->nmerge; i++)
 		free(old_names[i]);
 	free(old_names);
@@ -229,7 +229,7 @@ static void compact_version(struct node_table *t, struct node *v)
 		old_view = v->view;
 		v->view = NULL;
 		pthread_mutex_unlock(&v->lock);
-		view_put(old_view);
+		view_put_owned(old_view);
 		pthread_mutex_lock(&t->lock);
 		dir->index_stale = true;
 		pthread_mutex_unlock(&t->lock);

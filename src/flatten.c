@@ -49,6 +49,7 @@
 #include "flatten.h"
 #include "log.h"
 #include "node_priv.h"
+#include "stats.h"
 #include "version.h"
 
 /* Free space kept beyond a flat file's own data: a flat file must never
@@ -129,6 +130,7 @@ static void flatten_made_locked(struct node_table *t, struct node *v)
 			e->state = FLAT_PENDING;
 			e->next = f->list;
 			f->list = e;
+			stats_add(STAT_FLAT_ENTRIES, 1);	/* flat_free() */
 		} else {
 			free(e->name);
 			free(e->path);
@@ -136,6 +138,24 @@ static void flatten_made_locked(struct node_table *t, struct node *v)
 		}
 	}
 	pthread_cond_signal(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* The hook: version v leaves the table (a name deleted, a version
+ * forgotten after it was superseded): its entry goes with it, so entries
+ * never outnumber the versions the table holds. Table lock held. */
+static void flatten_released_locked(struct node_table *t, struct node *v)
+{
+	struct flatten *f = t->flatten;
+
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e; e = e->next)
+		if (e->vino == v->vino) {
+			e->dead = true;
+			f->kick = true;
+			pthread_cond_signal(&f->cond);
+			break;
+		}
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -149,6 +169,7 @@ static void flat_free(struct flat *e)
 	free(e->name);
 	free(e->path);
 	free(e);
+	stats_sub(STAT_FLAT_ENTRIES, 1);
 }
 
 /* Drops the entries of superseded versions: their flat file is closed
@@ -427,6 +448,7 @@ int flatten_start(struct node_table *t, enum flatten_mode mode,
 	t->flatten = f;
 	f->prev_hook = t->hooks.version_made_locked;
 	t->hooks.version_made_locked = flatten_made_locked;
+	t->hooks.version_released_locked = flatten_released_locked;
 	pthread_mutex_unlock(&t->lock);
 	return 0;
 }
@@ -440,6 +462,7 @@ void flatten_stop(struct flatten *f)
 	if (f->running) {
 		pthread_mutex_lock(&f->t->lock);
 		f->t->hooks.version_made_locked = f->prev_hook;
+		f->t->hooks.version_released_locked = NULL;
 		f->t->flatten = NULL;
 		pthread_mutex_unlock(&f->t->lock);
 		pthread_mutex_lock(&f->lock);
@@ -457,26 +480,50 @@ void flatten_stop(struct flatten *f)
 	free(f);
 }
 
-void flatten_offer(struct flatten *f, const struct node *v, struct view *vw)
+/* v's entry if it waits for an offer, else NULL; flatten.lock held. */
+static struct flat *wants_offer_locked(struct flatten *f, const struct node *v)
 {
+	for (struct flat *e = f->list; e; e = e->next)
+		if (e->vino == v->vino)
+			return e->state == FLAT_PENDING && !e->view && !e->dead ? e : NULL;
+	return NULL;
+}
+
+void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
+{
+	struct flat *e;
+	int dfd, dup_fd;
+
 	if (!f)
 		return;
 	pthread_mutex_lock(&f->lock);
-	for (struct flat *e = f->list; e; e = e->next) {
-		if (e->vino != v->vino)
-			continue;
-		if (e->state == FLAT_PENDING && !e->view && !e->dead) {
-			/* The kernel holds v, and v its directory, here. */
-			e->dirfd = fcntl(v->parent->fd, F_DUPFD_CLOEXEC, 0);
-			if (e->dirfd < 0)
-				break;	/* the next offer tries again */
-			view_get(vw);
-			e->view = vw;
-			pthread_cond_signal(&f->cond);
-		}
-		break;
+	e = wants_offer_locked(f, v);
+	pthread_mutex_unlock(&f->lock);
+	if (!e)
+		return;
+	/* The directory's fd comes from the table (it may have been closed
+	 * for the fd budget), outside our lock: the table's lock comes
+	 * first. The kernel holds v, and v its directory, here. */
+	dfd = node_fd_get(f->t, v->parent);
+	if (dfd < 0)
+		return;		/* the next offer tries again */
+	dup_fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+	node_fd_put(f->t, v->parent);
+	if (dup_fd < 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	/* found again: the entry may be gone, or offered by another open */
+	e = wants_offer_locked(f, v);
+	if (e) {
+		view_get(vw);
+		e->view = vw;
+		e->dirfd = dup_fd;
+		dup_fd = -1;
+		pthread_cond_signal(&f->cond);
 	}
 	pthread_mutex_unlock(&f->lock);
+	if (dup_fd >= 0)
+		close(dup_fd);
 }
 
 int flatten_fd(struct flatten *f, struct node *v)

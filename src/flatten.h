@@ -49,7 +49,7 @@ void flatten_stop(struct flatten *f);
  * the first opens of a version and by reads of user.snapfs.flat, so a
  * version nobody opens or asks about is never built. NULL f is fine.
  */
-void flatten_offer(struct flatten *f, const struct node *v, struct view *vw);
+void flatten_offer(struct flatten *f, struct node *v, struct view *vw);
 
 /*
  * For an open of version v: a new fd (the caller closes it) of v's flat

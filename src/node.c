@@ -51,10 +51,7 @@ void node_destroy(struct node *n)
 	free(n->versions.b);
 	for (size_t i = 0; i < sizeof(n->pins) / sizeof(n->pins[0]); i++)
 		view_put(n->pins[i].v);
-	if (n->view) {
-		view_disown(n->view);
-		view_put(n->view);
-	}
+	view_put_owned(n->view);
 	for (size_t i = 0; i < n->nlayers; i++)
 		free(n->layer_names[i]);
 	free(n->layer_names);
@@ -507,6 +504,8 @@ bool node_release_locked(struct node_table *t, struct node *n)
 	}
 	if (n->kind == NODE_DIR && t->hooks.dir_released_locked)
 		t->hooks.dir_released_locked(t, n);
+	if (n->kind == NODE_VIEW && t->hooks.version_released_locked)
+		t->hooks.version_released_locked(t, n);
 	{
 		struct node **pp = &t->buckets[hash_of(t, n->dev, n->ino)];
 
@@ -567,10 +566,7 @@ void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
 		pthread_mutex_unlock(&n->lock);
 		for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++)
 			view_put(pins[i].v);
-		if (v) {
-			view_disown(v);
-			view_put(v);
-		}
+		view_put_owned(v);
 		node_unref(t, n);
 	}
 }

@@ -80,6 +80,9 @@ struct node_hooks {
 	/* Version v became the current version of its name (a new chain);
 	 * compactd.c queues it if its chain is deep enough. */
 	void (*version_made_locked)(struct node_table *t, struct node *v);
+	/* Version v leaves the table (neither current nor known to the
+	 * kernel, nor referenced); flatten.c drops its entry. */
+	void (*version_released_locked)(struct node_table *t, struct node *v);
 	/* Out of fds for open files (doc/design.md §9.6), no lock held:
 	 * prefetch.c lets go of the views of versions nobody has open.
 	 * Returns how many it let go. */

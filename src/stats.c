@@ -37,6 +37,7 @@ static const char *const names[STAT_COUNT] = {
 	[STAT_VIEWS_ALIVE] = "views_alive",
 	[STAT_HANDLES_OPEN] = "handles_open",
 	[STAT_LAYERS_OPEN] = "layers_open",
+	[STAT_FLAT_ENTRIES] = "flat_entries",
 	[STAT_COMPACT_DONE] = "compactions_done",
 	[STAT_COMPACT_ABANDONED] = "compactions_abandoned",
 	[STAT_COMPACT_REFUSED] = "compactions_refused",

@@ -32,6 +32,8 @@ enum stat_id {
 				   (gauge) */
 	STAT_LAYERS_OPEN,	/* layer files held open, each once however
 				   many views share it (gauge) */
+	STAT_FLAT_ENTRIES,	/* versions the flattener keeps a record of:
+				   pending, ready or failed (gauge) */
 	STAT_COMPACT_DONE,
 	STAT_COMPACT_ABANDONED,	/* a rollback came first, or its lock stayed
 				   held, or the directory left STORE */

@@ -531,8 +531,7 @@ static int reattach_locked(struct node_table *t, struct node *n, int dfd)
 	}
 	if (ret == -ESTALE) {
 		log_debug("%s: %s; the next lookup shows the new version", n->path, why);
-		view_disown(n->view);
-		view_put(n->view);
+		view_put_owned(n->view);
 		n->view = NULL;
 	} else if (ret) {
 		log_err_rl("%s: cannot open: %s", n->path, why[0] ? why : strerror(-ret));

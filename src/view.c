@@ -699,11 +699,14 @@ void view_own(struct view *v)
 	pthread_mutex_unlock(&v->lock);
 }
 
-void view_disown(struct view *v)
+void view_put_owned(struct view *v)
 {
+	if (!v)
+		return;
 	pthread_mutex_lock(&v->lock);
 	v->owned = false;
 	pthread_mutex_unlock(&v->lock);
+	view_put(v);
 }
 
 bool view_get_attached(struct view *v)

@@ -145,10 +145,11 @@ void view_put(struct view *v);
  * dirfd. view_attach() returns 0; -ESTALE if a layer is gone or is no
  * longer the file it was (its identity, doc/format.md §3), -EMFILE,
  * -ENFILE or -ENOMEM; on failure the view stays detached, with the cause in
- * why[len]. The owner lets go with view_disown(), then its view_put().
+ * why[len]. The owner lets go with view_put_owned(), never view_put():
+ * the handles still open keep the layers open until the last of them.
  */
 void view_own(struct view *v);
-void view_disown(struct view *v);
+void view_put_owned(struct view *v);
 bool view_get_attached(struct view *v);
 int view_attach(struct view *v, int dirfd, char *why, size_t len);
 

@@ -1093,7 +1093,26 @@ static void test_owned_detach(void **state)
 	assert_int_equal(view_attach(v, ud->fd, why, sizeof(why)), -ESTALE);
 	print_message("refused as expected: %s\n", why);
 	assert_true(v->detached);
-	view_disown(v);
+	view_put_owned(v);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0);
+
+	/* The owner lets go (a compaction published a new base) while two
+	 * handles are open: the layers stay open until the last handle
+	 * goes, not the last but one. */
+	assert_int_equal(open_name(&e, ud->fd, "o", NULL, 0, &v, why, sizeof(why)), 0);
+	view_own(v);
+	view_get(v);
+	view_get(v);
+	view_put_owned(v);
+	view_put(v);
+	assert_false(v->detached);
+	assert_int_equal(v->layers[1].fd >= 0, 1);
+	{
+		unsigned char buf[2 * UNIT_PAGE];
+		off_t got = pread(v->layers[1].fd, buf, sizeof(buf), (off_t)(3 * P));
+
+		assert_int_equal(got, (off_t)sizeof(buf));
+	}
 	view_put(v);
 	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0);
 	env_free(&e);
