@@ -161,6 +161,7 @@ if [ "${RUN_LIBFUSE317:-0}" = 1 ]; then
 	# than the library's and just ran at full length, run shorter here so
 	# that CI stays within its time.
 	SNAPFS_RACE_SECONDS=${SNAPFS_RACE_SECONDS:-15} SNAPFS_FD_ENTRIES=${SNAPFS_FD_ENTRIES:-10000} \
+		SNAPFS_STRESS_SECS=${SNAPFS_STRESS_SECS:-12} \
 		timeout --kill-after=30 "$check_timeout" make -C "$b317" -j2 check || rc=$?
 	if [ $rc -ne 0 ]; then
 		unmount_leftovers "$b317"
