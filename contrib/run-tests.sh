@@ -160,8 +160,8 @@ if [ "${RUN_LIBFUSE317:-0}" = 1 ]; then
 	# The same tests; the two soaks, which test the daemon's logic more
 	# than the library's and just ran at full length, run shorter here so
 	# that CI stays within its time.
-	SNAPFS_RACE_SECONDS=${SNAPFS_RACE_SECONDS:-15} SNAPFS_FD_ENTRIES=${SNAPFS_FD_ENTRIES:-10000} \
-		SNAPFS_STRESS_SECS=${SNAPFS_STRESS_SECS:-12} \
+	SNAPFS_RACE_SECONDS=${SNAPFS_RACE_SECONDS:-10} SNAPFS_FD_ENTRIES=${SNAPFS_FD_ENTRIES:-10000} \
+		SNAPFS_STRESS_SECS=${SNAPFS_STRESS_SECS:-8} \
 		timeout --kill-after=30 "$check_timeout" make -C "$b317" -j2 check || rc=$?
 	if [ $rc -ne 0 ]; then
 		unmount_leftovers "$b317"

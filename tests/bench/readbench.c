@@ -11,6 +11,9 @@
  *   readbench fault FILE [-n N] [-s SEED]  mmap, touch N distinct random pages, us/fault
  *   readbench first FILE                   open + read the first 4 KiB, us
  *   readbench opens FILE [-n N]            N open + close of FILE, us per pair
+ *   readbench evict FILE                   drop FILE's own page cache (fadvise
+ *                                          DONTNEED; through FUSE, the view's copy,
+ *                                          not its layers'), resident MiB before
  *   readbench warm FILE...                 read every data range (SEEK_DATA) of
  *                                          each FILE into the page cache, MiB
  *   readbench publish TMP LAYER FILE       rename TMP to LAYER, then open FILE and
@@ -56,7 +59,7 @@ static void die(const char *what, const char *file)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s seq|rand|fault|first|opens FILE [-n COUNT] [-s SEED]\n"
+		"usage: %s seq|rand|fault|first|opens|evict FILE [-n COUNT] [-s SEED]\n"
 		"       %s warm FILE...\n"
 		"       %s publish TMP LAYER FILE\n"
 		"       %s gen FILE -m MIB -s SEED [-p PERCENT]\n",
@@ -447,6 +450,40 @@ static int mode_gen(const char *file, uint64_t mib, uint64_t seed, double pct)
 	return 0;
 }
 
+/* Drops FILE's clean pages from its own page cache (the kernel's mapping
+ * of that inode only: a view's layers keep theirs). */
+static int mode_evict(const char *file)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	size_t pages, res = 0;
+	unsigned char *vec;
+	void *map;
+
+	if (fd < 0)
+		die("opening", file);
+	if (fstat(fd, &st) < 0)
+		die("stat of", file);
+	pages = ((size_t)st.st_size + PAGE - 1) / PAGE;
+	if (pages) {
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		vec = malloc(pages);
+		if (map == MAP_FAILED || !vec)
+			die("mapping", file);
+		if (mincore(map, (size_t)st.st_size, vec) == 0)
+			for (size_t i = 0; i < pages; i++)
+				res += vec[i] & 1;
+		munmap(map, (size_t)st.st_size);
+		free(vec);
+	}
+	errno = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	if (errno)
+		die("fadvise DONTNEED of", file);
+	close(fd);
+	printf("evict %.1f MiB\n", (double)res * PAGE / (1 << 20));
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	uint64_t count = 0, seed = 1, mib = 0;
@@ -501,6 +538,8 @@ int main(int argc, char *argv[])
 		return mode_fault(argv[0], count ? count : 50000, seed);
 	if (!strcmp(mode, "first"))
 		return mode_first(argv[0]);
+	if (!strcmp(mode, "evict"))
+		return mode_evict(argv[0]);
 	if (!strcmp(mode, "opens"))
 		return mode_opens(argv[0], count ? count : 20000);
 	if (!strcmp(mode, "gen"))
