@@ -184,7 +184,9 @@ cp --reflink=always "$X/ref/merged" "$X/one/$NAME.0.base" || die "reflink copy f
 mount_fuse "$X/chain" "$W/m-flat"
 mount_fuse "$X/one" "$W/m-one"
 mount_fuse "$X/chain" "$W/m-fuse" -o passthrough=off,flatten=off,prefetch=off
-mount_fuse "$X/chain" "$W/m-push" -o passthrough=off,flatten=off,prefetch=all
+# a budget above the view: the whole of it is pushed
+mount_fuse "$X/chain" "$W/m-push" -o passthrough=off,flatten=off,prefetch=all \
+	-o prefetch_mb=$((PT_SIZE_MB * 2))
 FLATPID=${PIDS[0]}
 ms=$(wait_ready "$W/m-flat/$NAME")
 note "flat file ready $ms ms after the first lookup"
@@ -240,7 +242,7 @@ buffcache() {
 	free -b | awk '/^Mem:/ { print $6 }'
 }
 fincore_bytes() {	# total resident bytes of the files given
-	fincore -b -n -o RES "$@" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+	fincore -b -n -o RES "$@" 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 # clones FILE: PT_CLONES processes fault every page of FILE in random order.
 clones() {
