@@ -132,8 +132,10 @@ static const char *layer_name(const struct compaction *cp, size_t i)
  * crash would: no cleanup) or fail with EIO right after step STEP:
  * 1 staging file created, 2 base copied, 3 diffs applied, 4 data fsynced,
  * 5 renamed into place, 6 directory fsynced, 7 old base unlinked.
- * "6:rm-top" plays a producer that deletes the newest merged diff without
- * the rollback lock right after step 6 (the compactor must withdraw).
+ * "STEP:rm-top" plays a producer that deletes the newest merged diff
+ * right after step STEP: after 6 without the rollback lock (the compactor
+ * must withdraw), after 4 as a rollback that got the lock first would
+ * (the compactor must give up).
  */
 static bool fault_wants(int step, const char *want)
 {
@@ -166,7 +168,7 @@ static int after(struct compaction *cp, int step, int ret)
 		log_err("fault injection: failing after compaction step %d", step);
 		return -EIO;
 	}
-	if (step == 6 && fault_wants(6, "rm-top"))
+	if (fault_wants(step, "rm-top"))
 		unlinkat(cp->dirfd, layer_name(cp, cp->nmerge - 1), 0);
 	return 0;
 }
