@@ -512,6 +512,13 @@ static bool layers_moved_on(const struct node *n, int dfd)
 	return false;
 }
 
+/* After a first try (tries 0) that ran out of fds: the table closes its
+ * idle entry fds, and true if that freed any, so a second try may work. */
+static bool shed_for_retry(struct node_table *t, int ret, int tries)
+{
+	return (ret == -EMFILE || ret == -ENFILE) && !tries && node_fd_shed(t);
+}
+
 /*
  * Opens the layers of n's detached view again (n->lock held). A layer that
  * is gone or another file now means a newer chain: the view is dropped and
@@ -526,7 +533,7 @@ static int reattach_locked(struct node_table *t, struct node *n, int dfd)
 	for (int tries = 0;; tries++) {
 		why[0] = '\0';
 		ret = view_attach(n->view, dfd, why, sizeof(why));
-		if ((ret != -EMFILE && ret != -ENFILE) || tries || !node_fd_shed(t))
+		if (!shed_for_retry(t, ret, tries))
 			break;
 	}
 	if (ret == -ESTALE) {
@@ -552,7 +559,7 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 	for (int tries = 0;; tries++) {
 		why[0] = '\0';
 		ret = view_open(t->env, dfd, &chain, &n->view, why, sizeof(why));
-		if ((ret != -EMFILE && ret != -ENFILE) || tries || !node_fd_shed(t))
+		if (!shed_for_retry(t, ret, tries))
 			break;
 	}
 	store_chain_free(&chain);
