@@ -5,7 +5,9 @@
  * identity — every layer's name and (dev, ino, size, mtime) — with the
  * version the directory currently shows: the same identity is the same
  * node; any other makes a new version with a new inode number, which
- * becomes current, while the old one lives on for whoever holds it.
+ * becomes current, while the old one lives on for whoever holds it. A
+ * listing resolves no chain: it shows the current version's inode number,
+ * or one it promises to the next version made (version_listed_ino_locked()).
  *
  * Why identity is enough: layers are immutable once published (doc/format.md
  * §2), so two lookups that find the same layer files with the same identity
