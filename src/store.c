@@ -175,9 +175,9 @@ static int str_cmp(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static size_t name_slot(const struct store_dir *dir, const char *name)
+static uint64_t name_hash(const char *name)
 {
-	return (size_t)XXH64(name, strlen(name), 0) & dir->mask;
+	return XXH64(name, strlen(name), 0);
 }
 
 /* Hashes the groups' names (linear probing, at most half full). Returns 0
@@ -195,11 +195,13 @@ static int hash_names(struct store_dir *dir)
 		return -ENOMEM;
 	dir->mask = cap - 1;
 	for (size_t i = 0; i < dir->ngroups; i++) {
-		size_t s = name_slot(dir, dir->groups[i].name);
+		uint64_t h = name_hash(dir->groups[i].name);
+		size_t s = (size_t)h & dir->mask;
 
-		while (dir->slots[s])
+		while (dir->slots[s].group)
 			s = (s + 1) & dir->mask;
-		dir->slots[s] = (uint32_t)i + 1;
+		dir->slots[s].group = (uint32_t)i + 1;
+		dir->slots[s].tag = (uint32_t)(h >> 32);
 	}
 	return 0;
 }
@@ -308,10 +310,13 @@ const struct store_group *store_dir_find(const struct store_dir *dir,
 {
 	if (!dir || dir->ngroups == 0)
 		return NULL;
-	for (size_t s = name_slot(dir, name); dir->slots[s]; s = (s + 1) & dir->mask) {
-		const struct store_group *g = &dir->groups[dir->slots[s] - 1];
+	uint64_t h = name_hash(name);
 
-		if (strcmp(g->name, name) == 0)
+	for (size_t s = (size_t)h & dir->mask; dir->slots[s].group;
+	     s = (s + 1) & dir->mask) {
+		const struct store_group *g = &dir->groups[dir->slots[s].group - 1];
+
+		if (dir->slots[s].tag == (uint32_t)(h >> 32) && strcmp(g->name, name) == 0)
 			return g;
 	}
 	return NULL;

@@ -50,11 +50,17 @@ struct store_group {
 };
 
 /* A directory's layered files, sorted by name, and a hash of the names
- * (open addressing: slot holds a group's index + 1, 0 if empty). */
+ * (open addressing: a slot holds a group's index + 1, 0 if empty, and the
+ * high bits of its name's hash, so that most misses read no name). */
+struct store_slot {
+	uint32_t group;
+	uint32_t tag;
+};
+
 struct store_dir {
 	size_t ngroups;
 	struct store_group *groups;
-	uint32_t *slots;	/* mask + 1 of them, at most half full */
+	struct store_slot *slots;	/* mask + 1 of them, at most half full */
 	size_t mask;
 };
 
