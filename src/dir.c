@@ -13,12 +13,18 @@
  * filesystem's server on every check (dir_times()): a network filesystem
  * serves a directory's times from its attribute cache for up to a minute,
  * and a publish made on another host would stay unseen for that long.
+ *
+ * Inode numbers that listings promised to names not yet looked up
+ * (node.index_ino, version.c) move to the new index with the groups whose
+ * layer files are unchanged by name.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -108,10 +114,52 @@ static int dir_times(const struct node *dir, int fd, struct timespec *mtim,
 	return 0;
 }
 
+/* True if groups a and b hold the same layer files, by name. */
+static bool same_layers(const struct store_group *a, const struct store_group *b)
+{
+	if (a->nlayers != b->nlayers)
+		return false;
+	for (size_t i = 0; i < a->nlayers; i++)
+		if (strcmp(a->layers[i].fname, b->layers[i].fname) != 0)
+			return false;
+	return true;
+}
+
+/*
+ * The inode numbers promised by listings (node.index_ino) for the groups
+ * of the new index idx: a group whose layers are the files the old index
+ * had under the same NAME keeps its promise, so that a rescan for another
+ * name's sake cannot make the next lookup disagree with a listing already
+ * given out. A changed chain loses it (the listing is stale anyway). Sets
+ * *out to NULL if nothing is promised. Returns 0 or -ENOMEM.
+ */
+static int carry_promises(const struct node *dir, const struct store_dir *idx,
+			  uint64_t **out)
+{
+	uint64_t *ino;
+
+	*out = NULL;
+	if (!dir->index_ino || !idx->ngroups)
+		return 0;
+	ino = calloc(idx->ngroups, sizeof(*ino));
+	if (!ino)
+		return -ENOMEM;
+	for (size_t i = 0; i < idx->ngroups; i++) {
+		const struct store_group *g = &idx->groups[i];
+		const struct store_group *old = store_dir_find(dir->index, g->name);
+
+		if (old && same_layers(old, g))
+			ino[i] = dir->index_ino[old - dir->index->groups];
+	}
+	*out = ino;
+	return 0;
+}
+
 /* dir_refresh_locked() with the directory's fd pinned. */
 static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 {
 	struct store_dir *idx;
+	uint64_t *ino;
 	struct timespec now, mtim, ctim;
 	long long racy;
 	bool stale;
@@ -152,6 +200,11 @@ static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 	ret = store_dir_scan(fd, &idx);
 	if (ret)
 		return ret;
+	ret = carry_promises(dir, idx, &ino);
+	if (ret) {
+		store_dir_free(idx);
+		return ret;
+	}
 	for (size_t i = 0; i < idx->ngroups; i++) {
 		const struct store_group *g = &idx->groups[i];
 		bool known = dir->index && store_dir_find(dir->index, g->name);
@@ -162,7 +215,9 @@ static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 				 dir->path[0] ? "/" : "", g->name);
 	}
 	store_dir_free(dir->index);
+	free(dir->index_ino);
 	dir->index = idx;
+	dir->index_ino = ino;
 	dir->index_mtime = mtim;
 	dir->index_ctime = ctim;
 	dir->index_scanned = now;

@@ -263,25 +263,18 @@ int node_list_dir(struct node_table *t, struct node *n,
 		if (ret)
 			break;
 	}
-	/* Layered names come after the real entries; their versions are
-	 * resolved below, without the directory lock, so that readdir shows
-	 * the inode numbers that stat will. */
-	size_t first_layered = nd;
+	/* Layered names come after the real entries, with the inode numbers
+	 * their versions have or will have: no layer is looked at, so a
+	 * listing costs what reading STORE's directory does. */
+	for (size_t i = 0; !ret && i < n->index->ngroups; i++) {
+		uint64_t ino;
 
-	for (size_t i = 0; !ret && i < n->index->ngroups; i++)
-		ret = dirent_add(&d, &nd, &cap, n->index->groups[i].name, DT_REG, 0);
+		ret = version_listed_ino_locked(t, n, &n->index->groups[i], &ino);
+		if (!ret)
+			ret = dirent_add(&d, &nd, &cap, n->index->groups[i].name, DT_REG, ino);
+	}
 	pthread_mutex_unlock(&n->lock);
 	closedir(dp);
-	for (size_t i = first_layered; !ret && i < nd; i++) {
-		struct node *v;
-		struct stat st;
-		int r = version_get(t, n, d[i].name, 0, 0, &v, &st);
-
-		if (r == 0)
-			d[i].ino = st.st_ino;	/* v itself may be gone already */
-		else if (r != -ENOENT)
-			ret = r;
-	}
 	if (ret) {
 		node_dirents_free(d, nd);
 		return ret;

@@ -48,6 +48,7 @@ void node_destroy(struct node *n)
 	if (n->fd >= 0)
 		close(n->fd);
 	store_dir_free(n->index);
+	free(n->index_ino);
 	free(n->versions.b);
 	for (size_t i = 0; i < sizeof(n->pins) / sizeof(n->pins[0]); i++)
 		view_put(n->pins[i].v);

@@ -65,6 +65,10 @@ struct node {
 				   view and build_error */
 	struct store_dir *index;
 	struct timespec index_mtime, index_ctime, index_scanned;
+	uint64_t *index_ino;	/* parallel to index->groups: the inode
+				   number a listing promised to the next
+				   version of each NAME, 0 for none; NULL
+				   while none is promised (version.c) */
 	uint64_t index_gen;	/* rescans so far */
 	uint64_t retired_gen;	/* index_gen when versions of names gone
 				   from the index were last retired */

@@ -58,6 +58,7 @@
 struct compactd;
 struct prefetch;
 struct flatten;
+struct store_group;
 
 /* A timestamp in nanoseconds, for comparing file times. */
 static inline int64_t ts_ns(const struct timespec *ts)
@@ -202,6 +203,19 @@ void dir_moved_out(struct node_table *t, struct node *dir);
  */
 int version_get(struct node_table *t, struct node *dir, const char *name,
 		uint64_t lookups, uint32_t pid, struct node **out, struct stat *st);
+
+/*
+ * The inode number a listing shows for the layered name of group g, one of
+ * dir->index's groups (dir->lock held, the index fresh), found without a
+ * system call: the current version's if it was made of the layer files
+ * g's chain has now (by name), else a number promised to the next version
+ * made from g, reserved here on first use and handed to that version by
+ * version_get() (node.index_ino). So a lookup after the listing shows the
+ * number the listing did, unless the chain changed in between. Returns 0
+ * or -ENOMEM.
+ */
+int version_listed_ino_locked(struct node_table *t, struct node *dir,
+			      const struct store_group *g, uint64_t *ino);
 
 /*
  * Retires the current versions of dir whose names are no longer layered

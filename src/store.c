@@ -4,8 +4,10 @@
  *
  * A directory is indexed in one pass: every entry whose name has the layer
  * shape is put in the group of its NAME, groups are sorted by NAME, and each
- * group's layers by seq. A lookup is then a binary search, so a directory of
- * thousands of snapshots costs one scan, and only when it is first used.
+ * group's layers by seq, and the NAMEs are hashed. A lookup is then one
+ * probe of the hash, so a directory of thousands of snapshots costs one
+ * scan, and only when it is first used; a listing, which asks whether each
+ * of its entries is a NAME, costs a hash probe per entry.
  */
 #include "config.h"
 
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "store.h"
 
@@ -167,16 +170,40 @@ static int parsed_cmp(const void *a, const void *b)
 	return strcmp(x->fname, y->fname);
 }
 
-static int group_cmp_name(const void *key, const void *elem)
-{
-	const struct store_group *g = elem;
-
-	return strcmp(key, g->name);
-}
-
 static int str_cmp(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static uint64_t name_hash(const char *name)
+{
+	return XXH64(name, strlen(name), 0);
+}
+
+/* Hashes the groups' names (linear probing, at most half full). Returns 0
+ * or -ENOMEM. */
+static int hash_names(struct store_dir *dir)
+{
+	size_t cap = 16;
+
+	if (dir->ngroups > UINT32_MAX / 2)
+		return -ENOMEM;
+	while (cap < 2 * dir->ngroups)
+		cap *= 2;
+	dir->slots = calloc(cap, sizeof(*dir->slots));
+	if (!dir->slots)
+		return -ENOMEM;
+	dir->mask = cap - 1;
+	for (size_t i = 0; i < dir->ngroups; i++) {
+		uint64_t h = name_hash(dir->groups[i].name);
+		size_t s = (size_t)h & dir->mask;
+
+		while (dir->slots[s].group)
+			s = (s + 1) & dir->mask;
+		dir->slots[s].group = (uint32_t)i + 1;
+		dir->slots[s].tag = (uint32_t)(h >> 32);
+	}
+	return 0;
 }
 
 int store_dir_from_names(const char *const *names, const unsigned char *d_types,
@@ -248,7 +275,9 @@ int store_dir_from_names(const char *const *names, const unsigned char *d_types,
 	}
 	/* parsed_cmp orders NAMEs as strcmp() would (memcmp of the common
 	 * prefix, then the shorter first), so groups are already sorted. */
-	ret = 0;
+	ret = hash_names(dir);
+	if (ret)
+		goto fail;
 	*out = dir;
 	dir = NULL;
 fail:
@@ -272,6 +301,7 @@ void store_dir_free(struct store_dir *dir)
 		free(g->name);
 	}
 	free(dir->groups);
+	free(dir->slots);
 	free(dir);
 }
 
@@ -280,8 +310,16 @@ const struct store_group *store_dir_find(const struct store_dir *dir,
 {
 	if (!dir || dir->ngroups == 0)
 		return NULL;
-	return bsearch(name, dir->groups, dir->ngroups, sizeof(*dir->groups),
-		       group_cmp_name);
+	uint64_t h = name_hash(name);
+
+	for (size_t s = (size_t)h & dir->mask; dir->slots[s].group;
+	     s = (s + 1) & dir->mask) {
+		const struct store_group *g = &dir->groups[dir->slots[s].group - 1];
+
+		if (dir->slots[s].tag == (uint32_t)(h >> 32) && strcmp(g->name, name) == 0)
+			return g;
+	}
+	return NULL;
 }
 
 static bool layer_type_ok(const struct store_layer *l, const char **why)

@@ -49,10 +49,19 @@ struct store_group {
 	bool shadows_plain;	/* a plain entry called NAME is hidden by it */
 };
 
-/* A directory's layered files, sorted by name for binary search. */
+/* A directory's layered files, sorted by name, and a hash of the names
+ * (open addressing: a slot holds a group's index + 1, 0 if empty, and the
+ * high bits of its name's hash, so that most misses read no name). */
+struct store_slot {
+	uint32_t group;
+	uint32_t tag;
+};
+
 struct store_dir {
 	size_t ngroups;
 	struct store_group *groups;
+	struct store_slot *slots;	/* mask + 1 of them, at most half full */
+	size_t mask;
 };
 
 /*
@@ -70,7 +79,7 @@ int store_dir_from_names(const char *const *names, const unsigned char *d_types,
 
 void store_dir_free(struct store_dir *dir);
 
-/* The group called name, or NULL. O(log n). */
+/* The group called name, or NULL. O(1): a listing asks it of every entry. */
 const struct store_group *store_dir_find(const struct store_dir *dir,
 					 const char *name);
 

@@ -5,7 +5,9 @@
  * identity — every layer's name and (dev, ino, size, mtime) — with the
  * version the directory currently shows: the same identity is the same
  * node; any other makes a new version with a new inode number, which
- * becomes current, while the old one lives on for whoever holds it.
+ * becomes current, while the old one lives on for whoever holds it. A
+ * listing resolves no chain: it shows the current version's inode number,
+ * or one it promises to the next version made (version_listed_ino_locked()).
  *
  * Why identity is enough: layers are immutable once published (doc/format.md
  * §2), so two lookups that find the same layer files with the same identity
@@ -383,12 +385,89 @@ bool version_retry_marked_locked(struct node *v, uint32_t pid)
 	return v->kind == NODE_VIEW && retry_of_locked(v, pid, mono_ns()) != NULL;
 }
 
+/*
+ * The layer names a version made from group g now would have (g's chain,
+ * or every layer of g if its chain is unusable), into *names (malloc'd,
+ * pointing into g) and *n; *bad says which. No I/O. Returns 0 or -ENOMEM.
+ */
+static int group_layer_names(const struct store_group *g, const char ***names,
+			     size_t *n, bool *bad)
+{
+	struct store_chain chain = { 0 };
+	const char *why;
+	int ret = store_chain_resolve(g, &chain, &why);
+
+	if (ret == -ENOMEM)
+		return ret;
+	*bad = ret != 0;
+	*n = *bad ? g->nlayers : chain.nlayers;
+	*names = malloc((*n ? *n : 1) * sizeof(**names));
+	if (!*names) {
+		store_chain_free(&chain);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < *n; i++)
+		(*names)[i] = *bad ? g->layers[i].fname : chain.layers[i]->fname;
+	store_chain_free(&chain);
+	return 0;
+}
+
+int version_listed_ino_locked(struct node_table *t, struct node *dir,
+			      const struct store_group *g, uint64_t *ino)
+{
+	const char **names;
+	size_t n, gi = (size_t)(g - dir->index->groups);
+	struct node *v;
+	bool bad, same;
+	int ret;
+
+	ret = group_layer_names(g, &names, &n, &bad);
+	if (ret)
+		return ret;
+	if (!dir->index_ino) {
+		dir->index_ino = calloc(dir->index->ngroups, sizeof(*dir->index_ino));
+		if (!dir->index_ino) {
+			free(names);
+			return -ENOMEM;
+		}
+	}
+	pthread_mutex_lock(&t->lock);
+	v = vindex_find_locked(dir, g->name);
+	same = v && v->nlayers == n && (v->error != NULL) == bad;
+	for (size_t i = 0; same && i < n; i++)
+		same = strcmp(v->layer_names[i], names[i]) == 0;
+	if (same)
+		*ino = v->vino;
+	else if (dir->index_ino[gi])
+		*ino = dir->index_ino[gi];
+	else
+		*ino = dir->index_ino[gi] = t->next_vino++;
+	pthread_mutex_unlock(&t->lock);
+	free(names);
+	return 0;
+}
+
+/* The inode number a listing promised to the next version of group g
+ * (dir->lock held), handed over once; 0 if none. */
+static uint64_t take_promise(struct node *dir, const struct store_group *g)
+{
+	size_t gi = (size_t)(g - dir->index->groups);
+	uint64_t ino;
+
+	if (!dir->index_ino)
+		return 0;
+	ino = dir->index_ino[gi];
+	dir->index_ino[gi] = 0;
+	return ino;
+}
+
 /* version_get() with the directory's fd pinned: dfd. */
 static int get_version(struct node_table *t, struct node *dir, int dfd,
 		       const char *name, uint64_t lookups, uint32_t pid,
 		       struct node **out, struct stat *st)
 {
 	struct chain_probe cp = { 0 };
+	const struct store_group *g;
 	struct node *v, *fresh = NULL, *dead = NULL;
 	int ret, tries = 0;
 
@@ -399,8 +478,6 @@ static int get_version(struct node_table *t, struct node *dir, int dfd,
 	 * version's identity) cannot fall in between.
 	 */
 	for (;;) {
-		const struct store_group *g;
-
 		pthread_mutex_lock(&dir->lock);
 		ret = dir_refresh_locked(t, dir, tries > 0);
 		if (!ret)
@@ -464,7 +541,9 @@ static int get_version(struct node_table *t, struct node *dir, int dfd,
 			node_destroy_chain(t, dead);
 		return -ENOMEM;
 	}
-	fresh->vino = t->next_vino++;
+	fresh->vino = take_promise(dir, g);
+	if (!fresh->vino)
+		fresh->vino = t->next_vino++;
 	fresh->vattr.st_ino = (ino_t)fresh->vino;
 	/* Versions sit in the hash under (0, vino), clear of STORE's entries
 	 * (a real device number is never 0 for a filesystem with inodes). */

@@ -62,7 +62,7 @@ umount_it() {
 	wait "$PID"
 	PID=
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$PID/status"; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 

@@ -5,7 +5,8 @@
  * Version choice (same chain, same node; a new diff, a new inode; the old
  * version keeps its own bytes), the stale-open check and its retry rule,
  * retirement of names that left the store, the rollback rules of unlink,
- * what a listing shows and hides, and a directory moved out of STORE.
+ * what a listing shows and hides and the inode numbers it gives, and a
+ * directory moved out of STORE.
  * ASan's leak check at exit covers forget and table teardown.
  */
 #include "unit.h"
@@ -260,6 +261,76 @@ static void test_listing(void **state)
 	node_forget(f->t, n, 1);
 }
 
+/* The inode number dir's listing shows for name. */
+static uint64_t listed_ino(struct fix *f, struct node *dir, const char *name)
+{
+	struct node_dirent *d;
+	size_t count;
+	uint64_t ino = 0;
+
+	assert_int_equal(node_list_dir(f->t, dir, &d, &count), 0);
+	for (size_t i = 0; i < count; i++)
+		if (strcmp(d[i].name, name) == 0)
+			ino = d[i].ino;
+	node_dirents_free(d, count);
+	assert_true(ino != 0);
+	return ino;
+}
+
+/* A listing gives layered names the inode numbers their versions have,
+ * or the ones the next lookup will give them, without making versions; a
+ * promise survives a rescan for another name's sake and is dropped when
+ * the chain changes. */
+static void test_listed_ino(void **state)
+{
+	struct fix *f = *state;
+	static const unsigned d1[] = { 2 };
+	struct node *root = node_root(f->t), *a, *b, *b2, *c, *gone;
+	uint64_t ia, ib, ib2;
+	struct stat st;
+
+	layer(f, "a.0.base", 1, NULL, 0);
+	layer(f, "b.0.base", 2, NULL, 0);
+	layer(f, "b.1.diff", 3, d1, 1);
+	ia = listed_ino(f, root, "a");
+	ib = listed_ino(f, root, "b");
+	assert_true(ia != ib);
+	assert_int_equal(listed_ino(f, root, "a"), ia);	/* promised once */
+	a = lookup(f, "a", 0, &st);
+	assert_int_equal(st.st_ino, ia);
+	assert_int_equal(listed_ino(f, root, "a"), ia);	/* now a's version */
+
+	/* A new name rescans the directory: b keeps its promise. */
+	layer(f, "c.0.base", 4, NULL, 0);
+	assert_int_equal(listed_ino(f, root, "b"), ib);
+	b = lookup(f, "b", 0, &st);
+	assert_int_equal(st.st_ino, ib);
+	assert_int_equal(view_byte(f, b, 2 * P), 3);
+
+	/* A new diff is a new chain: a new number, listed as looked up. */
+	layer(f, "b.2.diff", 5, d1, 1);
+	ib2 = listed_ino(f, root, "b");
+	assert_true(ib2 != ib && ib2 != ia);
+	b2 = lookup(f, "b", 0, &st);
+	assert_int_equal(st.st_ino, ib2);
+	assert_int_equal(view_byte(f, b2, 2 * P), 5);
+
+	/* A name never listed takes a number no listing gave out. */
+	c = lookup(f, "c", 0, &st);
+	assert_true(st.st_ino != ia && st.st_ino != ib && st.st_ino != ib2);
+
+	/* A promise nobody took goes with its name. */
+	layer(f, "d.0.base", 6, NULL, 0);
+	(void)listed_ino(f, root, "d");
+	assert_int_equal(unlinkat(f->sfd, "d.0.base", 0), 0);
+	assert_int_equal(node_lookup(f->t, root, "d", 0, &gone, &st), -ENOENT);
+	c = lookup(f, "c", 0, &st);
+	node_forget(f->t, c, 2);
+	node_forget(f->t, b2, 1);
+	node_forget(f->t, b, 1);
+	node_forget(f->t, a, 1);
+}
+
 /* A name whose layers all left the store is gone, and its version with it
  * once the kernel forgets it (ASan would report the node otherwise). */
 static void test_retire(void **state)
@@ -321,6 +392,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retry_rule, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unlink_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listed_ino, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_moved_out, setup, teardown),
 	};
