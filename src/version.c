@@ -551,7 +551,8 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 		return ret == -ENOMEM ? -ENOMEM : -EIO;
 	for (int tries = 0;; tries++) {
 		why[0] = '\0';
-		ret = view_open(t->env, dfd, &chain, &n->view, why, sizeof(why));
+		ret = view_open_async(t->env, dfd, &chain, n->path, &n->view,
+				      why, sizeof(why));
 		if ((ret != -EMFILE && ret != -ENFILE) || tries || !node_fd_shed(t))
 			break;
 	}
@@ -602,6 +603,28 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 	return ret;
 }
 
+/*
+ * Takes in what the build of n's view found when it failed after the open
+ * (view_open_async(); n->lock held): as build_locked() does for a view
+ * that fails at once, except that the builder logged it already. 0 while
+ * the view is fine or still being built.
+ */
+static int build_failed_locked(struct node *n)
+{
+	char why[512];
+	int ret = view_build_error(n->view, why, sizeof(why));
+
+	if (!ret)
+		return 0;
+	if (ret == -EIO || ret == -EMEDIUMTYPE) {
+		n->build_error = strdup(why);	/* NULL: the next open retries */
+		ret = -EIO;
+	}
+	view_put_owned(n->view);
+	n->view = NULL;
+	return ret;
+}
+
 /* node_view() with n->lock held. */
 static int view_locked(struct node_table *t, struct node *n, struct view **out)
 {
@@ -609,6 +632,11 @@ static int view_locked(struct node_table *t, struct node *n, struct view **out)
 
 	if (n->error || n->build_error)
 		return -EIO;
+	if (n->view) {
+		ret = build_failed_locked(n);
+		if (ret)
+			return ret;
+	}
 	if (n->view && view_get_attached(n->view)) {
 		*out = n->view;
 		return 0;
@@ -627,7 +655,8 @@ static int view_locked(struct node_table *t, struct node *n, struct view **out)
 	return 0;
 }
 
-int node_view(struct node_table *t, struct node *n, struct view **out)
+/* node_view() without waiting for the map. */
+static int view_unlocked(struct node_table *t, struct node *n, struct view **out)
 {
 	int ret;
 
@@ -636,6 +665,25 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 	pthread_mutex_lock(&n->lock);
 	ret = view_locked(t, n, out);
 	pthread_mutex_unlock(&n->lock);
+	return ret;
+}
+
+int node_view(struct node_table *t, struct node *n, struct view **out)
+{
+	int ret = view_unlocked(t, n, out);
+
+	/* Its users read the map; one still being built is waited for
+	 * without n->lock (opens of n go on meanwhile). */
+	if (ret == 0 && view_wait(*out) != 0) {
+		struct view *v = *out;
+
+		pthread_mutex_lock(&n->lock);
+		ret = n->view == v ? build_failed_locked(n) : 0;
+		pthread_mutex_unlock(&n->lock);
+		view_put(v);
+		if (ret == 0)
+			ret = -EIO;
+	}
 	return ret;
 }
 
@@ -652,7 +700,7 @@ int node_view_pin(struct node_table *t, struct node *n, uint32_t pid)
 {
 	struct view *v, *old;
 	struct node_pin *p;
-	int ret = node_view(t, n, &v);
+	int ret = view_unlocked(t, n, &v);	/* keeps layers open: no map needed */
 
 	if (ret)
 		return ret;
