@@ -104,6 +104,7 @@ while [ "$i" -le "$maxdepth" ]; do
 		-p "$BENCH_DIRTY_PCT" >/dev/null || die "generating diff $i failed"
 	i=$((i + 1))
 done
+sync	# the layers are written back: a map's FIEMAP_FLAG_SYNC finds nothing to do
 note "$(stat -f -c %T "$W"): base + $maxdepth diffs of $BENCH_SIZE_MB MiB, $BENCH_DIRTY_PCT% dirty"
 
 for d in $BENCH_DEPTHS; do
