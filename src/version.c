@@ -539,7 +539,8 @@ static int reattach_locked(struct node_table *t, struct node *n, int dfd)
 	return ret;
 }
 
-/* Builds n's view (n->lock held, none yet) from its layers in dfd. */
+/* Builds n's view (n->lock held, none yet) from its layers in dfd; on
+ * success, with a reference for the caller. */
 static int build_locked(struct node_table *t, struct node *n, int dfd)
 {
 	struct store_chain chain = { 0 };
@@ -572,6 +573,10 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 		}
 	}
 	if (ret == 0) {
+		/* The caller's reference, taken before the view is owned: a
+		 * builder (view_open_async()) that lets go of its own now
+		 * must not leave the owner's alone and close the layers. */
+		view_get(n->view);
 		view_own(n->view);
 		return 0;
 	}
@@ -644,13 +649,19 @@ static int view_locked(struct node_table *t, struct node *n, struct view **out)
 	dfd = node_fd_get(t, n->parent);
 	if (dfd < 0)
 		return dfd;
-	ret = n->view ? reattach_locked(t, n, dfd) : build_locked(t, n, dfd);
+	if (n->view) {
+		ret = reattach_locked(t, n, dfd);
+		/* The view's only reference is n's (a detached view has no
+		 * builder), and n->lock is held: nothing can close the
+		 * layers just opened before this one is taken. */
+		if (ret == 0)
+			view_get(n->view);
+	} else {
+		ret = build_locked(t, n, dfd);
+	}
 	node_fd_put(t, n->parent);
 	if (ret)
 		return ret;
-	/* The view's only reference is n's, and n->lock is held: nothing
-	 * can close the layers just opened before this one is taken. */
-	view_get(n->view);
 	*out = n->view;
 	return 0;
 }
