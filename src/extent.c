@@ -49,11 +49,15 @@
 struct builder {
 	struct extent_map *m;
 	size_t cap;
+	uint64_t from;		/* where the scan starts */
+	bool to_first_hole;	/* stop at the first hole after from */
 };
 
 static int builder_init(struct builder *b, uint64_t size, enum extent_method how)
 {
 	b->cap = 16;
+	b->from = 0;
+	b->to_first_hole = false;
 	b->m = malloc(sizeof(*b->m) + b->cap * sizeof(b->m->ext[0]));
 	if (!b->m)
 		return -ENOMEM;
@@ -64,11 +68,15 @@ static int builder_init(struct builder *b, uint64_t size, enum extent_method how
 }
 
 /* Adds data [start, end), start < end, not before the last range added;
- * merges it into that range if they touch or overlap. */
+ * merges it into that range if they touch or overlap. Returns 0, -ENOMEM,
+ * or 1 (nothing added) when a hole precedes it and b stops at the first. */
 static int builder_add(struct builder *b, uint64_t start, uint64_t end)
 {
 	struct extent_map *m = b->m;
 
+	if (b->to_first_hole &&
+	    start > (m->n ? m->ext[m->n - 1].off + m->ext[m->n - 1].len : b->from))
+		return 1;
 	if (m->n) {
 		struct extent *last = &m->ext[m->n - 1];
 		uint64_t last_end = last->off + last->len;
@@ -126,18 +134,20 @@ static bool fiemap_unsupported(int err)
 }
 
 /*
- * Adds the written extents of [0, size), size > 0, to b. Extents are taken
- * in the order given, each from where the one before ended (an extent
- * overlapping its predecessor adds only what lies beyond it). Returns 0,
- * -ENOMEM, -EIO if an extent is empty or wraps or a call makes no progress,
- * or the ioctl's -errno, with *unsupported set if that was the first call and
- * the answer says the filesystem has no FIEMAP (nothing was added then).
+ * Adds the written extents of [b->from, size), size > b->from, to b.
+ * Extents are taken in the order given, each from where the one before
+ * ended (an extent overlapping its predecessor adds only what lies beyond
+ * it), and clipped to [b->from, size). Returns 0 (also when b stopped at a
+ * hole), -ENOMEM, -EIO if an extent is empty or wraps or a call makes no
+ * progress, or the ioctl's -errno, with *unsupported set if that was the
+ * first call and the answer says the filesystem has no FIEMAP (nothing was
+ * added then).
  */
 static int scan_fiemap(int fd, uint64_t size, struct builder *b,
 		       bool *unsupported)
 {
 	struct fiemap *fm;
-	uint64_t pos = 0;
+	uint64_t pos = b->from;
 	bool first = true;
 	int ret = 0;
 
@@ -185,7 +195,7 @@ static int scan_fiemap(int fd, uint64_t size, struct builder *b,
 				continue;
 			ret = builder_add(b, start, end < size ? end : size);
 			if (ret)
-				goto out;
+				goto out;	/* 1: the first hole, enough */
 		}
 		if (last || next >= size)
 			break;
@@ -197,14 +207,16 @@ static int scan_fiemap(int fd, uint64_t size, struct builder *b,
 	}
 out:
 	free(fm);
-	return ret;
+	return ret > 0 ? 0 : ret;
 }
 
 /* ---- SEEK_DATA/SEEK_HOLE ---- */
 
+/* Adds the data of [b->from, size) to b; 0 (also when b stopped at a
+ * hole), or -errno of lseek, -ENOMEM, -EIO. */
 static int scan_seek(int fd, uint64_t size, struct builder *b)
 {
-	off_t pos = 0;
+	off_t pos = (off_t)b->from;
 
 	while ((uint64_t)pos < size) {
 		off_t start, end;
@@ -227,7 +239,7 @@ static int scan_seek(int fd, uint64_t size, struct builder *b)
 			return -EIO;
 		ret = builder_add(b, (uint64_t)start, (uint64_t)end);
 		if (ret)
-			return ret;
+			return ret > 0 ? 0 : ret;
 		pos = end;
 	}
 	return 0;
@@ -330,6 +342,36 @@ fail:
 int extent_scan(int fd, uint64_t size, struct extent_map **out)
 {
 	return extent_scan_with(fd, size, EXTENT_AUTO, out);
+}
+
+int extent_scan_range(int fd, uint64_t size, uint64_t start, uint64_t end,
+		      bool to_first_hole, struct extent_map **out)
+{
+	struct builder b;
+	bool unsupported;
+	int ret;
+
+	if (start > end || end > size)
+		return -EINVAL;
+	ret = builder_init(&b, size, EXTENT_FIEMAP);
+	if (ret)
+		return ret;
+	b.from = start;
+	b.to_first_hole = to_first_hole;
+	if (start == end)
+		goto done;
+	ret = scan_fiemap(fd, end, &b, &unsupported);
+	if (ret && unsupported) {
+		b.m->method = EXTENT_SEEK;
+		ret = scan_seek(fd, end, &b);
+	}
+	if (ret) {
+		free(b.m);
+		return ret;
+	}
+done:
+	*out = builder_finish(&b);
+	return 0;
 }
 
 size_t extent_map_footprint(const struct extent_map *m)

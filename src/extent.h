@@ -10,6 +10,7 @@
 #ifndef SNAPFS_EXTENT_H
 #define SNAPFS_EXTENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,6 +72,21 @@ int extent_scan(int fd, uint64_t size, struct extent_map **out);
  */
 int extent_scan_with(int fd, uint64_t size, enum extent_method how,
 		     struct extent_map **out);
+
+/*
+ * extent_scan() of the part [start, end) of a file of the given size, by the
+ * same method (FIEMAP, else SEEK_DATA): the data ranges found there,
+ * clipped to [start, end), in a map whose size is the file's. Where the map
+ * serves a read before the whole file is scanned (doc/design.md §5.1), it
+ * says what extent_scan() will about those bytes. With to_first_hole, the
+ * scan stops at the first hole after start: enough to tell whether the
+ * file is dense (extent_map_is_dense()) for the cost of one call on a
+ * sparse file. unstable_bytes is never counted: only a whole scan can.
+ * Returns 0, -EINVAL if the range is not within size, or what
+ * extent_scan() returns.
+ */
+int extent_scan_range(int fd, uint64_t size, uint64_t start, uint64_t end,
+		      bool to_first_hole, struct extent_map **out);
 
 /* Bytes of memory held by a map, for the cache's budget. */
 size_t extent_map_footprint(const struct extent_map *m);

@@ -869,15 +869,19 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 	size_t n;
 	char why[512];
 	bool first;
+	int ret;
 
-	n = view_map_read(v, (uint64_t)off, size, pieces, STACK_PIECES);
-	if (n > STACK_PIECES) {
-		pieces = malloc(n * sizeof(*pieces));
-		if (!pieces) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		view_map_read(v, (uint64_t)off, size, pieces, n);
+	/* Before the view's map is built (a fresh open of a deep chain),
+	 * the pieces come from the layers' extents at off (view.h). */
+	ret = view_read_pieces(v, (uint64_t)off, size, stack_p, STACK_PIECES,
+			       &pieces, &n, why, sizeof(why));
+	if (ret) {
+		if (why[0])
+			log_err_rl("%s: %s", view_label(v), why);
+		if (ret == -EIO)
+			stats_add(STAT_READ_ERRORS, 1);
+		fuse_reply_err(req, -ret);
+		return;
 	}
 	if (n == 0) {
 		fuse_reply_buf(req, NULL, 0);

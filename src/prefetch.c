@@ -556,6 +556,16 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 	struct pcursor c;
 	int ret;
 
+	if (!j->planned && view_wait(j->v) != 0) {
+		/* Its map could not be built: the build said why. */
+		pthread_mutex_lock(&pf->lock);
+		if (j->state != PJ_STOPPED) {
+			j->state = PJ_STOPPED;
+			j->cause = "the chain is unusable";
+		}
+		pthread_mutex_unlock(&pf->lock);
+		return;
+	}
 	if (!j->planned) {
 		uint64_t total = prefetch_plan(j->v, pf->o.mode, NULL, NULL);
 

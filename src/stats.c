@@ -30,6 +30,7 @@ static const char *const names[STAT_COUNT] = {
 	[STAT_READS_PLAIN] = "reads_plain",
 	[STAT_BYTES_PLAIN] = "bytes_plain",
 	[STAT_READ_ERRORS] = "read_errors",
+	[STAT_READS_PROBED] = "reads_probed",
 	[STAT_OPENS_VIEW] = "opens_view",
 	[STAT_OPENS_RW_PRIVATE] = "opens_rw_private",
 	[STAT_OPENS_REFUSED_WRITE] = "opens_refused_write",

@@ -23,6 +23,8 @@ enum stat_id {
 	STAT_READS_PLAIN,	/* reads of ordinary files of STORE */
 	STAT_BYTES_PLAIN,
 	STAT_READ_ERRORS,	/* view reads answered with an error */
+	STAT_READS_PROBED,	/* view reads served while the view's map was
+				   being built (doc/design.md §5.1) */
 	STAT_OPENS_VIEW,	/* read-only opens of views */
 	STAT_OPENS_RW_PRIVATE,	/* O_RDWR opens let in by open_rw=private */
 	STAT_OPENS_REFUSED_WRITE,	/* opens of views for writing refused */

@@ -625,7 +625,8 @@ static int reattach_locked(struct node_table *t, struct node *n, int dfd)
 	return ret;
 }
 
-/* Builds n's view (n->lock held, none yet) from its layers in dfd. */
+/* Builds n's view (n->lock held, none yet) from its layers in dfd; on
+ * success, with a reference for the caller. */
 static int build_locked(struct node_table *t, struct node *n, int dfd)
 {
 	struct store_chain chain = { 0 };
@@ -637,7 +638,8 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 		return ret == -ENOMEM ? -ENOMEM : -EIO;
 	for (int tries = 0;; tries++) {
 		why[0] = '\0';
-		ret = view_open(t->env, dfd, &chain, &n->view, why, sizeof(why));
+		ret = view_open_async(t->env, dfd, &chain, n->path, &n->view,
+				      why, sizeof(why));
 		if (!shed_for_retry(t, ret, tries))
 			break;
 	}
@@ -657,6 +659,10 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 		}
 	}
 	if (ret == 0) {
+		/* The caller's reference, taken before the view is owned: a
+		 * builder (view_open_async()) that lets go of its own now
+		 * must not leave the owner's alone and close the layers. */
+		view_get(n->view);
 		view_own(n->view);
 		return 0;
 	}
@@ -688,6 +694,28 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 	return ret;
 }
 
+/*
+ * Takes in what the build of n's view found when it failed after the open
+ * (view_open_async(); n->lock held): as build_locked() does for a view
+ * that fails at once, except that the builder logged it already. 0 while
+ * the view is fine or still being built.
+ */
+static int build_failed_locked(struct node *n)
+{
+	char why[512];
+	int ret = view_build_error(n->view, why, sizeof(why));
+
+	if (!ret)
+		return 0;
+	if (ret == -EIO || ret == -EMEDIUMTYPE) {
+		n->build_error = strdup(why);	/* NULL: the next open retries */
+		ret = -EIO;
+	}
+	view_put_owned(n->view);
+	n->view = NULL;
+	return ret;
+}
+
 /* node_view() with n->lock held. */
 static int view_locked(struct node_table *t, struct node *n, struct view **out)
 {
@@ -695,6 +723,11 @@ static int view_locked(struct node_table *t, struct node *n, struct view **out)
 
 	if (n->error || n->build_error)
 		return -EIO;
+	if (n->view) {
+		ret = build_failed_locked(n);
+		if (ret)
+			return ret;
+	}
 	if (n->view && view_get_attached(n->view)) {
 		*out = n->view;
 		return 0;
@@ -702,18 +735,25 @@ static int view_locked(struct node_table *t, struct node *n, struct view **out)
 	dfd = node_fd_get(t, n->parent);
 	if (dfd < 0)
 		return dfd;
-	ret = n->view ? reattach_locked(t, n, dfd) : build_locked(t, n, dfd);
+	if (n->view) {
+		ret = reattach_locked(t, n, dfd);
+		/* The view's only reference is n's (a detached view has no
+		 * builder), and n->lock is held: nothing can close the
+		 * layers just opened before this one is taken. */
+		if (ret == 0)
+			view_get(n->view);
+	} else {
+		ret = build_locked(t, n, dfd);
+	}
 	node_fd_put(t, n->parent);
 	if (ret)
 		return ret;
-	/* The view's only reference is n's, and n->lock is held: nothing
-	 * can close the layers just opened before this one is taken. */
-	view_get(n->view);
 	*out = n->view;
 	return 0;
 }
 
-int node_view(struct node_table *t, struct node *n, struct view **out)
+/* node_view() without waiting for the map. */
+static int view_unlocked(struct node_table *t, struct node *n, struct view **out)
 {
 	int ret;
 
@@ -722,6 +762,25 @@ int node_view(struct node_table *t, struct node *n, struct view **out)
 	pthread_mutex_lock(&n->lock);
 	ret = view_locked(t, n, out);
 	pthread_mutex_unlock(&n->lock);
+	return ret;
+}
+
+int node_view(struct node_table *t, struct node *n, struct view **out)
+{
+	int ret = view_unlocked(t, n, out);
+
+	/* Its users read the map; one still being built is waited for
+	 * without n->lock (opens of n go on meanwhile). */
+	if (ret == 0 && view_wait(*out) != 0) {
+		struct view *v = *out;
+
+		pthread_mutex_lock(&n->lock);
+		ret = n->view == v ? build_failed_locked(n) : 0;
+		pthread_mutex_unlock(&n->lock);
+		view_put(v);
+		if (ret == 0)
+			ret = -EIO;
+	}
 	return ret;
 }
 
@@ -738,7 +797,7 @@ int node_view_pin(struct node_table *t, struct node *n, uint32_t pid)
 {
 	struct view *v, *old;
 	struct node_pin *p;
-	int ret = node_view(t, n, &v);
+	int ret = view_unlocked(t, n, &v);	/* keeps layers open: no map needed */
 
 	if (ret)
 		return ret;

@@ -16,6 +16,10 @@
  * Returns 0 with a referenced view, or -EIO when the chain is unusable
  * (logged once per version, with the cause), -ESTALE when its layers are
  * gone or replaced (a newer chain), or -ENOMEM, -EMFILE, -ENFILE.
+ * node_view() returns a view whose map is built (it waits for it);
+ * node_view_open() may return one whose map is still being built
+ * (view_open_async(), doc/design.md §5.1): its reads are served all the
+ * same, and a build that fails makes the next use of n answer -EIO.
  *
  * Layer fds are held only while someone uses the version (doc/design.md
  * §9.6): node_view_open() is for an open handle and node_view_close() ends

@@ -11,7 +11,12 @@
  *
  * The invariant that makes views safe to share without locks: nothing in a
  * struct view changes after view_open() returns it. A new chain is a new
- * view; old ones live until their last reader drops them.
+ * view; old ones live until their last reader drops them. The one
+ * exception is view_open_async(), which returns before the map exists: its
+ * segments are written once, by the builder, before state says they are
+ * there (a release store that readers acquire), and nobody reads them
+ * before. Reads that come first are served from the layers' extents over
+ * just the bytes read (probe_read()), by the same rule.
  */
 #include "config.h"
 
@@ -182,14 +187,15 @@ out:
 
 /* ---- reading ---- */
 
-size_t view_find(const struct view *v, uint64_t off)
+/* The segment of seg[0..nseg] holding off < seg[nseg].off. */
+static size_t find_seg(const struct view_seg *seg, size_t nseg, uint64_t off)
 {
-	size_t lo = 0, hi = v->nseg;	/* seg[lo].off <= off < seg[hi].off */
+	size_t lo = 0, hi = nseg;	/* seg[lo].off <= off < seg[hi].off */
 
 	while (hi - lo > 1) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (v->seg[mid].off <= off)
+		if (seg[mid].off <= off)
 			lo = mid;
 		else
 			hi = mid;
@@ -197,8 +203,15 @@ size_t view_find(const struct view *v, uint64_t off)
 	return lo;
 }
 
-size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
-		     struct view_piece *p, size_t max)
+size_t view_find(const struct view *v, uint64_t off)
+{
+	return find_seg(v->seg, v->nseg, off);
+}
+
+/* view_map_read() over segments seg[0..nseg] of v's layers. */
+static size_t map_read(const struct view *v, const struct view_seg *seg,
+		       size_t nseg, uint64_t off, uint64_t len,
+		       struct view_piece *p, size_t max)
 {
 	uint64_t end;
 	size_t i, k = 0;
@@ -206,12 +219,12 @@ size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
 	if (off >= v->size || len == 0)
 		return 0;
 	end = len > v->size - off ? v->size : off + len;
-	for (i = view_find(v, off); off < end; i++) {
-		uint64_t segend = v->seg[i + 1].off;
+	for (i = find_seg(seg, nseg, off); off < end; i++) {
+		uint64_t segend = seg[i + 1].off;
 		uint64_t n = (segend < end ? segend : end) - off;
 
 		if (k < max) {
-			int32_t l = v->seg[i].layer;
+			int32_t l = seg[i].layer;
 
 			p[k].fd = l == VIEW_ZERO ? -1 : v->layers[l].fd;
 			p[k].map = l == VIEW_ZERO ? NULL : v->layers[l].map;
@@ -223,6 +236,119 @@ size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
 		off += n;
 	}
 	return k;
+}
+
+size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
+		     struct view_piece *p, size_t max)
+{
+	return map_read(v, v->seg, v->nseg, off, len, p, max);
+}
+
+/*
+ * The pieces of a read from a map flattened from segments seg[0..nseg]:
+ * in stack (max entries) if they fit, else in a malloc'd array. 0 or
+ * -ENOMEM.
+ */
+static int pieces_of(const struct view *v, const struct view_seg *seg,
+		     size_t nseg, uint64_t off, uint64_t len,
+		     struct view_piece *stack, size_t max,
+		     struct view_piece **out, size_t *n)
+{
+	*out = stack;
+	*n = map_read(v, seg, nseg, off, len, stack, max);
+	if (*n <= max)
+		return 0;
+	*out = malloc(*n * sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	map_read(v, seg, nseg, off, len, *out, *n);
+	return 0;
+}
+
+/*
+ * A read that arrives while v's map is still being built: each layer's
+ * extents over just the bytes read, by the method the whole scan uses
+ * (extent_scan_range()), flattened like the whole map. What serves a byte
+ * is decided by the same rule from the same answers, so the bytes are
+ * those the finished map will serve.
+ */
+static int probe_read(const struct view *v, uint64_t off, uint64_t len,
+		      struct view_piece *stack, size_t max,
+		      struct view_piece **out, size_t *n, char *why, size_t whylen)
+{
+	struct extent_map **maps = calloc(v->nlayers, sizeof(*maps));
+	uint64_t end = len > v->size - off ? v->size : off + len;
+	struct view_seg *seg = NULL;
+	size_t nseg;
+	int ret = -ENOMEM;
+
+	if (!maps)
+		return -ENOMEM;
+	for (unsigned i = 0; i < v->nlayers; i++) {
+		ret = extent_scan_range(v->layers[i].fd, v->size, off, end, false,
+					&maps[i]);
+		if (ret) {
+			snprintf(why, whylen, "cannot map the extents of layer %s: %s",
+				 v->layers[i].fname, strerror(-ret));
+			if (ret != -ENOMEM)
+				ret = -EIO;
+			goto out;
+		}
+	}
+	ret = view_flatten(v->size, (const struct extent_map *const *)maps,
+			   v->nlayers, &seg, &nseg);
+	if (ret == 0)
+		ret = pieces_of(v, seg, nseg, off, len, stack, max, out, n);
+	stats_add(STAT_READS_PROBED, 1);
+out:
+	for (unsigned i = 0; i < v->nlayers; i++)
+		free(maps[i]);
+	free(maps);
+	free(seg);
+	return ret;
+}
+
+int view_read_pieces(struct view *v, uint64_t off, uint64_t len,
+		     struct view_piece *stack, size_t max,
+		     struct view_piece **out, size_t *n, char *why, size_t whylen)
+{
+	int state = __atomic_load_n(&v->state, __ATOMIC_ACQUIRE);
+
+	*out = stack;
+	*n = 0;
+	why[0] = '\0';
+	if (state < 0)
+		return -EIO;	/* said when the build failed */
+	if (off >= v->size || len == 0)
+		return 0;
+	if (state == VIEW_BUILDING)
+		return probe_read(v, off, len, stack, max, out, n, why, whylen);
+	return pieces_of(v, v->seg, v->nseg, off, len, stack, max, out, n);
+}
+
+int view_wait(struct view *v)
+{
+	int state = __atomic_load_n(&v->state, __ATOMIC_ACQUIRE);
+
+	if (state != VIEW_BUILDING)
+		return state < 0 ? -EIO : 0;
+	pthread_mutex_lock(&v->lock);
+	while ((state = __atomic_load_n(&v->state, __ATOMIC_ACQUIRE)) == VIEW_BUILDING)
+		pthread_cond_wait(&v->built, &v->lock);
+	pthread_mutex_unlock(&v->lock);
+	return state < 0 ? -EIO : 0;
+}
+
+int view_build_error(struct view *v, char *why, size_t len)
+{
+	int state;
+
+	pthread_mutex_lock(&v->lock);
+	state = __atomic_load_n(&v->state, __ATOMIC_ACQUIRE);
+	if (state < 0)
+		snprintf(why, len, "%s", v->build_why ? v->build_why : strerror(-state));
+	pthread_mutex_unlock(&v->lock);
+	return state < 0 ? state : 0;
 }
 
 int view_check_read(struct view *v, const struct view_piece *p, size_t n,
@@ -258,12 +384,14 @@ int view_check_read(struct view *v, const struct view_piece *p, size_t n,
 	return 0;
 }
 
-off_t view_seek(const struct view *v, off_t off, int whence)
+off_t view_seek(struct view *v, off_t off, int whence)
 {
 	size_t i;
 
 	if (whence != SEEK_DATA && whence != SEEK_HOLE)
 		return -EINVAL;
+	if (view_wait(v))
+		return -EIO;
 	if (off < 0 || (uint64_t)off >= v->size)
 		return -ENXIO;
 	for (i = view_find(v, (uint64_t)off); i < v->nseg; i++) {
@@ -314,6 +442,9 @@ struct view_env {
 	size_t fd_budget;	/* nlayers + nplain at most; 0: no limit;
 				   set before any view is built */
 	bool map_layers;	/* set before any view is built */
+	unsigned builders;	/* maps being built on threads of their own
+				   (view_open_async()); protected by lock */
+	pthread_cond_t builders_done;	/* with lock: builders fell to 0 */
 };
 
 static unsigned layer_bucket(const struct layer_id *id)
@@ -488,6 +619,7 @@ struct view_env *view_env_new(struct cache *cache, unsigned page_size)
 	env->cache = cache;
 	env->page_size = page_size;
 	pthread_mutex_init(&env->lock, NULL);
+	pthread_cond_init(&env->builders_done, NULL);
 	return env;
 }
 
@@ -495,6 +627,14 @@ void view_env_free(struct view_env *env)
 {
 	if (!env)
 		return;
+	/* A builder may hold the last reference of a view nobody wants any
+	 * more; it lets go (touching the layer table) before it counts
+	 * itself out. */
+	pthread_mutex_lock(&env->lock);
+	while (env->builders)
+		pthread_cond_wait(&env->builders_done, &env->lock);
+	pthread_mutex_unlock(&env->lock);
+	pthread_cond_destroy(&env->builders_done);
 	pthread_mutex_destroy(&env->lock);
 	free(env->probes);
 	free(env);
@@ -633,6 +773,8 @@ static void view_free(struct view *v)
 	free(v->layers);
 	free(v->seg);
 	free(v->label);
+	free(v->build_why);
+	pthread_cond_destroy(&v->built);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
 	stats_sub(STAT_VIEWS_ALIVE, 1);
@@ -853,14 +995,39 @@ int view_attach(struct view *v, int dirfd, char *why, size_t len)
 	return ret;
 }
 
-int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
-	      struct view **out, char *why, size_t len)
+/*
+ * Whether diff i of v, of map m, must be refused (extent_diff_refusal()):
+ * 0, or -EIO, or -EMEDIUMTYPE when its filesystem reports no holes at all,
+ * with the cause in why.
+ */
+static int diff_refused(struct view *v, unsigned i, const struct extent_map *m,
+			char *why, size_t len)
 {
-	struct cache_entry **ents = NULL;
-	const struct extent_map **maps = NULL;
+	const char *cause = extent_diff_refusal(m, v->env->page_size);
+	const struct view_layer *l = &v->layers[i];
+
+	if (!cause)
+		return 0;
+	if (extent_map_is_dense(m) && fs_hides_holes(v->env, l->fd, l->id.dev)) {
+		snprintf(why, len, "diff %s is on a filesystem that reports no holes",
+			 l->fname);
+		return -EMEDIUMTYPE;
+	}
+	snprintf(why, len, "diff %s %s", l->fname, cause);
+	return -EIO;
+}
+
+/*
+ * The first part of an open: a view with every layer of chain open and
+ * checked as far as no map is needed (sizes, hole granularity), or an
+ * error as view_open() returns it.
+ */
+static int open_layers(struct view_env *env, int dirfd, const struct store_chain *chain,
+		       struct view **out, char *why, size_t len)
+{
 	unsigned n = (unsigned)chain->nlayers;
 	struct view *v;
-	int ret = -ENOMEM;
+	int ret;
 
 	v = calloc(1, sizeof(*v));
 	if (!v)
@@ -868,11 +1035,11 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	v->refs = 1;
 	v->env = env;
 	pthread_mutex_init(&v->lock, NULL);
+	pthread_cond_init(&v->built, NULL);
 	stats_add(STAT_VIEWS_ALIVE, 1);	/* view_free() takes it back */
 	v->layers = calloc(n, sizeof(*v->layers));
-	ents = calloc(n, sizeof(*ents));
-	maps = calloc(n, sizeof(*maps));
-	if (!v->layers || !ents || !maps)
+	ret = -ENOMEM;
+	if (!v->layers)
 		goto fail;
 	for (unsigned i = 0; i < n; i++)
 		v->layers[i].fd = -1;
@@ -916,53 +1083,270 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 			goto fail;
 		}
 	}
-	for (unsigned i = 0; i < n; i++) {
-		ret = cache_get(env->cache, v->layers[i].fd, &v->layers[i].id,
-				v->layers[i].fname, &ents[i]);
+	*out = v;
+	return 0;
+
+fail:
+	view_free(v);
+	return ret;
+}
+
+/*
+ * The map of a view, built by one or more scanners: each takes the next
+ * layer not yet taken and gets its map from the cache (which scans it on a
+ * miss); then one of them checks the maps and flattens them.
+ */
+struct build {
+	struct view *v;
+	struct cache_entry **ents;
+	int *rets;		/* cache_get() of each layer */
+	unsigned next;		/* atomic: the next layer to take */
+};
+
+static void *scan_layers(void *arg)
+{
+	struct build *b = arg;
+	struct view *v = b->v;
+	unsigned i;
+
+	while ((i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED)) < v->nlayers)
+		b->rets[i] = cache_get(v->env->cache, v->layers[i].fd, &v->layers[i].id,
+				       v->layers[i].fname, &b->ents[i]);
+	return NULL;
+}
+
+/*
+ * After every layer was scanned: the first failure in chain order (so the
+ * cause does not depend on which scanner finished first), else the view's
+ * segments and data_bytes. Returns 0 or an error as view_open() does, the
+ * cause in why. Drops the maps' references either way.
+ */
+static int finish_map(struct build *b, char *why, size_t len)
+{
+	struct view *v = b->v;
+	const struct extent_map **maps = calloc(v->nlayers, sizeof(*maps));
+	int ret = maps ? 0 : -ENOMEM;
+
+	for (unsigned i = 0; i < v->nlayers && !ret; i++) {
+		ret = b->rets[i];
 		if (ret) {
 			snprintf(why, len, "cannot map the extents of layer %s: %s",
 				 v->layers[i].fname, strerror(-ret));
 			if (ret != -ENOMEM)
 				ret = -EIO;
-			goto fail;
+			break;
 		}
-		maps[i] = cache_entry_map(ents[i]);
-		if (i > 0) {
-			const char *cause = extent_diff_refusal(maps[i], env->page_size);
-
-			if (cause && extent_map_is_dense(maps[i]) &&
-			    fs_hides_holes(env, v->layers[i].fd, v->layers[i].id.dev)) {
-				snprintf(why, len, "diff %s is on a filesystem that "
-					 "reports no holes", v->layers[i].fname);
-				ret = -EMEDIUMTYPE;
-				goto fail;
-			}
-			if (cause) {
-				snprintf(why, len, "diff %s %s", v->layers[i].fname, cause);
-				ret = -EIO;
-				goto fail;
-			}
-		}
+		maps[i] = cache_entry_map(b->ents[i]);
+		if (i > 0)
+			ret = diff_refused(v, i, maps[i], why, len);
 	}
-	ret = view_flatten(v->size, maps, n, &v->seg, &v->nseg);
-	if (ret)
-		goto fail;
-	for (size_t i = 0; i < v->nseg; i++)
-		if (v->seg[i].layer != VIEW_ZERO)
-			v->data_bytes += v->seg[i + 1].off - v->seg[i].off;
-	for (unsigned i = 0; i < n; i++)
-		cache_put(env->cache, ents[i]);
-	free(ents);
+	if (!ret)
+		ret = view_flatten(v->size, maps, v->nlayers, &v->seg, &v->nseg);
+	if (!ret)
+		for (size_t i = 0; i < v->nseg; i++)
+			if (v->seg[i].layer != VIEW_ZERO)
+				v->data_bytes += v->seg[i + 1].off - v->seg[i].off;
+	for (unsigned i = 0; i < v->nlayers; i++)
+		if (b->ents[i])
+			cache_put(v->env->cache, b->ents[i]);
 	free(maps);
+	return ret;
+}
+
+static struct build *build_new(struct view *v)
+{
+	struct build *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	b->v = v;
+	b->ents = calloc(v->nlayers, sizeof(*b->ents));
+	b->rets = calloc(v->nlayers, sizeof(*b->rets));
+	if (!b->ents || !b->rets) {
+		free(b->ents);
+		free(b->rets);
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+static void build_free(struct build *b)
+{
+	free(b->ents);
+	free(b->rets);
+	free(b);
+}
+
+int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
+	      struct view **out, char *why, size_t len)
+{
+	struct build *b;
+	struct view *v;
+	int ret;
+
+	ret = open_layers(env, dirfd, chain, &v, why, len);
+	if (ret)
+		return ret;
+	b = build_new(v);
+	if (!b) {
+		view_free(v);
+		return -ENOMEM;
+	}
+	scan_layers(b);
+	ret = finish_map(b, why, len);
+	build_free(b);
+	if (ret) {
+		view_free(v);
+		return ret;
+	}
 	*out = v;
 	return 0;
+}
 
-fail:
-	if (ents)
-		for (unsigned i = 0; i < n; i++)
-			cache_put(env->cache, ents[i]);
-	free(ents);
-	free(maps);
-	view_free(v);
-	return ret;
+/* Counts a builder in (+1) or out (-1); view_env_free() waits for none. */
+static void builders_add(struct view_env *env, int d)
+{
+	pthread_mutex_lock(&env->lock);
+	env->builders += (unsigned)d;
+	if (env->builders == 0)
+		pthread_cond_broadcast(&env->builders_done);
+	pthread_mutex_unlock(&env->lock);
+}
+
+/*
+ * Test builds (--enable-fault-injection): while the file that
+ * SNAPFS_BUILD_GATE names exists, a map built on a thread of its own is
+ * not published, so a test can read a view before its map is complete,
+ * deterministically.
+ */
+static void build_gate(void)
+{
+#ifdef SNAPFS_FAULT_INJECTION
+	const char *gate = getenv("SNAPFS_BUILD_GATE");
+
+	while (gate && access(gate, F_OK) == 0)
+		usleep(10000);
+#endif
+}
+
+/* Scanners per map built in the background: this many layers are scanned
+ * at once (the scans are CPU in the kernel; FIEMAP reads no data). */
+#define BUILD_SCANNERS 2
+
+static void *build_thread(void *arg)
+{
+	struct build *b = arg;
+	struct view *v = b->v;
+	struct view_env *env = v->env;
+	pthread_t helper;
+	bool helped;
+	char why[512] = "";
+	int ret;
+
+	helped = BUILD_SCANNERS > 1 && v->nlayers > 2 &&
+		 pthread_create(&helper, NULL, scan_layers, b) == 0;
+	scan_layers(b);
+	if (helped)
+		pthread_join(helper, NULL);
+	ret = finish_map(b, why, sizeof(why));
+	build_free(b);
+	build_gate();
+
+	/* Said here, once, as a failed open says it (the caller of
+	 * view_open(), node, would have); opens and reads then get EIO. */
+	if (ret == -EIO)
+		log_err("%s: unusable: %s", view_label(v), why);
+	else if (ret == -EMEDIUMTYPE)
+		log_debug("%s: unusable: %s", view_label(v), why);
+	else if (ret)
+		log_err_rl("%s: cannot open: %s", view_label(v), why[0] ? why : strerror(-ret));
+	pthread_mutex_lock(&v->lock);
+	if (ret)
+		v->build_why = strdup(why);	/* NULL: view_build_error() says less */
+	__atomic_store_n(&v->state, ret ? ret : VIEW_BUILT, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&v->built);
+	pthread_mutex_unlock(&v->lock);
+
+	view_put(v);	/* may be the last: env must still be there */
+	builders_add(env, -1);
+	return NULL;
+}
+
+/*
+ * Whether every diff of v may have its map built after the open: its
+ * filesystem has FIEMAP (so a part's extents say what the whole scan will:
+ * extent_scan_range()) and it is not dense, which the scan to its first
+ * hole tells. A dense diff is refused here as view_open() refuses it.
+ * Returns 1 (yes), 0 (build it now: tmpfs and others without FIEMAP, where
+ * only a whole scan can refuse a diff, by its unstable_bytes), or an error
+ * as view_open() does.
+ */
+static int may_build_later(struct view *v, char *why, size_t len)
+{
+	for (unsigned i = 1; i < v->nlayers; i++) {
+		struct extent_map *m;
+		int ret = extent_scan_range(v->layers[i].fd, v->size, 0, v->size,
+					    true, &m);
+
+		if (ret) {
+			snprintf(why, len, "cannot map the extents of layer %s: %s",
+				 v->layers[i].fname, strerror(-ret));
+			return ret == -ENOMEM ? -ENOMEM : -EIO;
+		}
+		ret = m->method == EXTENT_FIEMAP ? diff_refused(v, i, m, why, len) : 0;
+		if (ret == 0 && m->method != EXTENT_FIEMAP)
+			ret = 1;
+		free(m);
+		if (ret)
+			return ret < 0 ? ret : 0;
+	}
+	return 1;
+}
+
+int view_open_async(struct view_env *env, int dirfd, const struct store_chain *chain,
+		    const char *label, struct view **out, char *why, size_t len)
+{
+	struct build *b;
+	struct view *v;
+	pthread_t t;
+	pthread_attr_t attr;
+	int ret;
+
+	ret = open_layers(env, dirfd, chain, &v, why, len);
+	if (ret)
+		return ret;
+	ret = v->nlayers > 1 ? may_build_later(v, why, len) : 0;
+	b = ret >= 0 ? build_new(v) : NULL;
+	if (!b) {
+		view_free(v);
+		return ret < 0 ? ret : -ENOMEM;
+	}
+	view_set_label(v, label);	/* unnamed in logs if it fails */
+	if (ret == 1) {
+		v->state = VIEW_BUILDING;
+		view_get(v);		/* the builder's */
+		builders_add(env, 1);
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &attr, build_thread, b);
+		pthread_attr_destroy(&attr);
+		if (ret == 0) {
+			*out = v;
+			return 0;
+		}
+		/* No thread: build it here after all. */
+		v->state = VIEW_BUILT;
+		v->refs = 1;
+		builders_add(env, -1);
+	}
+	scan_layers(b);
+	ret = finish_map(b, why, len);
+	build_free(b);
+	if (ret) {
+		view_free(v);
+		return ret;
+	}
+	*out = v;
+	return 0;
 }

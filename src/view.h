@@ -6,7 +6,9 @@
  * binary search plus the segments it spans, whatever the chain's depth.
  *
  * A view is immutable once built and shared by every open of that version;
- * it is freed when the last reference goes (see view_put()).
+ * it is freed when the last reference goes (see view_put()). One opened with
+ * view_open_async() may be read before its map is built (doc/design.md
+ * §5.1); its map is written once, by the builder, and then never changes.
  */
 #ifndef SNAPFS_VIEW_H
 #define SNAPFS_VIEW_H
@@ -22,6 +24,11 @@
 #include "store.h"
 
 #define VIEW_ZERO (-1)
+
+/* view.state: the map is there (also a view built by hand, all zeros), or
+ * is being built; a failed build leaves the -errno of view_open(). */
+#define VIEW_BUILT 0
+#define VIEW_BUILDING 1
 
 struct view_seg {
 	uint64_t off;		/* start; the segment ends where the next starts */
@@ -46,9 +53,15 @@ struct view {
 	uint64_t size;
 	unsigned nlayers;	/* base first */
 	struct view_layer *layers;
+	/* seg, nseg and data_bytes: not to be read before state is
+	   VIEW_BUILT (view_wait()) */
 	size_t nseg;
 	struct view_seg *seg;	/* nseg + 1 entries: seg[nseg].off == size */
 	uint64_t data_bytes;	/* bytes not served as zero */
+	int state;		/* atomic: VIEW_BUILT, VIEW_BUILDING, or
+				   the -errno its build failed with */
+	char *build_why;	/* the cause of a failed build; lock */
+	pthread_cond_t built;	/* with lock: state left VIEW_BUILDING */
 	unsigned refs;		/* atomic; drops to 2 or below under lock */
 	int broken;		/* atomic: a layer was found shorter than
 				   the view (view_check_read()); with
@@ -123,6 +136,28 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	      struct view **out, char *why, size_t len);
 
 /*
+ * view_open() that may return before the map is built: the layers are
+ * opened and checked as view_open() does (sizes, hole granularity, and no
+ * diff dense), then, where every diff's filesystem has FIEMAP, the layers
+ * are scanned and flattened on a thread of its own and the view returned at
+ * once, named label in log lines (view_set_label()). Reads that come before
+ * the map are served with view_read_pieces(); whoever needs the map waits
+ * for it with view_wait(). A failure found by the builder is logged there,
+ * one line as the caller of view_open() would log it, and kept: reads and
+ * view_wait() then answer -EIO, view_build_error() says why. Elsewhere
+ * (tmpfs: only a whole scan can refuse a diff) it is view_open().
+ */
+int view_open_async(struct view_env *env, int dirfd, const struct store_chain *chain,
+		    const char *label, struct view **out, char *why, size_t len);
+
+/* Waits until v's map is built: 0, or -EIO if its build failed. */
+int view_wait(struct view *v);
+
+/* 0 while v's map is built or being built; else the -errno its build
+ * failed with (as view_open() returns them), the cause in why[len]. */
+int view_build_error(struct view *v, char *why, size_t len);
+
+/*
  * References: view_get() takes one, view_put() drops one; the last put
  * closes the layers and frees the view. Whoever touches a view on a thread
  * of its own holds a reference until it is done: the put (a release on the
@@ -182,10 +217,23 @@ struct view_piece {
  * Describes the read of [off, off + len) clipped to the view's size as
  * pieces, writing at most max of them to p. Returns the number of pieces
  * the whole read needs (0 at or past EOF); if that is more than max, only
- * the first max were written.
+ * the first max were written. The map must be built (view_wait()).
  */
 size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
 		     struct view_piece *p, size_t max);
+
+/*
+ * The pieces of the read of [off, off + len), whether or not v's map is
+ * built yet: in stack (max entries) if they fit, else in a malloc'd array
+ * (free it when *out != stack); *n of them, 0 at or past EOF. Before the
+ * map, from the extents of each layer over just those bytes: the same
+ * pieces the map will give. Returns 0; -EIO if the build failed (already
+ * logged: why is empty) or a layer cannot be mapped (why says which);
+ * -ENOMEM.
+ */
+int view_read_pieces(struct view *v, uint64_t off, uint64_t len,
+		     struct view_piece *stack, size_t max,
+		     struct view_piece **out, size_t *n, char *why, size_t whylen);
 
 /*
  * Before a read of pieces p[0..n) is answered: checks that every layer they
@@ -201,10 +249,11 @@ int view_check_read(struct view *v, const struct view_piece *p, size_t n,
 
 /*
  * lseek(SEEK_DATA / SEEK_HOLE) on the view: holes are the VIEW_ZERO
- * segments, and the end of the file. Returns the offset, or -ENXIO when off
- * is at or past the end (or no data follows, for SEEK_DATA), -EINVAL for
- * another whence.
+ * segments, and the end of the file. Waits for the map (view_wait()).
+ * Returns the offset, or -ENXIO when off is at or past the end (or no data
+ * follows, for SEEK_DATA), -EINVAL for another whence, -EIO if the map's
+ * build failed.
  */
-off_t view_seek(const struct view *v, off_t off, int whence);
+off_t view_seek(struct view *v, off_t off, int whence);
 
 #endif

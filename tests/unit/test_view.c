@@ -404,7 +404,7 @@ static void check_read(const struct model *m, const struct view *v,
 	}
 }
 
-static void check_seek(const struct model *m, const struct view *v,
+static void check_seek(const struct model *m, struct view *v,
 		       uint64_t off)
 {
 	uint64_t u = off / m->unit;
@@ -621,9 +621,9 @@ static void env_free(struct env *e)
  * (as on a filesystem that reports DT_UNKNOWN), so that view_open itself
  * must notice a layer that is not a regular file. Returns view_open's value.
  */
-static int open_name(struct env *e, int dirfd, const char *name,
-		     const char *const *names, size_t nnames,
-		     struct view **v, char *why, size_t len)
+static int open_named(struct env *e, int dirfd, const char *name,
+		      const char *const *names, size_t nnames, bool async,
+		      struct view **v, char *why, size_t len)
 {
 	struct store_dir *d = NULL;
 	const struct store_group *g;
@@ -642,10 +642,18 @@ static int open_name(struct env *e, int dirfd, const char *name,
 		fail_msg("chain of %s: %s", name, cwhy);
 	why[0] = '\0';
 	*v = NULL;
-	ret = view_open(e->venv, dirfd, &c, v, why, len);
+	ret = async ? view_open_async(e->venv, dirfd, &c, name, v, why, len) :
+		      view_open(e->venv, dirfd, &c, v, why, len);
 	store_chain_free(&c);
 	store_dir_free(d);	/* the view keeps no pointer into it */
 	return ret;
+}
+
+static int open_name(struct env *e, int dirfd, const char *name,
+		     const char *const *names, size_t nnames,
+		     struct view **v, char *why, size_t len)
+{
+	return open_named(e, dirfd, name, names, nnames, false, v, why, len);
 }
 
 /* Reads [off, off+len) of the view the way the FUSE layer does. */
@@ -826,6 +834,132 @@ static void test_open_end_to_end(void **state)
 	env_free(&e);
 	free(want);
 	free(basecopy);
+}
+
+/* Reads [off, off+len) with view_read_pieces(), map or no map. */
+static size_t view_pread_any(struct view *v, uint64_t off, uint64_t len,
+			     unsigned char *buf)
+{
+	struct view_piece stack[4], *p;
+	size_t n, done = 0;
+	char why[256];
+
+	assert_int_equal(view_read_pieces(v, off, len, stack, 4, &p, &n, why,
+					  sizeof(why)), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].fd < 0)
+			memset(buf + done, 0, p[i].len);
+		else
+			assert_int_equal(pread(p[i].fd, buf + done, p[i].len,
+					       (off_t)p[i].off), (ssize_t)p[i].len);
+		done += p[i].len;
+	}
+	if (p != stack)
+		free(p);
+	return done;
+}
+
+/* Random reads of v with view_read_pieces() against want. */
+static void check_any(struct view *v, const unsigned char *want, uint64_t size,
+		      uint64_t seed)
+{
+	unsigned char *buf = malloc(size + 1);
+	uint64_t s = seed;
+
+	assert_non_null(buf);
+	assert_int_equal(view_pread_any(v, 0, size + 100, buf), size);
+	assert_memory_equal(buf, want, size);
+	for (int i = 0; i < 200; i++) {
+		uint64_t off = unit_below(&s, size);
+		uint64_t len = 1 + unit_below(&s, i % 3 ? 3 * P : size);
+		uint64_t want_n = len < size - off ? len : size - off;
+
+		assert_int_equal(view_pread_any(v, off, len, buf), want_n);
+		if (memcmp(buf, want + off, want_n))
+			fail_msg("read %llu+%llu differs", (unsigned long long)off,
+				 (unsigned long long)len);
+	}
+	free(buf);
+}
+
+/*
+ * view_open_async(): reads before the map (held back with
+ * SNAPFS_BUILD_GATE in fault-injection builds) and after it equal a plain
+ * merge of what was written; a dense diff is refused at the open.
+ */
+static void test_open_async(void **state)
+{
+	struct unit_dir *ud = *state;
+	const uint64_t size = 40 * P + 123;
+	unsigned char *want = calloc(1, size);
+	struct unit_range r[6];
+	struct view *v = NULL;
+	uint64_t s = 11;
+	char why[256], name[32];
+	struct env e;
+	bool gated = false;
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	assert_non_null(want);
+	e = env_new(1 << 20);
+	r[0] = (struct unit_range){ 0, 30 * P };
+	r[1] = (struct unit_range){ 32 * P, 8 * P + 123 };
+	unit_sparse_file_c(ud->fd, "a.0.base", size, r, 2, 0xba5e, want);
+	for (unsigned d = 1; d <= 12; d++) {
+		unsigned nr = 0;
+		uint64_t at = unit_below(&s, 4) * P;
+
+		/* up to 6 runs of whole pages, in order, apart */
+		while (nr < 6 && at + 3 * P <= size) {
+			r[nr].off = at;
+			r[nr].len = (1 + unit_below(&s, 3)) * P;
+			at += r[nr++].len + (1 + unit_below(&s, 8)) * P;
+		}
+		snprintf(name, sizeof(name), "a.%u.diff", d);
+		unit_sparse_file_c(ud->fd, name, size, r, nr, 0xd0 + d, want);
+	}
+#ifdef SNAPFS_FAULT_INJECTION
+	{
+		char gate[64];
+		int fd;
+
+		snprintf(gate, sizeof(gate), "/proc/self/fd/%d/gate", ud->fd);
+		fd = openat(ud->fd, "gate", O_CREAT | O_WRONLY, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+		assert_int_equal(setenv("SNAPFS_BUILD_GATE", gate, 1), 0);
+		gated = true;
+	}
+#endif
+	assert_int_equal(open_named(&e, ud->fd, "a", NULL, 0, true, &v, why,
+				    sizeof(why)), 0);
+	if (gated) {
+		assert_int_equal(__atomic_load_n(&v->state, __ATOMIC_ACQUIRE),
+				 VIEW_BUILDING);
+		check_any(v, want, size, 21);
+		assert_int_equal(__atomic_load_n(&v->state, __ATOMIC_ACQUIRE), VIEW_BUILDING);
+		assert_int_equal(unlinkat(ud->fd, "gate", 0), 0);
+		unsetenv("SNAPFS_BUILD_GATE");
+	} else {
+		check_any(v, want, size, 21);	/* before or after: right */
+	}
+	assert_int_equal(view_wait(v), 0);
+	assert_int_equal(view_build_error(v, why, sizeof(why)), 0);
+	check_any(v, want, size, 22);
+	check_content(v, want, size, 23);
+	view_put(v);
+
+	/* a dense diff is refused at the open, not later */
+	r[0] = (struct unit_range){ 0, size };
+	unit_sparse_file_c(ud->fd, "a.13.diff", size, r, 1, 0xdd, NULL);
+	v = NULL;
+	assert_int_equal(open_named(&e, ud->fd, "a", NULL, 0, true, &v, why,
+				    sizeof(why)), -EIO);
+	assert_null(v);
+	if (!strstr(why, "a.13.diff") || !strstr(why, "no holes"))
+		fail_msg("why \"%s\"", why);
+	env_free(&e);
+	free(want);
 }
 
 /* A dense diff of a one-page file is fine: it cannot hide anything. */
@@ -1127,6 +1261,7 @@ int main(void)
 		cmocka_unit_test(test_flatten_random),
 		cmocka_unit_test(test_read_seek_fixed),
 		cmocka_unit_test(test_read_seek_random),
+		T(test_open_async),
 		T(test_open_end_to_end),
 		T(test_open_one_page),
 		T(test_open_sizes_differ),
