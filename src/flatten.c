@@ -353,11 +353,11 @@ static void flatten_one(struct flatten *f, struct flat *e)
 		goto out;	/* nothing could serve it */
 	if (vw->nlayers < 2)
 		goto out;	/* compacted to one layer: served as it is */
-	if (view_wait(vw) != 0)
-		goto out;	/* unusable: its build said why */
 	if (f->mode == FLATTEN_AUTO && f->noreflink_dev &&
 	    fstat(vw->layers[0].fd, &st) == 0 && st.st_dev == f->noreflink_dev)
-		goto out;	/* known not to reflink */
+		goto out;	/* known not to reflink: no need for its map */
+	if (view_wait(vw) != 0)
+		goto out;	/* unusable: its build said why */
 	fault_gate(f);
 	ret = build_flat(f, e->dirfd, e->path, vw, cause, sizeof(cause));
 	if (ret > 0) {

@@ -1234,6 +1234,25 @@ static void build_gate(void)
  * at once (the scans are CPU in the kernel; FIEMAP reads no data). */
 #define BUILD_SCANNERS 2
 
+/* Maps built in the background at once, for the whole daemon. Each holds
+ * its view (the layers' fds) until done; past this an open builds its map
+ * itself, as before: a churn of new versions (hundreds a second) must not
+ * pile up builders, threads and fds. */
+#define BUILDERS_MAX 4
+
+/* Counts a builder in if there is room for one. */
+static bool builder_room(struct view_env *env)
+{
+	bool room;
+
+	pthread_mutex_lock(&env->lock);
+	room = env->builders < BUILDERS_MAX;
+	if (room)
+		env->builders++;
+	pthread_mutex_unlock(&env->lock);
+	return room;
+}
+
 static void *build_thread(void *arg)
 {
 	struct build *b = arg;
@@ -1323,10 +1342,9 @@ int view_open_async(struct view_env *env, int dirfd, const struct store_chain *c
 		return ret < 0 ? ret : -ENOMEM;
 	}
 	view_set_label(v, label);	/* unnamed in logs if it fails */
-	if (ret == 1) {
+	if (ret == 1 && builder_room(env)) {
 		v->state = VIEW_BUILDING;
 		view_get(v);		/* the builder's */
-		builders_add(env, 1);
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		ret = pthread_create(&t, &attr, build_thread, b);
