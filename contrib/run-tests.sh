@@ -162,7 +162,8 @@ if [ "${RUN_LIBFUSE317:-0}" = 1 ]; then
 	# that CI stays within its time.
 	SNAPFS_RACE_SECONDS=${SNAPFS_RACE_SECONDS:-10} SNAPFS_FD_ENTRIES=${SNAPFS_FD_ENTRIES:-10000} \
 		SNAPFS_STRESS_SECS=${SNAPFS_STRESS_SECS:-8} \
-		timeout --kill-after=30 "$check_timeout" make -C "$b317" -j2 check || rc=$?
+		timeout --kill-after=30 "$check_timeout" make -C "$b317" -j2 check \
+		TESTS='$(MOUNT_TESTS)' || rc=$?
 	if [ $rc -ne 0 ]; then
 		unmount_leftovers "$b317"
 		show_failures "$b317"

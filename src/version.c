@@ -832,11 +832,18 @@ int node_view_open(struct node_table *t, struct node *n, uint32_t pid, struct vi
 	ret = view_locked(t, n, out);
 	pthread_mutex_unlock(&n->lock);
 	/* Out of fds for open files: whoever holds views of versions nobody
-	 * has open lets go of them (no lock of ours held), then once more. */
-	if (ret == -EMFILE && t->hooks.views_shed && t->hooks.views_shed(t)) {
-		pthread_mutex_lock(&n->lock);
-		ret = view_locked(t, n, out);
-		pthread_mutex_unlock(&n->lock);
+	 * has open lets go of them (no lock of ours held), maps being built
+	 * are let finish (their builders hold layers), then once more. */
+	if (ret == -EMFILE) {
+		bool freed = t->hooks.views_shed && t->hooks.views_shed(t);
+
+		if (view_env_wait_builders(t->env, 500))
+			freed = true;
+		if (freed) {
+			pthread_mutex_lock(&n->lock);
+			ret = view_locked(t, n, out);
+			pthread_mutex_unlock(&n->lock);
+		}
 	}
 	/* This thread's open ends the pin of its lookup (node_view_pin()),
 	 * whether or not it succeeded: the retry it was kept for is done. */

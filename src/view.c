@@ -1240,6 +1240,27 @@ static void build_gate(void)
  * pile up builders, threads and fds. */
 #define BUILDERS_MAX 4
 
+bool view_env_wait_builders(struct view_env *env, unsigned ms)
+{
+	struct timespec until;
+	bool had;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&env->lock);
+	had = env->builders > 0;
+	while (env->builders &&
+	       pthread_cond_timedwait(&env->builders_done, &env->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&env->lock);
+	return had;
+}
+
 /* Counts a builder in if there is room for one. */
 static bool builder_room(struct view_env *env)
 {

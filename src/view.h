@@ -136,6 +136,13 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	      struct view **out, char *why, size_t len);
 
 /*
+ * Waits up to ms for the maps being built in the background to be done
+ * (their builders hold their views' layers until then). True if there
+ * were any: out of fds, an open tries again after this.
+ */
+bool view_env_wait_builders(struct view_env *env, unsigned ms);
+
+/*
  * view_open() that may return before the map is built: the layers are
  * opened and checked as view_open() does (sizes, hole granularity, and no
  * diff dense), then, where every diff's filesystem has FIEMAP, the layers
