@@ -160,8 +160,10 @@ if [ "${RUN_LIBFUSE317:-0}" = 1 ]; then
 	# The same tests; the two soaks, which test the daemon's logic more
 	# than the library's and just ran at full length, run shorter here so
 	# that CI stays within its time.
-	SNAPFS_RACE_SECONDS=${SNAPFS_RACE_SECONDS:-10} SNAPFS_FD_ENTRIES=${SNAPFS_FD_ENTRIES:-10000} \
-		SNAPFS_STRESS_SECS=${SNAPFS_STRESS_SECS:-8} \
+	SNAPFS_RACE_SECONDS=${SNAPFS317_RACE_SECONDS:-6} \
+		SNAPFS_FD_ENTRIES=${SNAPFS317_FD_ENTRIES:-5000} \
+		SNAPFS_STRESS_SECS=${SNAPFS317_STRESS_SECS:-6} \
+		SNAPFS_WATCH_SECS=${SNAPFS317_WATCH_SECS:-8} \
 		timeout --kill-after=30 "$check_timeout" make -C "$b317" -j2 check \
 		TESTS='$(MOUNT_TESTS)' || rc=$?
 	if [ $rc -ne 0 ]; then
