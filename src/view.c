@@ -1178,6 +1178,23 @@ static void build_free(struct build *b)
 	free(b);
 }
 
+/* Builds v's map on this thread and frees b; on failure frees v too. */
+static int build_here(struct build *b, struct view *v, struct view **out,
+		      char *why, size_t len)
+{
+	int ret;
+
+	scan_layers(b);
+	ret = finish_map(b, why, len);
+	build_free(b);
+	if (ret) {
+		view_free(v);
+		return ret;
+	}
+	*out = v;
+	return 0;
+}
+
 int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 	      struct view **out, char *why, size_t len)
 {
@@ -1193,15 +1210,7 @@ int view_open(struct view_env *env, int dirfd, const struct store_chain *chain,
 		view_free(v);
 		return -ENOMEM;
 	}
-	scan_layers(b);
-	ret = finish_map(b, why, len);
-	build_free(b);
-	if (ret) {
-		view_free(v);
-		return ret;
-	}
-	*out = v;
-	return 0;
+	return build_here(b, v, out, why, len);
 }
 
 /* Counts a builder in (+1) or out (-1); view_env_free() waits for none. */
@@ -1379,13 +1388,5 @@ int view_open_async(struct view_env *env, int dirfd, const struct store_chain *c
 		v->refs = 1;
 		builders_add(env, -1);
 	}
-	scan_layers(b);
-	ret = finish_map(b, why, len);
-	build_free(b);
-	if (ret) {
-		view_free(v);
-		return ret;
-	}
-	*out = v;
-	return 0;
+	return build_here(b, v, out, why, len);
 }
