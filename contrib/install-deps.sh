@@ -23,7 +23,7 @@ fi
 
 PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
-	libfuse3-dev fuse3 libxxhash-dev libcmocka-dev
+	libfuse3-dev fuse3 libxxhash-dev libcmocka-dev liburing-dev
 	xfsprogs btrfs-progs e2fsprogs attr acl xxd fio strace
 	util-linux kmod ca-certificates
 	qemu-system-x86

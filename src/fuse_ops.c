@@ -38,6 +38,7 @@
 
 #include "access.h"
 #include "dirwatch.h"
+#include "gather.h"
 #include "flatten.h"
 #include "fuse_ops.h"
 #include "log.h"
@@ -58,6 +59,7 @@
 
 /* Pieces of a read described on the stack before falling back to malloc. */
 #define STACK_PIECES 16
+#define GATHER_IOV 1000	/* IOV_MAX less libfuse's header */
 
 /* A requester's groups, and a view's layer fds, held on the stack up to
  * this many before falling back to malloc. */
@@ -800,10 +802,18 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	return true;
 }
 
-/* Counts a view read by the path that answered it (maps: from the
- * layers' mappings, else spliced), and the bytes sent as zeros. */
-static void count_read(const struct view_piece *p, size_t n, bool maps)
+enum read_path { READ_SPLICED, READ_MAPPED, READ_GATHERED };
+
+/* Counts a view read by the path that answered it (spliced from the
+ * layers' fds, written from their maps, or gathered), and the bytes sent
+ * as zeros. */
+static void count_read(const struct view_piece *p, size_t n, enum read_path path)
 {
+	static const enum stat_id reads[] = {
+		[READ_SPLICED] = STAT_READS_SPLICE,
+		[READ_MAPPED] = STAT_READS_MMAP,
+		[READ_GATHERED] = STAT_READS_GATHER,
+	};
 	uint64_t bytes = 0, zero = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -811,8 +821,9 @@ static void count_read(const struct view_piece *p, size_t n, bool maps)
 		if (p[i].fd < 0)
 			zero += p[i].len;
 	}
-	stats_add(maps ? STAT_READS_MMAP : STAT_READS_SPLICE, 1);
-	stats_add(maps ? STAT_BYTES_MMAP : STAT_BYTES_SPLICE, bytes);
+	/* Each path's byte counter follows its read counter. */
+	stats_add(reads[path], 1);
+	stats_add((enum stat_id)(reads[path] + 1), bytes);
 	if (zero)
 		stats_add(STAT_BYTES_ZERO, zero);
 }
@@ -861,6 +872,70 @@ static struct fuse_bufvec *bufvec_of_pieces(const struct snapfs *fs,
 	return bv;
 }
 
+/*
+ * Whether a read is better gathered (gather.h) than spliced: when it has
+ * two or more pieces of data (a splice and, for the truncation check, an
+ * fstat each), or is under two pages (libfuse copies those anyway). One
+ * long piece of data splices without a copy.
+ */
+static bool gather_worth(const struct view_piece *p, size_t n)
+{
+	size_t data = 0;
+	uint64_t bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bytes += p[i].len;
+		if (p[i].fd >= 0)
+			data++;
+	}
+	return data >= 2 || (data == 1 && bytes < 2 * 4096);
+}
+
+/*
+ * Answers the read from one gathered buffer (gather.h) with one writev.
+ * Returns false, nothing sent, where this thread cannot gather the read
+ * or a layer read short but is still whole: the caller then answers it
+ * another way, with its own checks.
+ */
+static bool reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
+			   const struct view_piece *p, size_t n)
+{
+	struct iovec iov[GATHER_IOV];
+	char why[512];
+	size_t bad = 0;
+	bool first;
+	int ret;
+
+	if (view_is_broken(v)) {
+		stats_add(STAT_READ_ERRORS, 1);
+		fuse_reply_err(req, EIO);
+		return true;
+	}
+	ret = gather_read(p, n, fs->zero, fs->zero_len, iov, GATHER_IOV, &bad);
+	if (ret == -ENODATA) {
+		/* The layer ended inside the piece: cut after it was published
+		 * (else the splice path reads it again and finds out). */
+		if (view_layer_short(v, p[bad].layer, &first, why, sizeof(why)) == 0)
+			return false;
+		if (first)
+			log_err("%s: %s", view_label(v), why);
+		ret = -EIO;
+	} else if (ret < 0 && ret != -EAGAIN && ret != -E2BIG && ret != -ENOMEM) {
+		log_err_rl("%s: reading layer %s: %s", view_label(v),
+			   v->layers[p[bad].layer].fname, strerror(-ret));
+	}
+	if (ret == -EAGAIN || ret == -E2BIG || ret == -ENOMEM)
+		return false;
+	if (ret < 0) {
+		stats_add(STAT_READ_ERRORS, 1);
+		fuse_reply_err(req, -ret);
+		return true;
+	}
+	count_read(p, n, READ_GATHERED);
+	fuse_reply_iov(req, iov, ret);
+	return true;
+}
+
 static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 			    size_t size, off_t off)
 {
@@ -888,7 +963,15 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 		return;
 	}
 	/* A layer cut short under us would make the reply short, which the
-	 * kernel takes for EOF (splice), or fault the copy (mappings). */
+	 * kernel takes for EOF (splice), or fault the copy (mappings). A
+	 * gathered read learns it from the read itself. */
+	if (fs->reply_gather && gather_worth(pieces, n)) {
+		if (reply_gathered(req, fs, v, pieces, n)) {
+			if (pieces != stack_p)
+				free(pieces);
+			return;
+		}
+	}
 	if (view_check_read(v, pieces, n, &first, why, sizeof(why)) != 0) {
 		if (first)
 			log_err("%s: %s", view_label(v), why);
@@ -899,12 +982,12 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 		return;
 	}
 	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
-		count_read(pieces, n, true);
+		count_read(pieces, n, READ_MAPPED);
 		if (pieces != stack_p)
 			free(pieces);
 		return;
 	}
-	count_read(pieces, n, false);
+	count_read(pieces, n, READ_SPLICED);
 	bv = bufvec_of_pieces(fs, pieces, n);
 	if (!bv) {
 		if (pieces != stack_p)

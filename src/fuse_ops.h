@@ -31,6 +31,8 @@ struct snapfs {
 	const char *zero;	/* a read-only buffer of zero_len zero bytes */
 	bool reply_splice;	/* answer view reads by splicing from the
 				   layers' fds instead of from their maps */
+	bool reply_gather;	/* gather reads of several pieces in one
+				   io_uring submission (gather.h) */
 	bool posix_acl;		/* ask the kernel to enforce POSIX ACLs
 				   (set with allow_other, which implies
 				   default_permissions) */

@@ -25,6 +25,7 @@
 #include "dirwatch.h"
 #include "flatten.h"
 #include "fuse_ops.h"
+#include "gather.h"
 #include "log.h"
 #include "node.h"
 #include "prefetch.h"
@@ -129,8 +130,10 @@ static void usage(const char *prog)
 	       "    -o keep_diffs=K        diffs kept above the new base (default 2)\n"
 	       "    -o compact_rate=MB     compaction writes at most MB MiB/s\n"
 	       "                           (default 256; 0: unlimited)\n"
-	       "    -o read_reply=splice|mmap  answer reads by splicing from the\n"
-	       "                           layers (default) or from mappings\n"
+	       "    -o read_reply=auto|gather|splice|mmap  answer reads of several\n"
+	       "                           pieces with one io_uring submission\n"
+	       "                           where the kernel allows (auto, default),\n"
+	       "                           always by splicing, or from mappings\n"
 	       "    -o open_rw=refuse|private  O_RDWR opens of layered files: refused\n"
 	       "                           (default), or let in for a VMM that maps\n"
 	       "                           its memory file private (QEMU before 8.2);\n"
@@ -166,11 +169,11 @@ static void usage(const char *prog)
  * Raises the soft limit on open files to the hard one and splits it
  * (doc/design.md §9.6): *nodes for the fds the inode table keeps for
  * STORE's entries (asked, or a quarter of the limit, at most 16384), a
- * reserve for the library, the watcher, the compactor and directory scans,
- * and *files for open files: the layers of open views and plain files.
+ * reserve for the library, the watcher, the compactor, directory scans and
+ * a ring per worker thread (threads: gather.h), and *files for open files: the layers of open views and plain files.
  * Returns 0, or -1 if fd_budget leaves nothing for open files.
  */
-static int split_nofile(unsigned asked, unsigned *nodes, size_t *files)
+static int split_nofile(unsigned asked, unsigned threads, unsigned *nodes, size_t *files)
 {
 	struct rlimit rl;
 	rlim_t limit, reserve;
@@ -192,6 +195,7 @@ static int split_nofile(unsigned asked, unsigned *nodes, size_t *files)
 	limit = rl.rlim_cur;
 	*nodes = asked ? asked : limit / 4 > 16384 ? 16384 : (unsigned)(limit / 4);
 	reserve = limit / 8 < 16 ? 16 : limit / 8 > 1024 ? 1024 : limit / 8;
+	reserve += threads;
 	if (limit < (rlim_t)*nodes + reserve + 4) {
 		log_err("fd_budget=%u leaves too few of the %llu open files allowed "
 			"(ulimit -n) for open views", *nodes, (unsigned long long)limit);
@@ -235,8 +239,9 @@ static int check_options(const struct options *o)
 		return -1;
 	}
 	if (o->read_reply && strcmp(o->read_reply, "mmap") != 0 &&
-	    strcmp(o->read_reply, "splice") != 0) {
-		log_err("read_reply=%s: must be mmap or splice", o->read_reply);
+	    strcmp(o->read_reply, "splice") != 0 && strcmp(o->read_reply, "auto") != 0 &&
+	    strcmp(o->read_reply, "gather") != 0) {
+		log_err("read_reply=%s: must be auto, gather, splice or mmap", o->read_reply);
 		return -1;
 	}
 	if (o->open_rw && openmode_parse(o->open_rw, &(enum open_rw){ 0 }) != 0) {
@@ -374,7 +379,8 @@ int main(int argc, char *argv[])
 		goto out_args;
 	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") || add_fsname(&args, o.store))
 		goto out_args;
-	if (split_nofile(o.fd_budget, &fd_budget, &file_budget))
+	if (split_nofile(o.fd_budget, gather_supported() ? o.max_threads : 0,
+			 &fd_budget, &file_budget))
 		goto out_args;
 	preload_unwinder();
 
@@ -387,7 +393,16 @@ int main(int argc, char *argv[])
 	fs.zero_len = ZERO_LEN;
 	fs.entry_timeout = o.entry_timeout;
 	fs.revalidate = o.revalidate;
-	fs.reply_splice = !o.read_reply || strcmp(o.read_reply, "splice") == 0;
+	fs.reply_splice = !o.read_reply || strcmp(o.read_reply, "mmap") != 0;
+	fs.reply_gather = !o.read_reply || strcmp(o.read_reply, "auto") == 0 ||
+			  strcmp(o.read_reply, "gather") == 0;
+	if (fs.reply_gather && !gather_supported()) {
+		fs.reply_gather = false;
+		if (o.read_reply)	/* asked for by name */
+			log_warn("read_reply=gather: no io_uring here (%s); reads splice",
+				 GATHER_BUILT ? "the kernel refuses a ring" :
+				 "built without liburing");
+	}
 	fs.attr_timeout = o.attr_timeout;
 	if (o.open_rw)
 		openmode_parse(o.open_rw, &fs.open_rw);	/* checked above */

@@ -19,6 +19,9 @@ enum stat_id {
 	STAT_BYTES_SPLICE,
 	STAT_READS_MMAP,	/* view reads answered from the layers' maps */
 	STAT_BYTES_MMAP,
+	STAT_READS_GATHER,	/* view reads gathered in one io_uring
+				   submission (gather.h) */
+	STAT_BYTES_GATHER,
 	STAT_BYTES_ZERO,	/* of those bytes, holes sent as zeros */
 	STAT_READS_PLAIN,	/* reads of ordinary files of STORE */
 	STAT_BYTES_PLAIN,

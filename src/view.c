@@ -351,17 +351,41 @@ int view_build_error(struct view *v, char *why, size_t len)
 	return state < 0 ? state : 0;
 }
 
+int view_layer_short(struct view *v, int32_t l, bool *first, char *why, size_t len)
+{
+	struct stat st;
+
+	*first = false;
+	if (__atomic_load_n(&v->broken, __ATOMIC_RELAXED))
+		return -EIO;
+	if (fstat(v->layers[l].fd, &st) < 0 || (uint64_t)st.st_size >= v->size)
+		return 0;	/* an fstat error shows in the read */
+	if (!__atomic_exchange_n(&v->broken, 1, __ATOMIC_RELAXED)) {
+		*first = true;
+		snprintf(why, len, "layer %s is now %llu bytes, shorter than the "
+			 "view's %llu: it was truncated after it was published; "
+			 "reads answer EIO", v->layers[l].fname,
+			 (unsigned long long)st.st_size, (unsigned long long)v->size);
+	}
+	return -EIO;
+}
+
+bool view_is_broken(const struct view *v)
+{
+	return __atomic_load_n(&v->broken, __ATOMIC_RELAXED);
+}
+
 int view_check_read(struct view *v, const struct view_piece *p, size_t n,
 		    bool *first, char *why, size_t len)
 {
 	uint64_t seen[4] = { 0 };	/* layers fstat'ed, for the first 256 */
 
 	*first = false;
-	if (__atomic_load_n(&v->broken, __ATOMIC_RELAXED))
+	if (view_is_broken(v))
 		return -EIO;
 	for (size_t i = 0; i < n; i++) {
 		int32_t l = p[i].layer;
-		struct stat st;
+		int ret;
 
 		if (l == VIEW_ZERO)
 			continue;
@@ -370,16 +394,9 @@ int view_check_read(struct view *v, const struct view_piece *p, size_t n,
 				continue;
 			seen[l / 64] |= 1ULL << (l % 64);
 		}
-		if (fstat(v->layers[l].fd, &st) < 0 || (uint64_t)st.st_size >= v->size)
-			continue;	/* an fstat error shows in the read */
-		if (!__atomic_exchange_n(&v->broken, 1, __ATOMIC_RELAXED)) {
-			*first = true;
-			snprintf(why, len, "layer %s is now %llu bytes, shorter than the "
-				 "view's %llu: it was truncated after it was published; "
-				 "reads answer EIO", v->layers[l].fname,
-				 (unsigned long long)st.st_size, (unsigned long long)v->size);
-		}
-		return -EIO;
+		ret = view_layer_short(v, l, first, why, len);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }

@@ -255,6 +255,15 @@ int view_check_read(struct view *v, const struct view_piece *p, size_t n,
 		    bool *first, char *why, size_t len);
 
 /*
+ * view_check_read() for the one layer l, after a read from it came back
+ * short (gathered reads learn it from the read itself, gather.h): 0 if the
+ * layer is still as long as the view, else -EIO, the view marked broken as
+ * view_check_read() does. view_is_broken(): whether it is.
+ */
+int view_layer_short(struct view *v, int32_t l, bool *first, char *why, size_t len);
+bool view_is_broken(const struct view *v);
+
+/*
  * lseek(SEEK_DATA / SEEK_HOLE) on the view: holes are the VIEW_ZERO
  * segments, and the end of the file. Waits for the map (view_wait()).
  * Returns the offset, or -ENXIO when off is at or past the end (or no data

@@ -66,7 +66,9 @@ if [ "$BENCH_STANDIN" = 1 ]; then
 	SNAPFS_OPTS=""
 else
 	SNAPFS=${SNAPFS:-$BUILDDIR/snapfs}
-	SNAPFS_OPTS="-o compact=off $BENCH_SNAPFS_OPTS"
+	# The read path alone: no compaction, no pushes into the page cache
+	# (the restore benchmark measures those).
+	SNAPFS_OPTS="-o compact=off -o prefetch=off $BENCH_SNAPFS_OPTS"
 fi
 FUSERMOUNT=${FUSERMOUNT:-fusermount3}
 NAME=memory.bin
@@ -208,6 +210,11 @@ fuse_run() {
 	shift 2
 	if [ "$kind" = snapfs ]; then warm "$d" chain; else warm "$d" flat; fi
 	mount_fs "$kind" "$src" "$W/mnt"
+	# snapfs builds the view's map on a fresh mount while it already
+	# serves reads; the read patterns measure the path after that (the
+	# first-read figures below measure the build).
+	[ "$kind" = snapfs ] && [ "$BENCH_STANDIN" != 1 ] && [ "${PRIME:-0}" = 1 ] &&
+		{ "$READBENCH" prime "$W/mnt/$NAME" >/dev/null || die "priming the view failed"; }
 	cmd=""
 	for a in "$@"; do
 		[ "$a" = @ ] && a=$W/mnt/$NAME
@@ -348,7 +355,7 @@ one_run() {
 	case $1 in
 	pt) fuse_run pt "$W/flat$2" "$READBENCH" "$3" @ $4 -s "$5"; sp="$sp $FR" ;;
 	ptn) fuse_run ptn "$W/flat$2" "$READBENCH" "$3" @ $4 -s "$5"; spn="$spn $FR" ;;
-	snapfs) fuse_run snapfs "$W/store$2" "$READBENCH" "$3" @ $4 -s "$5"; ss="$ss $FR" ;;
+	snapfs) PRIME=1; fuse_run snapfs "$W/store$2" "$READBENCH" "$3" @ $4 -s "$5"; PRIME=0; ss="$ss $FR" ;;
 	esac
 }
 
@@ -443,17 +450,18 @@ report() {
 	echo "- snapfs: $snapver${SNAPFS_OPTS:+, options: $SNAPFS_OPTS}"
 	echo "- layers: ${BENCH_SIZE_MB} MiB dense base, diffs with ${BENCH_DIRTY_PCT}% scattered dirty 4 KiB pages each, on $fstype ($BENCH_DIR); page cache warm: the data ranges of the layers and the merged file are re-read before every run (this machine proactively evicts page cache idle for ~1 min, and spliced reads may move pages out of the backing files)"
 	echo "- every number is the median of $BENCH_REPS runs; every FUSE run is on a fresh mount (cold FUSE page cache, warm backing files); keep_cache on in both daemons"
-	echo "- passthrough FUSE: tests/bench/passthrough_ro over the merged file, answering reads as snapfs does (splice with FUSE_BUF_SPLICE_MOVE, keep_cache, 16 threads); *no page moves*: the same daemon with -o nomove (informative; the targets are against the former)"
+	echo "- passthrough FUSE (the ceiling): tests/bench/passthrough_ro over the merged file, configured as snapfs is: splice without page moves (-o nomove), keep_cache, 16 threads; *with page moves*: the same daemon splicing with FUSE_BUF_SPLICE_MOVE (informative)"
+	echo "- snapfs: the view's map is built before each timed run (readbench prime: SEEK_HOLE waits for it); the first-read figures measure the build"
 	echo "- rand: $BENCH_RAND_COUNT distinct random 4 KiB preads; fault: mmap(MAP_PRIVATE, PROT_READ), $BENCH_FAULT_COUNT distinct random pages touched (time per page touched, lower is better)"
 	echo
 	echo "### Reads (ratios are speed ratios: > 1 means snapfs is faster; for faults the µs are inverted)"
 	echo
-	echo "| depth | pattern | direct | passthrough FUSE | snapfs | snapfs / direct | snapfs / passthrough | target ≥ 0.90 | passthrough, no page moves | snapfs / that |"
+	echo "| depth | pattern | direct | passthrough FUSE | snapfs | snapfs / direct | snapfs / passthrough | target ≥ 0.90 | passthrough with page moves | snapfs / that |"
 	echo "|---:|---|---:|---:|---:|---:|---:|:---:|---:|---:|"
 	for d in $BENCH_DEPTHS; do
 		for pat in seq rand fault; do
 			a="" b="" c="" n=""
-			eval "a=\$direct_${pat}_$d b=\$pt_${pat}_$d c=\$snap_${pat}_$d n=\$ptn_${pat}_$d"
+			eval "a=\$direct_${pat}_$d b=\$ptn_${pat}_$d c=\$snap_${pat}_$d n=\$pt_${pat}_$d"
 			case $pat in
 			seq) label="seq 1 MiB read"; f="%.2f GB/s"; inv="" ;;
 			rand) label="random 4 KiB pread"; f="%.0f IOPS"; inv="" ;;

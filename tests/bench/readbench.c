@@ -59,7 +59,7 @@ static void die(const char *what, const char *file)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s seq|rand|fault|first|opens|evict FILE [-n COUNT] [-s SEED]\n"
+		"usage: %s seq|rand|fault|first|prime|opens|evict FILE [-n COUNT] [-s SEED]\n"
 		"       %s warm FILE...\n"
 		"       %s publish TMP LAYER FILE\n"
 		"       %s gen FILE -m MIB -s SEED [-p PERCENT]\n",
@@ -237,6 +237,26 @@ static int mode_first(const char *file)
 	printf("first %.1f us\n", (t1 - t0) * 1e6);
 	close(fd);
 	free(buf);
+	return 0;
+}
+
+/*
+ * Opens the file and asks where its first hole is: snapfs answers
+ * SEEK_HOLE from the view's map, so this returns once the map is built
+ * (what a timed run after it then does not pay: the first-read figures
+ * measure that). Prints the time taken.
+ */
+static int mode_prime(const char *file)
+{
+	double t0 = now();
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		die("opening", file);
+	if (lseek(fd, 0, SEEK_HOLE) < 0)
+		die("SEEK_HOLE on", file);
+	printf("prime %.1f us\n", (now() - t0) * 1e6);
+	close(fd);
 	return 0;
 }
 
@@ -538,6 +558,8 @@ int main(int argc, char *argv[])
 		return mode_fault(argv[0], count ? count : 50000, seed);
 	if (!strcmp(mode, "first"))
 		return mode_first(argv[0]);
+	if (!strcmp(mode, "prime"))
+		return mode_prime(argv[0]);
 	if (!strcmp(mode, "evict"))
 		return mode_evict(argv[0]);
 	if (!strcmp(mode, "opens"))

@@ -120,7 +120,7 @@ fi
 umount_snapfs "$M"
 
 # ---- 4. a base truncated under an open fd ----
-want 4 && for mode in splice mmap; do
+want 4 && for mode in splice mmap gather; do
 	mk_chain "$S/vm" "trunc-$mode" "$R/trunc-$mode"
 	: >"$T/snapfs.log"
 	mount_snapfs "$S" "$M" -o compact=off,read_reply=$mode
