@@ -628,9 +628,39 @@ static int passthrough_view(fuse_req_t req, fuse_ino_t ino, struct node *n,
 	return ret;
 }
 
+/*
+ * Writes the mount's read-ahead window (struct snapfs) once, at the first
+ * open: the kernel has taken the INIT reply by then, and a file's window
+ * is fixed when its open returns, so even this open gets it. Without root
+ * it stays the kernel's, with a warning if -o readahead_kb asked for it.
+ */
+static void readahead_apply(struct snapfs *fs)
+{
+	char val[16];
+	int fd, len, err = 0;
+
+	if (!__atomic_exchange_n(&fs->readahead_pending, false, __ATOMIC_ACQ_REL))
+		return;
+	len = snprintf(val, sizeof(val), "%u", fs->readahead_kb);
+	fd = open(fs->readahead_path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, val, (size_t)len) != len)
+		err = errno;
+	if (fd >= 0)
+		close(fd);
+	if (err)
+		snapfs_log(fs->readahead_asked ? FUSE_LOG_WARNING : FUSE_LOG_DEBUG,
+			   "readahead_kb=%u: cannot set %s (%s): the kernel's window "
+			   "stays", fs->readahead_kb, fs->readahead_path, strerror(err));
+	else
+		log_debug("readahead_kb=%u: set in %s", fs->readahead_kb,
+			  fs->readahead_path);
+}
+
 static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
+	if (__atomic_load_n(&fs_of(req)->readahead_pending, __ATOMIC_ACQUIRE))
+		readahead_apply(fs_of(req));
 	struct snapfs *fs = fs_of(req);
 	struct node *n;
 	enum open_verdict how;
@@ -875,20 +905,26 @@ static struct fuse_bufvec *bufvec_of_pieces(const struct snapfs *fs,
 /*
  * Whether a read is better gathered (gather.h) than spliced: when it has
  * two or more pieces of data (a splice and, for the truncation check, an
- * fstat each), or is under two pages (libfuse copies those anyway). One
- * long piece of data splices without a copy.
+ * fstat each), is under two pages (libfuse copies those anyway), or is
+ * more than a pipe holds (libfuse would then read it into a buffer it
+ * allocates for the one reply). One piece of data splices without a copy.
  */
-static bool gather_worth(const struct view_piece *p, size_t n)
+static bool gather_worth(const struct snapfs *fs, const struct view_piece *p, size_t n)
 {
-	size_t data = 0;
+	size_t data = 0, bufs = 0;
 	uint64_t bytes = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		bytes += p[i].len;
+		bufs += piece_bufs(fs, &p[i]);
 		if (p[i].fd >= 0)
 			data++;
 	}
-	return data >= 2 || (data == 1 && bytes < 2 * 4096);
+	if (data == 0)
+		return false;
+	/* libfuse's pipe: a page per buffer and the header's, and the data */
+	return data >= 2 || bytes < 2 * 4096 ||
+	       bytes + 4096 * (bufs + 2) > fs->pipe_max;
 }
 
 /*
@@ -965,7 +1001,7 @@ static void reply_view_read(fuse_req_t req, struct snapfs *fs, struct view *v,
 	/* A layer cut short under us would make the reply short, which the
 	 * kernel takes for EOF (splice), or fault the copy (mappings). A
 	 * gathered read learns it from the read itself. */
-	if (fs->reply_gather && gather_worth(pieces, n)) {
+	if (fs->reply_gather && gather_worth(fs, pieces, n)) {
 		if (reply_gathered(req, fs, v, pieces, n)) {
 			if (pieces != stack_p)
 				free(pieces);

@@ -33,6 +33,15 @@ struct snapfs {
 				   layers' fds instead of from their maps */
 	bool reply_gather;	/* gather reads of several pieces in one
 				   io_uring submission (gather.h) */
+	size_t pipe_max;	/* the largest pipe a splice can have
+				   (fs.pipe-max-size) */
+	/* The mount's read-ahead window, set at the first open: FUSE starts
+	 * at 128 KiB; a larger one sends the daemon several requests at
+	 * once and a faulting VM fewer round trips. */
+	bool readahead_pending;	/* atomic: still to be written */
+	bool readahead_asked;	/* -o readahead_kb given: warn if it fails */
+	unsigned readahead_kb;
+	char readahead_path[64];	/* the bdi's read_ahead_kb in sysfs */
 	bool posix_acl;		/* ask the kernel to enforce POSIX ACLs
 				   (set with allow_other, which implies
 				   default_permissions) */

@@ -9,6 +9,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <stddef.h>
@@ -53,6 +54,7 @@ struct options {
 	char *prefetch;
 	unsigned prefetch_mb;
 	unsigned prefetch_rate;
+	unsigned readahead_kb;
 	char *passthrough;
 	char *flatten;
 	int ready_fd;
@@ -79,6 +81,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("prefetch=%s", prefetch),
 	OPT("prefetch_mb=%u", prefetch_mb),
 	OPT("prefetch_rate=%u", prefetch_rate),
+	OPT("readahead_kb=%u", readahead_kb),
 	OPT("passthrough=%s", passthrough),
 	OPT("flatten=%s", flatten),
 	OPT("attr_timeout=%lf", attr_timeout),
@@ -134,6 +137,8 @@ static void usage(const char *prog)
 	       "                           pieces with one io_uring submission\n"
 	       "                           where the kernel allows (auto, default),\n"
 	       "                           always by splicing, or from mappings\n"
+	       "    -o readahead_kb=N      the mount's read-ahead and fault-around\n"
+	       "                           window (default 1024; 0: the kernel's)\n"
 	       "    -o open_rw=refuse|private  O_RDWR opens of layered files: refused\n"
 	       "                           (default), or let in for a VMM that maps\n"
 	       "                           its memory file private (QEMU before 8.2);\n"
@@ -203,6 +208,51 @@ static int split_nofile(unsigned asked, unsigned threads, unsigned *nodes, size_
 	}
 	*files = limit == RLIM_INFINITY ? 0 : (size_t)(limit - *nodes - reserve);
 	return 0;
+}
+
+/* The read-ahead window snapfs gives its mount unless told otherwise
+ * (-o readahead_kb; doc/performance.md, "Read-ahead"). */
+#define READAHEAD_KB 1024
+
+/* fs.pipe-max-size: how large libfuse can make a splice pipe (1 MiB if
+ * it cannot be read). */
+static size_t pipe_max_size(void)
+{
+	unsigned long v = 0;
+	FILE *f = fopen("/proc/sys/fs/pipe-max-size", "re");
+
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v ? (size_t)v : 1 << 20;
+}
+
+/*
+ * Where the mount's read-ahead window is set (fuse_ops.h, readahead_*):
+ * its backing device info's read_ahead_kb in sysfs, found with a statx
+ * that does not ask the daemon (AT_STATX_DONT_SYNC): it is not serving
+ * yet. The window is written at the first open, after the kernel has taken
+ * the INIT reply, which would cut it back to the 128 KiB FUSE starts with.
+ */
+static void plan_readahead(struct snapfs *fs, const char *mountpoint, unsigned kb,
+			   bool asked)
+{
+	struct statx stx;
+
+	if (statx(AT_FDCWD, mountpoint, AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0) {
+		if (asked)
+			log_warn("readahead_kb=%u: cannot stat %s: %s", kb, mountpoint,
+				 strerror(errno));
+		return;
+	}
+	snprintf(fs->readahead_path, sizeof(fs->readahead_path),
+		 "/sys/class/bdi/%u:%u/read_ahead_kb", stx.stx_dev_major,
+		 stx.stx_dev_minor);
+	fs->readahead_kb = kb;
+	fs->readahead_asked = asked;
+	__atomic_store_n(&fs->readahead_pending, true, __ATOMIC_RELEASE);
 }
 
 /*
@@ -325,6 +375,7 @@ int main(int argc, char *argv[])
 		.attr_timeout = 1.0,
 		.ready_fd = -1,
 		.max_threads = 16,
+		.readahead_kb = UINT_MAX,	/* not given: READAHEAD_KB */
 		.compact_threshold = 8,
 		.keep_diffs = 2,
 		.compact_rate = 256,
@@ -394,6 +445,7 @@ int main(int argc, char *argv[])
 	fs.entry_timeout = o.entry_timeout;
 	fs.revalidate = o.revalidate;
 	fs.reply_splice = !o.read_reply || strcmp(o.read_reply, "mmap") != 0;
+	fs.pipe_max = pipe_max_size();
 	fs.reply_gather = !o.read_reply || strcmp(o.read_reply, "auto") == 0 ||
 			  strcmp(o.read_reply, "gather") == 0;
 	if (fs.reply_gather && !gather_supported()) {
@@ -436,6 +488,10 @@ int main(int argc, char *argv[])
 		goto out_session;
 	if (fuse_session_mount(se, copts.mountpoint) != 0)
 		goto out_signals;
+	if (o.readahead_kb == UINT_MAX)
+		plan_readahead(&fs, copts.mountpoint, READAHEAD_KB, false);
+	else if (o.readahead_kb)
+		plan_readahead(&fs, copts.mountpoint, o.readahead_kb, true);
 	log_info("serving %s at %s", o.store, copts.mountpoint);
 	signal_ready(o.ready_fd);
 	if (!copts.foreground)

@@ -203,13 +203,76 @@ static size_t find_seg(const struct view_seg *seg, size_t nseg, uint64_t off)
 	return lo;
 }
 
-size_t view_find(const struct view *v, uint64_t off)
+/*
+ * The first-level index of a built map: for every 2^index_shift bytes of
+ * the view, the segment holding its first byte. A lookup then binary
+ * searches only the segments of one stretch, a few cache lines, instead
+ * of the whole map: at depth 64 nearly every page is its own segment, and
+ * a 2 GiB view's map is half a million of them, far more than the CPU's
+ * cache holds. At most INDEX_MAX + 2 entries (16 KiB); small maps have
+ * none, and a map without one (no memory) is searched whole.
+ */
+#define INDEX_MIN_SEGS 256
+#define INDEX_MAX 4096
+#define INDEX_MIN_SHIFT 16
+
+static void build_index(struct view *v)
 {
-	return find_seg(v->seg, v->nseg, off);
+	unsigned shift = INDEX_MIN_SHIFT;
+	size_t n, i = 0;
+	uint32_t *idx;
+
+	if (v->nseg < INDEX_MIN_SEGS || v->nseg > UINT32_MAX)
+		return;
+	while ((v->size >> shift) > INDEX_MAX)
+		shift++;
+	n = (size_t)(v->size >> shift) + 1;
+	idx = malloc(n * sizeof(*idx));
+	if (!idx)
+		return;
+	for (size_t k = 0; k < n; k++) {
+		uint64_t off = (uint64_t)k << shift;
+
+		while (i + 1 < v->nseg && v->seg[i + 1].off <= off)
+			i++;
+		idx[k] = (uint32_t)i;
+	}
+	v->seg_index = idx;
+	v->index_len = n;
+	v->index_shift = shift;
 }
 
-/* view_map_read() over segments seg[0..nseg] of v's layers. */
-static size_t map_read(const struct view *v, const struct view_seg *seg,
+/* find_seg() over v's own map, through its index where it has one. */
+static size_t find_seg_indexed(const struct view *v, uint64_t off)
+{
+	size_t k, lo, hi;
+
+	if (!v->seg_index)
+		return find_seg(v->seg, v->nseg, off);
+	k = (size_t)(off >> v->index_shift);
+	lo = v->seg_index[k];
+	/* The segment holding the next stretch's first byte starts at or
+	 * before it, so off's segment is at most that one. */
+	hi = k + 1 < v->index_len ? (size_t)v->seg_index[k + 1] + 1 : v->nseg;
+	while (hi - lo > 1) {	/* seg[lo].off <= off < seg[hi].off */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (v->seg[mid].off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+size_t view_find(const struct view *v, uint64_t off)
+{
+	return find_seg_indexed(v, off);
+}
+
+/* view_map_read() over segments seg[0..nseg] of v's layers: v's own
+ * map (built) or, before it is, one flattened for the read (probed). */
+static size_t map_read(const struct view *v, bool probed, const struct view_seg *seg,
 		       size_t nseg, uint64_t off, uint64_t len,
 		       struct view_piece *p, size_t max)
 {
@@ -219,7 +282,8 @@ static size_t map_read(const struct view *v, const struct view_seg *seg,
 	if (off >= v->size || len == 0)
 		return 0;
 	end = len > v->size - off ? v->size : off + len;
-	for (i = find_seg(seg, nseg, off); off < end; i++) {
+	i = probed ? find_seg(seg, nseg, off) : find_seg_indexed(v, off);
+	for (; off < end; i++) {
 		uint64_t segend = seg[i + 1].off;
 		uint64_t n = (segend < end ? segend : end) - off;
 
@@ -241,7 +305,7 @@ static size_t map_read(const struct view *v, const struct view_seg *seg,
 size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
 		     struct view_piece *p, size_t max)
 {
-	return map_read(v, v->seg, v->nseg, off, len, p, max);
+	return map_read(v, false, v->seg, v->nseg, off, len, p, max);
 }
 
 /*
@@ -249,19 +313,19 @@ size_t view_map_read(const struct view *v, uint64_t off, uint64_t len,
  * in stack (max entries) if they fit, else in a malloc'd array. 0 or
  * -ENOMEM.
  */
-static int pieces_of(const struct view *v, const struct view_seg *seg,
+static int pieces_of(const struct view *v, bool probed, const struct view_seg *seg,
 		     size_t nseg, uint64_t off, uint64_t len,
 		     struct view_piece *stack, size_t max,
 		     struct view_piece **out, size_t *n)
 {
 	*out = stack;
-	*n = map_read(v, seg, nseg, off, len, stack, max);
+	*n = map_read(v, probed, seg, nseg, off, len, stack, max);
 	if (*n <= max)
 		return 0;
 	*out = malloc(*n * sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
-	map_read(v, seg, nseg, off, len, *out, *n);
+	map_read(v, probed, seg, nseg, off, len, *out, *n);
 	return 0;
 }
 
@@ -298,7 +362,7 @@ static int probe_read(const struct view *v, uint64_t off, uint64_t len,
 	ret = view_flatten(v->size, (const struct extent_map *const *)maps,
 			   v->nlayers, &seg, &nseg);
 	if (ret == 0)
-		ret = pieces_of(v, seg, nseg, off, len, stack, max, out, n);
+		ret = pieces_of(v, true, seg, nseg, off, len, stack, max, out, n);
 	stats_add(STAT_READS_PROBED, 1);
 out:
 	for (unsigned i = 0; i < v->nlayers; i++)
@@ -323,7 +387,7 @@ int view_read_pieces(struct view *v, uint64_t off, uint64_t len,
 		return 0;
 	if (state == VIEW_BUILDING)
 		return probe_read(v, off, len, stack, max, out, n, why, whylen);
-	return pieces_of(v, v->seg, v->nseg, off, len, stack, max, out, n);
+	return pieces_of(v, false, v->seg, v->nseg, off, len, stack, max, out, n);
 }
 
 int view_wait(struct view *v)
@@ -789,6 +853,7 @@ static void view_free(struct view *v)
 	}
 	free(v->layers);
 	free(v->seg);
+	free(v->seg_index);
 	free(v->label);
 	free(v->build_why);
 	pthread_cond_destroy(&v->built);
@@ -1159,10 +1224,12 @@ static int finish_map(struct build *b, char *why, size_t len)
 	}
 	if (!ret)
 		ret = view_flatten(v->size, maps, v->nlayers, &v->seg, &v->nseg);
-	if (!ret)
+	if (!ret) {
 		for (size_t i = 0; i < v->nseg; i++)
 			if (v->seg[i].layer != VIEW_ZERO)
 				v->data_bytes += v->seg[i + 1].off - v->seg[i].off;
+		build_index(v);
+	}
 	for (unsigned i = 0; i < v->nlayers; i++)
 		if (b->ents[i])
 			cache_put(v->env->cache, b->ents[i]);

@@ -53,11 +53,16 @@ struct view {
 	uint64_t size;
 	unsigned nlayers;	/* base first */
 	struct view_layer *layers;
-	/* seg, nseg and data_bytes: not to be read before state is
-	   VIEW_BUILT (view_wait()) */
+	/* seg, nseg, data_bytes and the index: not to be read before
+	   state is VIEW_BUILT (view_wait()) */
 	size_t nseg;
 	struct view_seg *seg;	/* nseg + 1 entries: seg[nseg].off == size */
 	uint64_t data_bytes;	/* bytes not served as zero */
+	uint32_t *seg_index;	/* of big maps, or NULL: seg_index[k] is
+				   the segment holding k << index_shift, so
+				   a lookup searches one stretch of seg */
+	size_t index_len;
+	unsigned index_shift;
 	int state;		/* atomic: VIEW_BUILT, VIEW_BUILDING, or
 				   the -errno its build failed with */
 	char *build_why;	/* the cause of a failed build; lock */

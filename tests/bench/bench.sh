@@ -17,8 +17,11 @@
 #   BENCH_OUT=$BUILDDIR/bench-results.md   the report (-o FILE)
 #   BENCH_KEEP=0           1 keeps the work directory and logs (-k)
 #   BENCH_SNAPFS_OPTS=     extra options for snapfs, e.g. "-o read_reply=mmap"
-#                          (-o compact=off is always given: the chains must
-#                          keep their depth during the run)
+#                          (-o compact=off -o prefetch=off are always given:
+#                          the chains keep their depth, and the read path is
+#                          measured alone)
+#   BENCH_READAHEAD_KB=1024  the read-ahead window of the second ceiling run
+#                          (snapfs's readahead_kb default)
 #   BENCH_STANDIN=0        1: passthrough_ro plays snapfs (harness smoke test)
 #   SNAPFS, PASSTHROUGH, READBENCH, EAGER_MERGE: binaries (default in BUILDDIR)
 
@@ -37,6 +40,7 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_SNAPFS_OPTS=${BENCH_SNAPFS_OPTS:-}
 BENCH_STANDIN=${BENCH_STANDIN:-0}
 BENCH_SEED=${BENCH_SEED:-1}
+BENCH_READAHEAD_KB=${BENCH_READAHEAD_KB:-1024}	# snapfs's default readahead_kb
 
 usage() {
 	sed -n '3,/^$/s/^# \{0,1\}//p' "$0"
@@ -157,10 +161,11 @@ run() {
 	echo "$out" | awk '{ print $2 }'
 }
 
-# mount_fs KIND SRC MNT: starts daemon KIND in the foreground (snapfs; pt,
-# the passthrough ceiling as snapfs is configured, with splice page moves;
-# ptn, the passthrough without page moves) and
-# waits for its ready_fd byte; sets MPID.  Dies if it never gets ready.
+# mount_fs KIND SRC MNT: starts daemon KIND in the foreground (snapfs; ptn,
+# the passthrough ceiling configured as snapfs is, splicing without page
+# moves, with the kernel's 128 KiB read-ahead; pt, the same with snapfs's
+# read-ahead window, BENCH_READAHEAD_KB) and waits for its ready_fd byte;
+# sets MPID.  Dies if it never gets ready.
 mount_fs() {
 	fifo=$W/ready.fifo
 	rm -f "$fifo"
@@ -173,7 +178,7 @@ mount_fs() {
 	elif [ "$1" = ptn ]; then
 		"$PASSTHROUGH" -f -o ready_fd=3 -o nomove "$2" "$3" 3>"$fifo" 2>>"$LOG" &
 	else
-		"$PASSTHROUGH" -f -o ready_fd=3 "$2" "$3" 3>"$fifo" 2>>"$LOG" &
+		"$PASSTHROUGH" -f -o ready_fd=3 -o nomove "$2" "$3" 3>"$fifo" 2>>"$LOG" &
 	fi
 	MPID=$!
 	MOUNTED="$MOUNTED $3"
@@ -183,6 +188,13 @@ mount_fs() {
 	if [ "$got" != 1 ]; then
 		tail -n 20 "$LOG" >&2
 		die "$1 did not become ready on $3"
+	fi
+	if [ "$1" = pt ]; then
+		# after the kernel took the INIT reply (a stat waits for it),
+		# which would cut the window back to 128 KiB
+		stat "$3" >/dev/null
+		echo "$BENCH_READAHEAD_KB" >"/sys/class/bdi/$(mountpoint -d "$3")/read_ahead_kb" ||
+			die "cannot set the passthrough's read-ahead"
 	fi
 }
 
@@ -384,7 +396,7 @@ for d in $BENCH_DEPTHS; do
 			done
 			r=$((r + 1))
 		done
-		note "depth $d $pat: direct$sd | passthrough$sp | passthrough-nomove$spn | snapfs$ss"
+		note "depth $d $pat: direct$sd | passthrough ${BENCH_READAHEAD_KB} KiB$sp | passthrough 128 KiB$spn | snapfs$ss"
 		# shellcheck disable=SC2086
 		eval "direct_${pat}_$d=$(median $sd)"
 		# shellcheck disable=SC2086
@@ -393,7 +405,7 @@ for d in $BENCH_DEPTHS; do
 		eval "ptn_${pat}_$d=$(median $spn)"
 		# shellcheck disable=SC2086
 		eval "snap_${pat}_$d=$(median $ss)"
-		eval "samples_${pat}_$d=\"direct$sd; passthrough$sp; passthrough without moves$spn; snapfs$ss\""
+		eval "samples_${pat}_$d=\"direct$sd; passthrough, ${BENCH_READAHEAD_KB} KiB read-ahead$sp; passthrough, 128 KiB$spn; snapfs$ss\""
 	done
 done
 
@@ -450,14 +462,14 @@ report() {
 	echo "- snapfs: $snapver${SNAPFS_OPTS:+, options: $SNAPFS_OPTS}"
 	echo "- layers: ${BENCH_SIZE_MB} MiB dense base, diffs with ${BENCH_DIRTY_PCT}% scattered dirty 4 KiB pages each, on $fstype ($BENCH_DIR); page cache warm: the data ranges of the layers and the merged file are re-read before every run (this machine proactively evicts page cache idle for ~1 min, and spliced reads may move pages out of the backing files)"
 	echo "- every number is the median of $BENCH_REPS runs; every FUSE run is on a fresh mount (cold FUSE page cache, warm backing files); keep_cache on in both daemons"
-	echo "- passthrough FUSE (the ceiling): tests/bench/passthrough_ro over the merged file, configured as snapfs is: splice without page moves (-o nomove), keep_cache, 16 threads; *with page moves*: the same daemon splicing with FUSE_BUF_SPLICE_MOVE (informative)"
+	echo "- passthrough FUSE (the ceiling): tests/bench/passthrough_ro over the merged file, configured as snapfs is: splice without page moves (-o nomove), keep_cache, 16 threads; run with the kernel's 128 KiB read-ahead window and with snapfs's (${BENCH_READAHEAD_KB} KiB, set in sysfs as snapfs sets it); the target is against the faster of the two in each row"
 	echo "- snapfs: the view's map is built before each timed run (readbench prime: SEEK_HOLE waits for it); the first-read figures measure the build"
 	echo "- rand: $BENCH_RAND_COUNT distinct random 4 KiB preads; fault: mmap(MAP_PRIVATE, PROT_READ), $BENCH_FAULT_COUNT distinct random pages touched (time per page touched, lower is better)"
 	echo
 	echo "### Reads (ratios are speed ratios: > 1 means snapfs is faster; for faults the µs are inverted)"
 	echo
-	echo "| depth | pattern | direct | passthrough FUSE | snapfs | snapfs / direct | snapfs / passthrough | target ≥ 0.90 | passthrough with page moves | snapfs / that |"
-	echo "|---:|---|---:|---:|---:|---:|---:|:---:|---:|---:|"
+	echo "| depth | pattern | direct | passthrough, 128 KiB read-ahead | passthrough, ${BENCH_READAHEAD_KB} KiB | snapfs | snapfs / direct | snapfs / the faster passthrough | target ≥ 0.90 |"
+	echo "|---:|---|---:|---:|---:|---:|---:|---:|:---:|"
 	for d in $BENCH_DEPTHS; do
 		for pat in seq rand fault; do
 			a="" b="" c="" n=""
@@ -467,10 +479,15 @@ report() {
 			rand) label="random 4 KiB pread"; f="%.0f IOPS"; inv="" ;;
 			fault) label="random mmap fault"; f="%.2f µs"; inv=1 ;;
 			esac
-			rp=$(ratio "$c" "$b" "$inv")
+			# the faster ceiling: higher throughput, or fewer µs
+			best=$(awk -v b="$b" -v n="$n" -v inv="$inv" 'BEGIN {
+				if (b !~ /^[0-9.]+$/) { print n; exit }
+				if (n !~ /^[0-9.]+$/) { print b; exit }
+				print (inv ? (n < b ? n : b) : (n > b ? n : b)) }')
+			rp=$(ratio "$c" "$best" "$inv")
 			res=$(check "$rp" ge 0.9)
 			[ "$res" = PASS ] || verdict=FAIL
-			echo "| $d | $label | $(fmt "$a" "$f") | $(fmt "$b" "$f") | $(fmt "$c" "$f") | $(ratio "$c" "$a" "$inv") | $rp | $res | $(fmt "$n" "$f") | $(ratio "$c" "$n" "$inv") |"
+			echo "| $d | $label | $(fmt "$a" "$f") | $(fmt "$b" "$f") | $(fmt "$n" "$f") | $(fmt "$c" "$f") | $(ratio "$c" "$a" "$inv") | $rp | $res |"
 		done
 	done
 	echo

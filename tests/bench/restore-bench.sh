@@ -10,6 +10,8 @@
 #   snapfs-all    the same with -o prefetch=all,prefetch_mb=4096 (the whole
 #                 view fits the budget)
 #   snapfs-mmap   -o prefetch=diffs,read_reply=mmap (cold runs only)
+#   snapfs-splice -o prefetch=diffs,read_reply=splice: no gathered reads
+#                 (not in the default lists)
 #   eager         copy the base, apply the diffs, fsync (eager_merge), then
 #                 the same touches on the merged file
 #   qsd           qemu-storage-daemon's FUSE export of a qcow2 chain holding
@@ -165,6 +167,7 @@ run() {
 		snapfs-diffs) opts=prefetch=diffs ;;
 		snapfs-all) opts=prefetch=all,prefetch_mb=4096 ;;
 		snapfs-mmap) opts=prefetch=diffs,read_reply=mmap ;;
+		snapfs-splice) opts=prefetch=diffs,read_reply=splice ;;
 		esac
 		"$SNAPFS" -f -o compact=off,"$opts" "$S" "$W/mnt" 2>>"$W/snapfs.log" &
 		SNAP_PID=$!

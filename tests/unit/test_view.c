@@ -1050,6 +1050,67 @@ static void test_open_dense_diff(void **state)
 	env_free(&e);
 }
 
+/*
+ * A map big enough for a first-level index (view.c: 256 segments or more):
+ * three diffs write random pages of a 12 MiB base, so the map has a few
+ * thousand segments. view_find() must give what a linear scan of the map
+ * gives at every stretch boundary, around it and at random offsets, and
+ * reads must equal the merge computed here.
+ */
+static void test_open_indexed(void **state)
+{
+	struct unit_dir *ud = *state;
+	const uint64_t size = 3072 * P + 77, npages = 3073;
+	const struct unit_range all = { 0, size };
+	unsigned char *want = malloc(size);
+	struct unit_range r[600];
+	uint64_t s = 42;
+	struct view *v;
+	char why[256];
+	struct env e;
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	assert_non_null(want);
+	e = env_new(64 << 20);
+	unit_sparse_file_c(ud->fd, "mem.0.base", size, &all, 1, 1, want);
+	for (int d = 1; d <= 3; d++) {
+		char name[32];
+
+		for (int i = 0; i < 600; i++) {
+			uint64_t pg = unit_below(&s, npages);
+
+			r[i] = (struct unit_range){ pg * P, pg == npages - 1 ? 77 : P };
+		}
+		snprintf(name, sizeof(name), "mem.%d.diff", d);
+		unit_sparse_file_c(ud->fd, name, size, r, 600, 10 + (uint64_t)d, want);
+	}
+	assert_int_equal(open_name(&e, ud->fd, "mem", NULL, 0, &v, why, sizeof(why)), 0);
+	assert_int_equal(view_wait(v), 0);
+	assert_true(v->nseg >= 256);
+	assert_non_null(v->seg_index);
+	for (int i = 0; i < 20000; i++) {
+		uint64_t off, k = unit_below(&s, v->index_len);
+		size_t lin = 0;
+
+		switch (i % 3) {
+		case 0: off = k << v->index_shift; break;
+		case 1: off = (k << v->index_shift) + unit_below(&s, 2 * P) - P; break;
+		default: off = unit_below(&s, size); break;
+		}
+		if (off >= size)
+			off = size - 1;
+		while (lin + 1 < v->nseg && v->seg[lin + 1].off <= off)
+			lin++;
+		if (view_find(v, off) != lin)
+			fail_msg("offset %llu: segment %zu, a scan says %zu",
+				 (unsigned long long)off, view_find(v, off), lin);
+	}
+	check_content(v, want, size, 7);
+	view_put(v);
+	env_free(&e);
+	free(want);
+}
+
 static void test_open_symlink(void **state)
 {
 	struct unit_dir *ud = *state;
@@ -1266,6 +1327,7 @@ int main(void)
 		T(test_open_one_page),
 		T(test_open_sizes_differ),
 		T(test_open_dense_diff),
+		T(test_open_indexed),
 		T(test_open_symlink),
 		T(test_open_directory),
 		T(test_open_missing_layer),
