@@ -11,7 +11,9 @@
 #                 view fits the budget)
 #   snapfs-mmap   -o prefetch=diffs,read_reply=mmap (cold runs only)
 #   snapfs-splice -o prefetch=diffs,read_reply=splice: no gathered reads
-#                 (not in the default lists)
+#   snapfs-ra128  -o prefetch=diffs,readahead_kb=0: the kernel's 128 KiB
+#                 read-around per fault instead of snapfs's 1 MiB
+#                 (these two are not in the default lists)
 #   eager         copy the base, apply the diffs, fsync (eager_merge), then
 #                 the same touches on the merged file
 #   qsd           qemu-storage-daemon's FUSE export of a qcow2 chain holding
@@ -168,6 +170,7 @@ run() {
 		snapfs-all) opts=prefetch=all,prefetch_mb=4096 ;;
 		snapfs-mmap) opts=prefetch=diffs,read_reply=mmap ;;
 		snapfs-splice) opts=prefetch=diffs,read_reply=splice ;;
+		snapfs-ra128) opts=prefetch=diffs,readahead_kb=0 ;;
 		esac
 		"$SNAPFS" -f -o compact=off,"$opts" "$S" "$W/mnt" 2>>"$W/snapfs.log" &
 		SNAP_PID=$!
