@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The FUSE low-level operations of snapfs: the only code that speaks FUSE.
- * It maps node ids to nodes, turns -errno results into replies, and answers
- * reads zero-copy from the layers' file descriptors.
+ * The FUSE low-level operations of snapfs: with fuse_read.c (how reads of
+ * views are answered) and fuse_stats.c, the only code that speaks FUSE.
+ * It maps node ids to nodes and turns -errno results into replies.
  */
 #ifndef SNAPFS_FUSE_OPS_H
 #define SNAPFS_FUSE_OPS_H

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * How a read of a view is answered (doc/design.md §5): its pieces spliced
+ * from the layers' fds, gathered with one io_uring submission (gather.h),
+ * or written from the layers' maps; and the prefetch push, which sends the
+ * same pieces as a notification. Part of the FUSE side: only fuse_ops.c
+ * calls it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "fuse_ops.h"
+#include "fuse_read.h"
+#include "gather.h"
+#include "log.h"
+#include "stats.h"
+
+/* Pieces of a read answered from the layers' maps longer than this are
+ * read ahead first (reply_from_maps()). */
+#define MAP_READAHEAD_MIN 4096
+
+/* Pieces of a read described on the stack before falling back to malloc. */
+#define STACK_PIECES 16
+#define GATHER_IOV 1000	/* IOV_MAX less libfuse's header */
+
+/* Buffers a piece takes in a reply: one for data, one per zero_len slice
+ * of the shared zero buffer for a hole. */
+static size_t piece_bufs(const struct snapfs *fs, const struct view_piece *p)
+{
+	return p->fd >= 0 ? 1 : (size_t)((p->len + fs->zero_len - 1) / fs->zero_len);
+}
+
+/*
+ * Replies with one writev of iovecs that point into the layers' mappings
+ * and the zero buffer: one system call and one copy however many segments
+ * the request spans. Returns false (nothing sent) if a piece has no
+ * mapping or there are too many pieces; the caller then splices.
+ */
+static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
+			    const struct view_piece *p, size_t n)
+{
+	struct iovec stack_iov[STACK_PIECES * 2], *iov = stack_iov;
+	size_t niov = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].fd >= 0 && !p[i].map)
+			return false;
+		niov += piece_bufs(fs, &p[i]);
+	}
+	if (niov > 1000)	/* IOV_MAX less libfuse's header */
+		return false;
+	if (niov > STACK_PIECES * 2) {
+		iov = malloc(niov * sizeof(*iov));
+		if (!iov)
+			return false;
+	}
+	niov = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].fd >= 0) {
+			/* The maps are MADV_RANDOM (view.c): a cold run of pages
+			 * would be read one synchronous page per fault inside
+			 * the writev. One readahead of exactly the piece (data,
+			 * never a diff's holes) makes it one I/O, as a splice
+			 * from the fd gets; a cached range costs a page-cache
+			 * walk. Single pages fault as cheaply as they read. */
+			if (p[i].len > MAP_READAHEAD_MIN)
+				readahead(p[i].fd, (off64_t)p[i].off, (size_t)p[i].len);
+			iov[niov].iov_base = (void *)(p[i].map + p[i].off);
+			iov[niov++].iov_len = (size_t)p[i].len;
+			continue;
+		}
+		for (uint64_t left = p[i].len; left;) {
+			size_t chunk = left < fs->zero_len ? (size_t)left : fs->zero_len;
+
+			iov[niov].iov_base = (void *)fs->zero;
+			iov[niov++].iov_len = chunk;
+			left -= chunk;
+		}
+	}
+	fuse_reply_iov(req, iov, (int)niov);
+	if (iov != stack_iov)
+		free(iov);
+	return true;
+}
+
+enum read_path { READ_SPLICED, READ_MAPPED, READ_GATHERED };
+
+/* Counts a view read by the path that answered it (spliced from the
+ * layers' fds, written from their maps, or gathered), and the bytes sent
+ * as zeros. */
+static void count_read(const struct view_piece *p, size_t n, enum read_path path)
+{
+	static const enum stat_id reads[] = {
+		[READ_SPLICED] = STAT_READS_SPLICE,
+		[READ_MAPPED] = STAT_READS_MMAP,
+		[READ_GATHERED] = STAT_READS_GATHER,
+	};
+	uint64_t bytes = 0, zero = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bytes += p[i].len;
+		if (p[i].fd < 0)
+			zero += p[i].len;
+	}
+	/* Each path's byte counter follows its read counter. */
+	stats_add(reads[path], 1);
+	stats_add((enum stat_id)(reads[path] + 1), bytes);
+	if (zero)
+		stats_add(STAT_BYTES_ZERO, zero);
+}
+
+/*
+ * The pieces p[0..n) as a malloc'd bufvec: an fd-backed buffer (spliced
+ * where the kernel allows) per piece of data, slices of the zero buffer
+ * for holes. NULL without memory.
+ */
+static struct fuse_bufvec *bufvec_of_pieces(const struct snapfs *fs,
+					    const struct view_piece *p, size_t n)
+{
+	struct fuse_bufvec *bv;
+	size_t nbuf = 0;
+
+	/* Zero pieces longer than the zero buffer take several buffers. */
+	for (size_t i = 0; i < n; i++)
+		nbuf += piece_bufs(fs, &p[i]);
+	bv = malloc(sizeof(*bv) + (nbuf ? nbuf - 1 : 0) * sizeof(bv->buf[0]));
+	if (!bv)
+		return NULL;
+	bv->count = nbuf;
+	bv->idx = 0;
+	bv->off = 0;
+	nbuf = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].fd >= 0) {
+			bv->buf[nbuf++] = (struct fuse_buf){
+				.size = p[i].len,
+				.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+				.fd = p[i].fd,
+				.pos = (off_t)p[i].off,
+			};
+			continue;
+		}
+		for (uint64_t left = p[i].len; left;) {
+			size_t chunk = left < fs->zero_len ? (size_t)left : fs->zero_len;
+
+			bv->buf[nbuf++] = (struct fuse_buf){
+				.size = chunk,
+				.mem = (void *)fs->zero,
+			};
+			left -= chunk;
+		}
+	}
+	return bv;
+}
+
+/*
+ * Whether a read is better gathered (gather.h) than spliced: when it has
+ * two or more pieces of data (a splice and, for the truncation check, an
+ * fstat each), is under two pages (libfuse copies those anyway), or is
+ * more than a pipe holds (libfuse would then read it into a buffer it
+ * allocates for the one reply). One piece of data splices without a copy.
+ */
+static bool gather_worth(const struct snapfs *fs, const struct view_piece *p, size_t n)
+{
+	size_t data = 0, bufs = 0;
+	uint64_t bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bytes += p[i].len;
+		bufs += piece_bufs(fs, &p[i]);
+		if (p[i].fd >= 0)
+			data++;
+	}
+	if (data == 0)
+		return false;
+	/* libfuse's pipe: a page per buffer and the header's, and the data */
+	return data >= 2 || bytes < 2 * 4096 ||
+	       bytes + 4096 * (bufs + 2) > fs->pipe_max;
+}
+
+/*
+ * Answers the read from one gathered buffer (gather.h) with one writev.
+ * Returns false, nothing sent, where this thread cannot gather the read
+ * or a layer read short but is still whole: the caller then answers it
+ * another way, with its own checks.
+ */
+static bool reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
+			   const struct view_piece *p, size_t n)
+{
+	struct iovec iov[GATHER_IOV];
+	char why[512];
+	size_t bad = 0;
+	bool first;
+	int ret;
+
+	if (view_is_broken(v)) {
+		stats_add(STAT_READ_ERRORS, 1);
+		fuse_reply_err(req, EIO);
+		return true;
+	}
+	ret = gather_read(p, n, fs->zero, fs->zero_len, iov, GATHER_IOV, &bad);
+	if (ret == -ENODATA) {
+		/* The layer ended inside the piece: cut after it was published
+		 * (else the splice path reads it again and finds out). */
+		if (view_layer_short(v, p[bad].layer, &first, why, sizeof(why)) == 0)
+			return false;
+		if (first)
+			log_err("%s: %s", view_label(v), why);
+		ret = -EIO;
+	} else if (ret < 0 && ret != -EAGAIN && ret != -E2BIG && ret != -ENOMEM) {
+		log_err_rl("%s: reading layer %s: %s", view_label(v),
+			   v->layers[p[bad].layer].fname, strerror(-ret));
+	}
+	if (ret == -EAGAIN || ret == -E2BIG || ret == -ENOMEM)
+		return false;
+	if (ret < 0) {
+		stats_add(STAT_READ_ERRORS, 1);
+		fuse_reply_err(req, -ret);
+		return true;
+	}
+	count_read(p, n, READ_GATHERED);
+	fuse_reply_iov(req, iov, ret);
+	return true;
+}
+
+void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
+		    size_t size, off_t off)
+{
+	struct view_piece stack_p[STACK_PIECES], *pieces = stack_p;
+	struct fuse_bufvec *bv;
+	size_t n;
+	char why[512];
+	bool first;
+	int ret;
+
+	/* Before the view's map is built (a fresh open of a deep chain),
+	 * the pieces come from the layers' extents at off (view.h). */
+	ret = view_read_pieces(v, (uint64_t)off, size, stack_p, STACK_PIECES,
+			       &pieces, &n, why, sizeof(why));
+	if (ret) {
+		if (why[0])
+			log_err_rl("%s: %s", view_label(v), why);
+		if (ret == -EIO)
+			stats_add(STAT_READ_ERRORS, 1);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (n == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* A layer cut short under us would make the reply short, which the
+	 * kernel takes for EOF (splice), or fault the copy (mappings). A
+	 * gathered read learns it from the read itself. */
+	if (fs->reply_gather && gather_worth(fs, pieces, n)) {
+		if (reply_gathered(req, fs, v, pieces, n)) {
+			if (pieces != stack_p)
+				free(pieces);
+			return;
+		}
+	}
+	if (view_check_read(v, pieces, n, &first, why, sizeof(why)) != 0) {
+		if (first)
+			log_err("%s: %s", view_label(v), why);
+		if (pieces != stack_p)
+			free(pieces);
+		stats_add(STAT_READ_ERRORS, 1);
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
+		count_read(pieces, n, READ_MAPPED);
+		if (pieces != stack_p)
+			free(pieces);
+		return;
+	}
+	count_read(pieces, n, READ_SPLICED);
+	bv = bufvec_of_pieces(fs, pieces, n);
+	if (!bv) {
+		if (pieces != stack_p)
+			free(pieces);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fuse_reply_data(req, bv, 0);
+	free(bv);
+	if (pieces != stack_p)
+		free(pieces);
+}
+
+/* ---- the prefetch push (prefetch.h) ---- */
+
+int snapfs_push(void *ctx, uint64_t nodeid, uint64_t off,
+		const struct view_piece *p, size_t n)
+{
+	struct snapfs *fs = ctx;
+	struct fuse_bufvec *bv = bufvec_of_pieces(fs, p, n);
+	int ret;
+
+	if (!bv)
+		return -ENOMEM;
+	/* No SPLICE_MOVE: it moves nothing for a notification, and the
+	 * layers' pages must stay theirs (see snapfs_op_init()). */
+	ret = fuse_lowlevel_notify_store(fs->se, (fuse_ino_t)nodeid, (off_t)off, bv, 0);
+	free(bv);
+	return ret;
+}
+
+void snapfs_push_drop(void *ctx, uint64_t nodeid)
+{
+	struct snapfs *fs = ctx;
+	int ret = fuse_lowlevel_notify_inval_inode(fs->se, (fuse_ino_t)nodeid, 0, 0);
+
+	/* -ENOENT: the kernel has forgotten the inode and its pages. */
+	if (ret && ret != -ENOENT)
+		log_debug("dropping the pushed pages of inode %llu: %s",
+			  (unsigned long long)nodeid, strerror(-ret));
+}
