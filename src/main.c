@@ -147,7 +147,8 @@ static void usage(const char *prog)
 	       "                           page, or none of an opened version\n"
 	       "                           into its page cache in the background\n"
 	       "    -o prefetch_mb=N       memory the pushed pages may take, all\n"
-	       "                           versions together (default 1024)\n"
+	       "                           versions together (default: an eighth\n"
+	       "                           of the memory, at least 1024)\n"
 	       "    -o prefetch_rate=MB    push at most MB MiB/s (default 0: as\n"
 	       "                           fast as the idle CPU allows)\n"
 	       "    -o passthrough=auto|off  serve views of one file and plain files\n"
@@ -208,6 +209,24 @@ static int split_nofile(unsigned asked, unsigned threads, unsigned *nodes, size_
 	}
 	*files = limit == RLIM_INFINITY ? 0 : (size_t)(limit - *nodes - reserve);
 	return 0;
+}
+
+/*
+ * The push's memory budget when -o prefetch_mb is not given: an eighth of
+ * the machine's memory, at least 1 GiB. The pushed pages are clean page
+ * cache the kernel can reclaim, but they are a second copy of the layers'
+ * pages; a fixed 1 GiB stopped the diffs of a 2 GiB VM's 16-deep chain
+ * half-way (doc/performance.md, restore).
+ */
+static unsigned prefetch_default_mb(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+	uint64_t mb;
+
+	if (pages <= 0 || size <= 0)
+		return 1024;
+	mb = ((uint64_t)pages * (uint64_t)size >> 20) / 8;
+	return mb < 1024 ? 1024 : mb > UINT_MAX / 2 ? UINT_MAX / 2 : (unsigned)mb;
 }
 
 /* The read-ahead window snapfs gives its mount unless told otherwise
@@ -379,7 +398,7 @@ int main(int argc, char *argv[])
 		.compact_threshold = 8,
 		.keep_diffs = 2,
 		.compact_rate = 256,
-		.prefetch_mb = 1024,
+		.prefetch_mb = UINT_MAX,	/* not given: prefetch_default_mb() */
 	};
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_loop_config *loop = NULL;
@@ -515,7 +534,8 @@ int main(int argc, char *argv[])
 	{
 		struct prefetch_opts po = {
 			.mode = PREFETCH_DIFFS,
-			.budget = (uint64_t)o.prefetch_mb << 20,
+			.budget = (uint64_t)(o.prefetch_mb == UINT_MAX ?
+					     prefetch_default_mb() : o.prefetch_mb) << 20,
 			.rate = (uint64_t)o.prefetch_rate << 20,
 			.store = snapfs_push,
 			.drop = snapfs_push_drop,
