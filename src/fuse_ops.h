@@ -17,6 +17,11 @@
 #include "passthrough.h"
 #include "view.h"
 
+/* How reads of views are answered (-o read_reply, doc/design.md §5):
+ * gathered where that pays and spliced otherwise (auto, gather, where
+ * io_uring works); always spliced; or from the layers' maps. */
+enum reply_mode { REPLY_GATHER, REPLY_SPLICE, REPLY_MMAP };
+
 /* Everything a request handler needs; fuse_req_userdata() returns it. */
 struct snapfs {
 	struct fuse_session *se;
@@ -29,10 +34,7 @@ struct snapfs {
 	double revalidate;	/* names in directories it cannot watch */
 	double attr_timeout;	/* attributes of ordinary STORE entries */
 	const char *zero;	/* a read-only buffer of zero_len zero bytes */
-	bool reply_splice;	/* answer view reads by splicing from the
-				   layers' fds instead of from their maps */
-	bool reply_gather;	/* gather reads of several pieces in one
-				   io_uring submission (gather.h) */
+	enum reply_mode reply;	/* how view reads are answered (read_reply) */
 	size_t pipe_max;	/* the largest pipe a splice can have
 				   (fs.pipe-max-size) */
 	/* The mount's read-ahead window, set at the first open: FUSE starts

@@ -26,13 +26,37 @@
 
 /* Pieces of a read described on the stack before falling back to malloc. */
 #define STACK_PIECES 16
-#define GATHER_IOV 1000	/* IOV_MAX less libfuse's header */
+/* iovecs in a reply at most: IOV_MAX less libfuse's header */
+#define GATHER_IOV 1000
 
 /* Buffers a piece takes in a reply: one for data, one per zero_len slice
  * of the shared zero buffer for a hole. */
 static size_t piece_bufs(const struct snapfs *fs, const struct view_piece *p)
 {
 	return p->fd >= 0 ? 1 : (size_t)((p->len + fs->zero_len - 1) / fs->zero_len);
+}
+
+enum read_path { READ_SPLICED, READ_MAPPED, READ_GATHERED };
+
+/* What a read's pieces add up to: taken once, for the choice of path
+ * and the counters. */
+struct read_sums {
+	uint64_t bytes, zero;	/* in all; of them, holes */
+	size_t data, bufs;	/* pieces of data; buffers (piece_bufs()) */
+};
+
+static void sum_pieces(const struct snapfs *fs, const struct view_piece *p,
+		       size_t n, struct read_sums *sum)
+{
+	*sum = (struct read_sums){ 0 };
+	for (size_t i = 0; i < n; i++) {
+		sum->bytes += p[i].len;
+		sum->bufs += piece_bufs(fs, &p[i]);
+		if (p[i].fd >= 0)
+			sum->data++;
+		else
+			sum->zero += p[i].len;
+	}
 }
 
 /*
@@ -42,17 +66,16 @@ static size_t piece_bufs(const struct snapfs *fs, const struct view_piece *p)
  * mapping or there are too many pieces; the caller then splices.
  */
 static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
-			    const struct view_piece *p, size_t n)
+			    const struct view_piece *p, size_t n,
+			    const struct read_sums *sum)
 {
 	struct iovec stack_iov[STACK_PIECES * 2], *iov = stack_iov;
-	size_t niov = 0;
+	size_t niov = sum->bufs;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		if (p[i].fd >= 0 && !p[i].map)
 			return false;
-		niov += piece_bufs(fs, &p[i]);
-	}
-	if (niov > 1000)	/* IOV_MAX less libfuse's header */
+	if (niov > GATHER_IOV)
 		return false;
 	if (niov > STACK_PIECES * 2) {
 		iov = malloc(niov * sizeof(*iov));
@@ -88,30 +111,23 @@ static bool reply_from_maps(fuse_req_t req, struct snapfs *fs,
 	return true;
 }
 
-enum read_path { READ_SPLICED, READ_MAPPED, READ_GATHERED };
 
 /* Counts a view read by the path that answered it (spliced from the
  * layers' fds, written from their maps, or gathered), and the bytes sent
  * as zeros. */
-static void count_read(const struct view_piece *p, size_t n, enum read_path path)
+static void count_read(const struct read_sums *sum, enum read_path path)
 {
 	static const enum stat_id reads[] = {
 		[READ_SPLICED] = STAT_READS_SPLICE,
 		[READ_MAPPED] = STAT_READS_MMAP,
 		[READ_GATHERED] = STAT_READS_GATHER,
 	};
-	uint64_t bytes = 0, zero = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		bytes += p[i].len;
-		if (p[i].fd < 0)
-			zero += p[i].len;
-	}
 	/* Each path's byte counter follows its read counter. */
 	stats_add(reads[path], 1);
-	stats_add((enum stat_id)(reads[path] + 1), bytes);
-	if (zero)
-		stats_add(STAT_BYTES_ZERO, zero);
+	stats_add((enum stat_id)(reads[path] + 1), sum->bytes);
+	if (sum->zero)
+		stats_add(STAT_BYTES_ZERO, sum->zero);
 }
 
 /*
@@ -120,15 +136,14 @@ static void count_read(const struct view_piece *p, size_t n, enum read_path path
  * for holes. NULL without memory.
  */
 static struct fuse_bufvec *bufvec_of_pieces(const struct snapfs *fs,
-					    const struct view_piece *p, size_t n)
+					    const struct view_piece *p, size_t n,
+					    const struct read_sums *sum)
 {
-	struct fuse_bufvec *bv;
-	size_t nbuf = 0;
-
 	/* Zero pieces longer than the zero buffer take several buffers. */
-	for (size_t i = 0; i < n; i++)
-		nbuf += piece_bufs(fs, &p[i]);
-	bv = malloc(sizeof(*bv) + (nbuf ? nbuf - 1 : 0) * sizeof(bv->buf[0]));
+	size_t nbuf = sum->bufs;
+	struct fuse_bufvec *bv = malloc(sizeof(*bv) + (nbuf ? nbuf - 1 : 0) *
+					sizeof(bv->buf[0]));
+
 	if (!bv)
 		return NULL;
 	bv->count = nbuf;
@@ -165,22 +180,13 @@ static struct fuse_bufvec *bufvec_of_pieces(const struct snapfs *fs,
  * more than a pipe holds (libfuse would then read it into a buffer it
  * allocates for the one reply). One piece of data splices without a copy.
  */
-static bool gather_worth(const struct snapfs *fs, const struct view_piece *p, size_t n)
+static bool gather_worth(const struct snapfs *fs, const struct read_sums *sum)
 {
-	size_t data = 0, bufs = 0;
-	uint64_t bytes = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		bytes += p[i].len;
-		bufs += piece_bufs(fs, &p[i]);
-		if (p[i].fd >= 0)
-			data++;
-	}
-	if (data == 0)
+	if (sum->data == 0)
 		return false;
 	/* libfuse's pipe: a page per buffer and the header's, and the data */
-	return data >= 2 || bytes < 2 * 4096 ||
-	       bytes + 4096 * (bufs + 2) > fs->pipe_max;
+	return sum->data >= 2 || sum->bytes < 2 * 4096 ||
+	       sum->bytes + 4096 * (sum->bufs + 2) > fs->pipe_max;
 }
 
 /*
@@ -190,21 +196,24 @@ static bool gather_worth(const struct snapfs *fs, const struct view_piece *p, si
  * another way, with its own checks.
  */
 static bool reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
-			   const struct view_piece *p, size_t n)
+			   const struct view_piece *p, size_t n,
+			   const struct read_sums *sum)
 {
 	struct iovec iov[GATHER_IOV];
 	char why[512];
 	size_t bad = 0;
 	bool first;
-	int ret;
+	int ret = view_is_broken(v) ? -EIO :
+		  gather_read(p, n, fs->zero, fs->zero_len, iov, GATHER_IOV, &bad);
 
-	if (view_is_broken(v)) {
-		stats_add(STAT_READ_ERRORS, 1);
-		fuse_reply_err(req, EIO);
-		return true;
-	}
-	ret = gather_read(p, n, fs->zero, fs->zero_len, iov, GATHER_IOV, &bad);
-	if (ret == -ENODATA) {
+	switch (ret) {
+	case -EAGAIN:	/* no ring in this thread */
+	case -E2BIG:	/* too many iovecs */
+	case -ENOMEM:
+		return false;
+	case -EIO:	/* broken before */
+		break;
+	case -ENODATA:
 		/* The layer ended inside the piece: cut after it was published
 		 * (else the splice path reads it again and finds out). */
 		if (view_layer_short(v, p[bad].layer, &first, why, sizeof(why)) == 0)
@@ -212,19 +221,18 @@ static bool reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
 		if (first)
 			log_err("%s: %s", view_label(v), why);
 		ret = -EIO;
-	} else if (ret < 0 && ret != -EAGAIN && ret != -E2BIG && ret != -ENOMEM) {
+		break;
+	default:
+		if (ret >= 0) {
+			count_read(sum, READ_GATHERED);
+			fuse_reply_iov(req, iov, ret);
+			return true;
+		}
 		log_err_rl("%s: reading layer %s: %s", view_label(v),
 			   v->layers[p[bad].layer].fname, strerror(-ret));
 	}
-	if (ret == -EAGAIN || ret == -E2BIG || ret == -ENOMEM)
-		return false;
-	if (ret < 0) {
-		stats_add(STAT_READ_ERRORS, 1);
-		fuse_reply_err(req, -ret);
-		return true;
-	}
-	count_read(p, n, READ_GATHERED);
-	fuse_reply_iov(req, iov, ret);
+	stats_add(STAT_READ_ERRORS, 1);
+	fuse_reply_err(req, -ret);
 	return true;
 }
 
@@ -233,6 +241,7 @@ void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 {
 	struct view_piece stack_p[STACK_PIECES], *pieces = stack_p;
 	struct fuse_bufvec *bv;
+	struct read_sums sum;
 	size_t n;
 	char why[512];
 	bool first;
@@ -254,41 +263,34 @@ void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	/* A layer cut short under us would make the reply short, which the
-	 * kernel takes for EOF (splice), or fault the copy (mappings). A
-	 * gathered read learns it from the read itself. */
-	if (fs->reply_gather && gather_worth(fs, pieces, n)) {
-		if (reply_gathered(req, fs, v, pieces, n)) {
-			if (pieces != stack_p)
-				free(pieces);
-			return;
-		}
-	}
+	sum_pieces(fs, pieces, n, &sum);
+	/* A gathered read learns from the read itself whether a layer was
+	 * cut short under us (reply_gathered()). */
+	if (fs->reply == REPLY_GATHER && gather_worth(fs, &sum) &&
+	    reply_gathered(req, fs, v, pieces, n, &sum))
+		goto out;
+	/* Otherwise the reply would come out short, which the kernel takes
+	 * for EOF (splice), or fault the copy (mappings). */
 	if (view_check_read(v, pieces, n, &first, why, sizeof(why)) != 0) {
 		if (first)
 			log_err("%s: %s", view_label(v), why);
-		if (pieces != stack_p)
-			free(pieces);
 		stats_add(STAT_READ_ERRORS, 1);
 		fuse_reply_err(req, EIO);
-		return;
+		goto out;
 	}
-	if (!fs->reply_splice && reply_from_maps(req, fs, pieces, n)) {
-		count_read(pieces, n, READ_MAPPED);
-		if (pieces != stack_p)
-			free(pieces);
-		return;
+	if (fs->reply == REPLY_MMAP && reply_from_maps(req, fs, pieces, n, &sum)) {
+		count_read(&sum, READ_MAPPED);
+		goto out;
 	}
-	count_read(pieces, n, READ_SPLICED);
-	bv = bufvec_of_pieces(fs, pieces, n);
+	bv = bufvec_of_pieces(fs, pieces, n, &sum);
 	if (!bv) {
-		if (pieces != stack_p)
-			free(pieces);
 		fuse_reply_err(req, ENOMEM);
-		return;
+		goto out;
 	}
+	count_read(&sum, READ_SPLICED);
 	fuse_reply_data(req, bv, 0);
 	free(bv);
+out:
 	if (pieces != stack_p)
 		free(pieces);
 }
@@ -299,9 +301,12 @@ int snapfs_push(void *ctx, uint64_t nodeid, uint64_t off,
 		const struct view_piece *p, size_t n)
 {
 	struct snapfs *fs = ctx;
-	struct fuse_bufvec *bv = bufvec_of_pieces(fs, p, n);
+	struct fuse_bufvec *bv;
+	struct read_sums sum;
 	int ret;
 
+	sum_pieces(fs, p, n, &sum);
+	bv = bufvec_of_pieces(fs, p, n, &sum);
 	if (!bv)
 		return -ENOMEM;
 	/* No SPLICE_MOVE: it moves nothing for a notification, and the

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <liburing.h>
 
 #define RING_ENTRIES 64
+#define STACK_POS 64	/* pieces' offsets kept on the stack */
 
 struct gather {
 	struct io_uring ring;
@@ -31,6 +33,13 @@ struct gather {
 static pthread_key_t gather_key;
 static pthread_once_t gather_once = PTHREAD_ONCE_INIT;
 static bool gather_ok;
+static unsigned rings_max = UINT_MAX;	/* gather_set_max_rings() */
+static unsigned rings_live;		/* atomic */
+
+void gather_set_max_rings(unsigned n)
+{
+	rings_max = n;
+}
 
 static void gather_free(void *arg)
 {
@@ -39,6 +48,7 @@ static void gather_free(void *arg)
 	io_uring_queue_exit(&g->ring);
 	free(g->buf);
 	free(g);
+	__atomic_sub_fetch(&rings_live, 1, __ATOMIC_RELAXED);
 }
 
 static int ring_init(struct io_uring *ring)
@@ -101,9 +111,12 @@ static struct gather *gather_self(size_t size, int *err)
 			*err = -ENOMEM;
 			return NULL;
 		}
-		/* EMFILE or a memory limit: this thread answers another way
-		 * and tries again on its next read. */
-		if (ring_init(&g->ring) < 0) {
+		/* Past the rings the fd budget leaves room for, EMFILE or a
+		 * memory limit: this thread answers another way and tries
+		 * again on its next read. */
+		if (__atomic_add_fetch(&rings_live, 1, __ATOMIC_RELAXED) > rings_max ||
+		    ring_init(&g->ring) < 0) {
+			__atomic_sub_fetch(&rings_live, 1, __ATOMIC_RELAXED);
 			free(g);
 			return NULL;
 		}
@@ -160,6 +173,7 @@ static void ring_reset(struct gather *g)
 		pthread_setspecific(gather_key, NULL);
 		free(g->buf);
 		free(g);
+		__atomic_sub_fetch(&rings_live, 1, __ATOMIC_RELAXED);
 	}
 }
 
@@ -214,7 +228,7 @@ static int reap(struct gather *g, const struct view_piece *p,
 int gather_read(const struct view_piece *p, size_t n, const char *zero,
 		size_t zero_len, struct iovec *iov, size_t max, size_t *bad)
 {
-	size_t total = 0, niov = 0, stack_pos[64], *pos = stack_pos;
+	size_t total = 0, niov = 0, stack_pos[STACK_POS], *pos = stack_pos;
 	struct gather *g;
 	unsigned queued = 0;
 	int ret;
@@ -224,7 +238,7 @@ int gather_read(const struct view_piece *p, size_t n, const char *zero,
 	g = gather_self(total, &ret);
 	if (!g)
 		return ret;
-	if (n > 64) {
+	if (n > STACK_POS) {
 		pos = malloc(n * sizeof(*pos));
 		if (!pos)
 			return -ENOMEM;
@@ -283,6 +297,11 @@ out:
 }
 
 #else /* !HAVE_LIBURING */
+
+void gather_set_max_rings(unsigned n)
+{
+	(void)n;
+}
 
 bool gather_supported(void)
 {

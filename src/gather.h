@@ -37,6 +37,11 @@
  * Thread-safe. */
 bool gather_supported(void);
 
+/* At most n threads have a ring at once (each is one fd; main sets it
+ * from the fd budget's reserve); the others answer another way. Call
+ * before the first read. */
+void gather_set_max_rings(unsigned n);
+
 /*
  * Reads the data pieces of p[0..n) (fd >= 0), each to its place in the
  * calling thread's buffer, and describes the whole read in iov (at most

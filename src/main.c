@@ -176,10 +176,11 @@ static void usage(const char *prog)
  * (doc/design.md §9.6): *nodes for the fds the inode table keeps for
  * STORE's entries (asked, or a quarter of the limit, at most 16384), a
  * reserve for the library, the watcher, the compactor, directory scans and
- * a ring per worker thread (threads: gather.h), and *files for open files: the layers of open views and plain files.
+ * the io_uring of up to rings worker threads (gather.h; *rings gets how
+ * many fit: at most a sixteenth of the limit), and *files for open files: the layers of open views and plain files.
  * Returns 0, or -1 if fd_budget leaves nothing for open files.
  */
-static int split_nofile(unsigned asked, unsigned threads, unsigned *nodes, size_t *files)
+static int split_nofile(unsigned asked, unsigned *rings, unsigned *nodes, size_t *files)
 {
 	struct rlimit rl;
 	rlim_t limit, reserve;
@@ -201,7 +202,9 @@ static int split_nofile(unsigned asked, unsigned threads, unsigned *nodes, size_
 	limit = rl.rlim_cur;
 	*nodes = asked ? asked : limit / 4 > 16384 ? 16384 : (unsigned)(limit / 4);
 	reserve = limit / 8 < 16 ? 16 : limit / 8 > 1024 ? 1024 : limit / 8;
-	reserve += threads;
+	if ((rlim_t)*rings > limit / 16)
+		*rings = (unsigned)(limit / 16);
+	reserve += *rings;
 	if (limit < (rlim_t)*nodes + reserve + 4) {
 		log_err("fd_budget=%u leaves too few of the %llu open files allowed "
 			"(ulimit -n) for open views", *nodes, (unsigned long long)limit);
@@ -227,6 +230,23 @@ static unsigned prefetch_default_mb(void)
 		return 1024;
 	mb = ((uint64_t)pages * (uint64_t)size >> 20) / 8;
 	return mb < 1024 ? 1024 : mb > UINT_MAX / 2 ? UINT_MAX / 2 : (unsigned)mb;
+}
+
+/* -o read_reply (checked) as a reply mode: auto and gather gather where
+ * io_uring works here and splice otherwise; gather, asked for by name,
+ * says so in the log. */
+static enum reply_mode reply_mode_of(const char *name)
+{
+	if (name && strcmp(name, "mmap") == 0)
+		return REPLY_MMAP;
+	if (name && strcmp(name, "splice") == 0)
+		return REPLY_SPLICE;
+	if (gather_supported())
+		return REPLY_GATHER;
+	if (name && strcmp(name, "gather") == 0)
+		log_warn("read_reply=gather: no io_uring here (%s); reads splice",
+			 GATHER_BUILT ? "the kernel refuses a ring" : "built without liburing");
+	return REPLY_SPLICE;
 }
 
 /* The read-ahead window snapfs gives its mount unless told otherwise
@@ -405,7 +425,7 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	struct snapfs fs = { 0 };
 	void *zero = MAP_FAILED;
-	unsigned fd_budget;
+	unsigned fd_budget, rings;
 	size_t file_budget;
 	int ret = 1;
 
@@ -449,9 +469,12 @@ int main(int argc, char *argv[])
 		goto out_args;
 	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") || add_fsname(&args, o.store))
 		goto out_args;
-	if (split_nofile(o.fd_budget, gather_supported() ? o.max_threads : 0,
-			 &fd_budget, &file_budget))
+	fs.reply = reply_mode_of(o.read_reply);
+	/* a ring per worker thread where reads are gathered */
+	rings = fs.reply == REPLY_GATHER ? o.max_threads : 0;
+	if (split_nofile(o.fd_budget, &rings, &fd_budget, &file_budget))
 		goto out_args;
+	gather_set_max_rings(rings);
 	preload_unwinder();
 
 	zero = mmap(NULL, ZERO_LEN, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -463,17 +486,7 @@ int main(int argc, char *argv[])
 	fs.zero_len = ZERO_LEN;
 	fs.entry_timeout = o.entry_timeout;
 	fs.revalidate = o.revalidate;
-	fs.reply_splice = !o.read_reply || strcmp(o.read_reply, "mmap") != 0;
 	fs.pipe_max = pipe_max_size();
-	fs.reply_gather = !o.read_reply || strcmp(o.read_reply, "auto") == 0 ||
-			  strcmp(o.read_reply, "gather") == 0;
-	if (fs.reply_gather && !gather_supported()) {
-		fs.reply_gather = false;
-		if (o.read_reply)	/* asked for by name */
-			log_warn("read_reply=gather: no io_uring here (%s); reads splice",
-				 GATHER_BUILT ? "the kernel refuses a ring" :
-				 "built without liburing");
-	}
 	fs.attr_timeout = o.attr_timeout;
 	if (o.open_rw)
 		openmode_parse(o.open_rw, &fs.open_rw);	/* checked above */
@@ -488,7 +501,7 @@ int main(int argc, char *argv[])
 	fs.env = view_env_new(fs.cache, o.page_size);
 	if (!fs.env)
 		goto out_cache;
-	view_env_map_layers(fs.env, !fs.reply_splice);
+	view_env_map_layers(fs.env, fs.reply == REPLY_MMAP);
 	view_env_set_fd_budget(fs.env, file_budget);
 	ret = node_table_new(o.store, fs.env, snapfs_inval_entry, &fs, &fs.nodes);
 	if (ret) {

@@ -187,11 +187,11 @@ out:
 
 /* ---- reading ---- */
 
-/* The segment of seg[0..nseg] holding off < seg[nseg].off. */
-static size_t find_seg(const struct view_seg *seg, size_t nseg, uint64_t off)
+/* The segment of seg[lo..hi] holding off, where seg[lo].off <= off <
+ * seg[hi].off. */
+static size_t find_seg_in(const struct view_seg *seg, size_t lo, size_t hi,
+			  uint64_t off)
 {
-	size_t lo = 0, hi = nseg;	/* seg[lo].off <= off < seg[hi].off */
-
 	while (hi - lo > 1) {
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -201,6 +201,12 @@ static size_t find_seg(const struct view_seg *seg, size_t nseg, uint64_t off)
 			hi = mid;
 	}
 	return lo;
+}
+
+/* The segment of seg[0..nseg] holding off < seg[nseg].off. */
+static size_t find_seg(const struct view_seg *seg, size_t nseg, uint64_t off)
+{
+	return find_seg_in(seg, 0, nseg, off);
 }
 
 /*
@@ -254,15 +260,7 @@ static size_t find_seg_indexed(const struct view *v, uint64_t off)
 	/* The segment holding the next stretch's first byte starts at or
 	 * before it, so off's segment is at most that one. */
 	hi = k + 1 < v->index_len ? (size_t)v->seg_index[k + 1] + 1 : v->nseg;
-	while (hi - lo > 1) {	/* seg[lo].off <= off < seg[hi].off */
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (v->seg[mid].off <= off)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	return lo;
+	return find_seg_in(v->seg, lo, hi, off);
 }
 
 size_t view_find(const struct view *v, uint64_t off)
