@@ -130,15 +130,29 @@ static bool seg_is_diff(const struct view *v, size_t i)
 	return v->seg[i].layer > 0;	/* 0 is the base, VIEW_ZERO a hole */
 }
 
+/*
+ * A gap of at most BRIDGE bytes between two diff segments. It is pushed
+ * with them, in phase 0, and so not again in phase 1.
+ */
+static bool seg_bridged(const struct view *v, size_t i)
+{
+	return !seg_is_diff(v, i) && i > 0 && i + 1 < v->nseg &&
+	       seg_is_diff(v, i - 1) && seg_is_diff(v, i + 1) &&
+	       v->seg[i + 1].off - v->seg[i].off <= BRIDGE;
+}
+
 static bool seg_wanted(const struct view *v, size_t i, int phase)
 {
-	return phase == 0 ? seg_is_diff(v, i) : !seg_is_diff(v, i);
+	bool first = seg_is_diff(v, i) || seg_bridged(v, i);
+
+	return phase == 0 ? first : !first;
 }
 
 /*
  * The next range to push after cursor c, at most PREFETCH_CHUNK bytes:
- * the segments of the phase that follow each other, in phase 0 across
- * gaps of at most BRIDGE bytes. Returns false when the plan is done.
+ * the segments of the phase that follow each other. Phase 0 is the diffs
+ * and the gaps bridged between them, phase 1 (PREFETCH_ALL) the rest, so
+ * no byte is pushed twice. Returns false when the plan is done.
  */
 static bool next_chunk(const struct view *v, enum prefetch_mode mode,
 		       struct pcursor *c, uint64_t *off, uint64_t *len)
@@ -159,17 +173,9 @@ static bool next_chunk(const struct view *v, enum prefetch_mode mode,
 		}
 		start = v->seg[c->seg].off > c->off ? v->seg[c->seg].off : c->off;
 		end = v->seg[c->seg + 1].off;
-		for (j = c->seg + 1; j < v->nseg && end - start < PREFETCH_CHUNK;) {
-			if (seg_wanted(v, j, c->phase)) {
-				end = v->seg[++j].off;
-			} else if (c->phase == 0 && j + 1 < v->nseg && seg_is_diff(v, j + 1) &&
-				   v->seg[j + 1].off - v->seg[j].off <= BRIDGE) {
-				j += 2;
-				end = v->seg[j].off;
-			} else {
-				break;
-			}
-		}
+		for (j = c->seg + 1; j < v->nseg && end - start < PREFETCH_CHUNK &&
+				     seg_wanted(v, j, c->phase); j++)
+			end = v->seg[j + 1].off;
 		if (end - start > PREFETCH_CHUNK)
 			end = start + PREFETCH_CHUNK;
 		c->off = end;

@@ -79,10 +79,15 @@ pushing* | done*) ;;
 esac
 exec 3<"$M/m.bin"
 wait_for 10000 done_ || fail "all: not done: '$(state)'"
-# A few pages the reader faulted during the push are seen missing from the
-# cache afterwards (0.2% here: the kernel's, they read right through FUSE).
+# Every byte of the view was pushed...
+want="done $((PAGES * PAGE))/$((PAGES * PAGE))"
+[ "$(state)" = "$want" ] || fail "all: state '$(state)', want '$want'"
+# ...yet a few pages the reader faulted during the push are seen missing
+# from the cache afterwards: the kernel's doing, they read right through
+# FUSE. 0.2% here, 1.2% once on a loaded machine; the bound is loose for
+# that, and still fails a push that covers only part of the view.
 n=$(cached "$M/m.bin")
-[ "$n" -ge $((PAGES * 99 / 100)) ] || fail "all: $n of $PAGES pages cached"
+[ "$n" -ge $((PAGES * 95 / 100)) ] || fail "all: $n of $PAGES pages cached"
 log "all: $n of $PAGES pages cached after the push"
 cmp "$M/m.bin" "$R/m.bin.3" || fail "all: the pushed view differs from the reference"
 
