@@ -155,6 +155,15 @@ static int carry_promises(const struct node *dir, const struct store_dir *idx,
 	return 0;
 }
 
+/* Whether idx lists a compaction's staging file. */
+static bool has_staging(const struct store_dir *idx)
+{
+	for (size_t i = 0; i < idx->nentries; i++)
+		if (compact_is_tmp(idx->entries[i].name))
+			return true;
+	return false;
+}
+
 /* dir_refresh_locked() with the directory's fd pinned. */
 static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 {
@@ -187,19 +196,25 @@ static int refresh(struct node_table *t, struct node *dir, int fd, bool force)
 		dir_moved_out(t, dir);
 		return -ESTALE;
 	}
-	if (!dir->index) {
+	clock_gettime(CLOCK_REALTIME, &now);
+	ret = store_dir_scan(fd, &idx);
+	if (ret)
+		return ret;
+	if (!dir->index && has_staging(idx)) {
 		/* First look at this directory since the start: staging files
-		 * of a compaction that a crash interrupted are garbage. */
+		 * of a compaction that a crash interrupted are garbage. Then
+		 * the index is read again, without them. */
 		int n = compact_cleanup(fd);
 
 		if (n > 0)
 			log_info("%s: removed %d staging file(s) of an interrupted "
 				 "compaction", dir->path[0] ? dir->path : ".", n);
+		store_dir_free(idx);
+		clock_gettime(CLOCK_REALTIME, &now);
+		ret = store_dir_scan(fd, &idx);
+		if (ret)
+			return ret;
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
-	ret = store_dir_scan(fd, &idx);
-	if (ret)
-		return ret;
 	ret = carry_promises(dir, idx, &ino);
 	if (ret) {
 		store_dir_free(idx);

@@ -185,12 +185,13 @@ int node_getattr(struct node_table *t, struct node *n, struct stat *st)
 
 void node_dirents_free(struct node_dirent *d, size_t count)
 {
-	for (size_t i = 0; i < count; i++)
-		free(d[i].name);
+	(void)count;	/* the names live in d's own block */
 	free(d);
 }
 
-static int dirent_add(struct node_dirent **d, size_t *n, size_t *cap,
+/* Adds an entry whose name points into the directory's index (valid while
+ * its lock is held); *bytes counts the names' bytes for the copy. */
+static int dirent_add(struct node_dirent **d, size_t *n, size_t *cap, size_t *bytes,
 		      const char *name, unsigned char type, uint64_t ino)
 {
 	if (*n == *cap) {
@@ -202,84 +203,84 @@ static int dirent_add(struct node_dirent **d, size_t *n, size_t *cap,
 		*d = nd;
 		*cap = nc;
 	}
-	(*d)[*n].name = strdup(name);
-	if (!(*d)[*n].name)
-		return -ENOMEM;
-	(*d)[*n].d_type = type;
-	(*d)[*n].ino = ino;
+	(*d)[*n] = (struct node_dirent){ .name = (char *)name, .d_type = type, .ino = ino };
 	(*n)++;
+	*bytes += strlen(name) + 1;
 	return 0;
+}
+
+/* The n entries of d in one block, the array and then the names (one
+ * allocation however big the directory). NULL without memory. */
+static struct node_dirent *dirents_copy(const struct node_dirent *d, size_t n,
+					size_t bytes)
+{
+	struct node_dirent *out = malloc(n * sizeof(*out) + bytes + 1);
+	char *names;
+
+	if (!out)
+		return NULL;
+	names = (char *)(out + n);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(d[i].name) + 1;
+
+		out[i] = d[i];
+		out[i].name = memcpy(names, d[i].name, len);
+		names += len;
+	}
+	return out;
 }
 
 int node_list_dir(struct node_table *t, struct node *n,
 		  struct node_dirent **out, size_t *count)
 {
 	struct node_dirent *d = NULL;
-	size_t nd = 0, cap = 0;
-	struct dirent *de;
-	DIR *dp;
-	int fd, ret = 0;
+	size_t nd = 0, cap = 0, bytes = 0;
+	const struct store_dir *idx;
+	int ret;
 
 	if (n->kind != NODE_DIR)
 		return -ENOTDIR;
-	fd = node_fd_get(t, n);
-	if (fd < 0)
-		return fd;
-	ret = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	node_fd_put(t, n);
-	if (ret < 0)
-		return -errno;
-	fd = ret;
-	ret = 0;
-	dp = fdopendir(fd);
-	if (!dp) {
-		ret = -errno;
-		close(fd);
-		return ret;
-	}
-
 	pthread_mutex_lock(&n->lock);
 	ret = dir_refresh_locked(t, n, false);
 	if (ret) {
 		pthread_mutex_unlock(&n->lock);
-		closedir(dp);
 		return ret;
 	}
 	version_retire_gone_locked(t, n);
-	for (;;) {
-		errno = 0;
-		de = readdir(dp);
-		if (!de) {
-			ret = -errno;
-			break;
-		}
-		/* A plain entry named like a layered file is hidden by it;
-		 * compaction staging files and the lock file are not
-		 * shown at all. */
-		if (store_dir_find(n->index, de->d_name) || compact_is_tmp(de->d_name) ||
-		    dirlock_is_lockfile(de->d_name))
+	/* The directory's entries as its index read them: the refresh
+	 * rescans whenever the directory may have changed since, so this is
+	 * what a readdir would return now, without a second read of a big
+	 * directory. A plain entry named like a layered file is hidden by
+	 * it; compaction staging files and the lock file are not shown at
+	 * all. */
+	idx = n->index;
+	for (size_t i = 0; !ret && i < idx->nentries; i++) {
+		const struct store_entry *e = &idx->entries[i];
+
+		if (store_dir_find(idx, e->name) || compact_is_tmp(e->name) ||
+		    dirlock_is_lockfile(e->name))
 			continue;
-		ret = dirent_add(&d, &nd, &cap, de->d_name, de->d_type, de->d_ino);
-		if (ret)
-			break;
+		ret = dirent_add(&d, &nd, &cap, &bytes, e->name, e->d_type, e->ino);
 	}
 	/* Layered names come after the real entries, with the inode numbers
 	 * their versions have or will have: no layer is looked at, so a
 	 * listing costs what reading STORE's directory does. */
-	for (size_t i = 0; !ret && i < n->index->ngroups; i++) {
+	for (size_t i = 0; !ret && i < idx->ngroups; i++) {
 		uint64_t ino;
 
-		ret = version_listed_ino_locked(t, n, &n->index->groups[i], &ino);
+		ret = version_listed_ino_locked(t, n, &idx->groups[i], &ino);
 		if (!ret)
-			ret = dirent_add(&d, &nd, &cap, n->index->groups[i].name, DT_REG, ino);
+			ret = dirent_add(&d, &nd, &cap, &bytes, idx->groups[i].name,
+					 DT_REG, ino);
+	}
+	if (!ret) {
+		*out = dirents_copy(d, nd, bytes);
+		ret = *out ? 0 : -ENOMEM;
 	}
 	pthread_mutex_unlock(&n->lock);
-	closedir(dp);
-	if (ret) {
-		node_dirents_free(d, nd);
+	free(d);
+	if (ret)
 		return ret;
-	}
-	*out = d;
 	*count = nd;
 	return 0;
 }

@@ -34,8 +34,10 @@ struct node_dirent {
 
 /*
  * Lists directory n as shown at the mount: STORE's entries, plus one entry
- * per layered NAME, minus plain entries a layered NAME hides. Returns 0 and
- * a malloc'd array (free with node_dirents_free()), or -errno.
+ * per layered NAME, minus plain entries a layered NAME hides, from the
+ * directory's index (refreshed first if the directory changed). Returns 0
+ * and one malloc'd block, the array and its names (free with
+ * node_dirents_free()), or -errno.
  */
 int node_list_dir(struct node_table *t, struct node *n,
 		  struct node_dirent **out, size_t *count);

@@ -70,47 +70,67 @@ bool store_parse_name(const char *fname, struct store_name *out)
 	return true;
 }
 
-/* A growable list of (name, d_type) collected from a directory. */
-struct name_list {
-	char **names;
-	unsigned char *types;
+/* The entries of a directory as read: names packed in one block (one
+ * allocation for a directory of any size, where a strdup() per name made
+ * a big directory's first listing mostly malloc), each name's offset. */
+struct entry_list {
+	char *names;
+	size_t used, room;
+	struct store_entry *ents;	/* .name unset until the block is final */
+	size_t *offs;
 	size_t n, cap;
 };
 
-static int name_list_add(struct name_list *l, const char *name, unsigned char t)
+static int entry_list_add(struct entry_list *l, const char *name,
+			  unsigned char type, uint64_t ino)
 {
+	size_t len = strlen(name) + 1;
+
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 64;
-		char **nn = realloc(l->names, cap * sizeof(*nn));
+		struct store_entry *ne = realloc(l->ents, cap * sizeof(*ne));
 
+		if (!ne)
+			return -ENOMEM;
+		l->ents = ne;
+		size_t *no = realloc(l->offs, cap * sizeof(*no));
+
+		if (!no)
+			return -ENOMEM;
+		l->offs = no;
+		l->cap = cap;
+	}
+	if (l->room - l->used < len) {
+		size_t room = l->room ? l->room : 4096;
+		char *nn;
+
+		while (room - l->used < len)
+			room *= 2;
+		nn = realloc(l->names, room);
 		if (!nn)
 			return -ENOMEM;
 		l->names = nn;
-		unsigned char *nt = realloc(l->types, cap);
-
-		if (!nt)
-			return -ENOMEM;
-		l->types = nt;
-		l->cap = cap;
+		l->room = room;
 	}
-	l->names[l->n] = strdup(name);
-	if (!l->names[l->n])
-		return -ENOMEM;
-	l->types[l->n++] = t;
+	memcpy(l->names + l->used, name, len);
+	l->offs[l->n] = l->used;
+	l->ents[l->n++] = (struct store_entry){ .ino = ino, .d_type = type };
+	l->used += len;
 	return 0;
 }
 
-static void name_list_free(struct name_list *l)
+static void entry_list_free(struct entry_list *l)
 {
-	for (size_t i = 0; i < l->n; i++)
-		free(l->names[i]);
 	free(l->names);
-	free(l->types);
+	free(l->ents);
+	free(l->offs);
 }
+
+static int build_dir(struct entry_list *l, struct store_dir **out);
 
 int store_dir_scan(int dirfd, struct store_dir **out)
 {
-	struct name_list l = { 0 };
+	struct entry_list l = { 0 };
 	struct dirent *de;
 	DIR *d;
 	int fd, ret = 0;
@@ -131,19 +151,31 @@ int store_dir_scan(int dirfd, struct store_dir **out)
 			ret = -errno;
 			break;
 		}
-		if (de->d_name[0] == '.' && (de->d_name[1] == '\0' ||
-		    (de->d_name[1] == '.' && de->d_name[2] == '\0')))
-			continue;
-		ret = name_list_add(&l, de->d_name, de->d_type);
+		ret = entry_list_add(&l, de->d_name, de->d_type, de->d_ino);
 		if (ret)
 			break;
 	}
 	closedir(d);
 	if (ret == 0)
-		ret = store_dir_from_names((const char *const *)l.names,
-					   l.types, l.n, out);
-	name_list_free(&l);
+		return build_dir(&l, out);
+	entry_list_free(&l);
 	return ret;
+}
+
+int store_dir_from_names(const char *const *names, const unsigned char *d_types,
+			 size_t n, struct store_dir **out)
+{
+	struct entry_list l = { 0 };
+
+	for (size_t i = 0; i < n; i++) {
+		int ret = entry_list_add(&l, names[i], d_types ? d_types[i] : DT_UNKNOWN, 0);
+
+		if (ret) {
+			entry_list_free(&l);
+			return ret;
+		}
+	}
+	return build_dir(&l, out);
 }
 
 /* Sort key while grouping: NAME, then seq, then kind. */
@@ -206,69 +238,87 @@ static int hash_names(struct store_dir *dir)
 	return 0;
 }
 
-int store_dir_from_names(const char *const *names, const unsigned char *d_types,
-			 size_t n, struct store_dir **out)
+/*
+ * The index of the entries in l, which it takes (freed either way): the
+ * groups' NAMEs in one more block, their layers in one array, the layers'
+ * and the entries' names pointing into l's block.
+ */
+static int build_dir(struct entry_list *l, struct store_dir **out)
 {
 	struct store_dir *dir;
-	struct parsed *p;
-	const char **plain;
-	size_t np = 0, nplain = 0, i, j;
+	struct parsed *p = NULL;
+	const char **plain = NULL;
+	size_t np = 0, nplain = 0, nbytes = 0, i, j, g;
 	int ret = -ENOMEM;
 
 	dir = calloc(1, sizeof(*dir));
-	p = calloc(n ? n : 1, sizeof(*p));
-	plain = calloc(n ? n : 1, sizeof(*plain));
-	if (!dir || !p || !plain)
+	if (!dir) {
+		entry_list_free(l);
+		return -ENOMEM;
+	}
+	dir->names = l->names;
+	dir->entries = l->ents;
+	dir->nentries = l->n;
+	for (i = 0; i < l->n; i++)
+		dir->entries[i].name = dir->names + l->offs[i];
+	free(l->offs);
+	*l = (struct entry_list){ 0 };
+
+	p = calloc(dir->nentries ? dir->nentries : 1, sizeof(*p));
+	plain = calloc(dir->nentries ? dir->nentries : 1, sizeof(*plain));
+	if (!p || !plain)
 		goto fail;
+	for (i = 0; i < dir->nentries; i++) {
+		const struct store_entry *e = &dir->entries[i];
+		struct parsed *q = &p[np];
 
-	for (i = 0; i < n; i++) {
-		struct parsed *e = &p[np];
-
-		if (store_parse_name(names[i], &e->sn)) {
-			e->fname = names[i];
-			e->d_type = d_types ? d_types[i] : DT_UNKNOWN;
+		if (store_parse_name(e->name, &q->sn)) {
+			q->fname = e->name;
+			q->d_type = e->d_type;
 			np++;
 		} else {
-			plain[nplain++] = names[i];
+			plain[nplain++] = e->name;
 		}
 	}
 	qsort(p, np, sizeof(*p), parsed_cmp);
 	qsort(plain, nplain, sizeof(*plain), str_cmp);
 
-	/* Count groups, then fill them. */
+	/* Count groups and their NAMEs' bytes, then fill them. */
 	for (i = 0; i < np; i = j) {
 		for (j = i + 1; j < np && p[j].sn.name_len == p[i].sn.name_len &&
 		     memcmp(p[j].fname, p[i].fname, p[i].sn.name_len) == 0; j++)
 			;
 		dir->ngroups++;
+		nbytes += p[i].sn.name_len + 1;
 	}
 	dir->groups = calloc(dir->ngroups ? dir->ngroups : 1, sizeof(*dir->groups));
-	if (!dir->groups)
+	dir->layers = calloc(np ? np : 1, sizeof(*dir->layers));
+	dir->group_names = malloc(nbytes ? nbytes : 1);
+	if (!dir->groups || !dir->layers || !dir->group_names)
 		goto fail;
 
-	size_t g = 0;
-
-	for (i = 0; i < np; i = j, g++) {
+	nbytes = 0;
+	for (i = 0, g = 0; i < np; i = j, g++) {
 		struct store_group *grp = &dir->groups[g];
+		size_t len = p[i].sn.name_len;
 
-		for (j = i + 1; j < np && p[j].sn.name_len == p[i].sn.name_len &&
-		     memcmp(p[j].fname, p[i].fname, p[i].sn.name_len) == 0; j++)
+		for (j = i + 1; j < np && p[j].sn.name_len == len &&
+		     memcmp(p[j].fname, p[i].fname, len) == 0; j++)
 			;
-		grp->name = strndup(p[i].fname, p[i].sn.name_len);
-		grp->layers = calloc(j - i, sizeof(*grp->layers));
-		if (!grp->name || !grp->layers)
-			goto fail;
+		grp->name = dir->group_names + nbytes;
+		memcpy(grp->name, p[i].fname, len);
+		grp->name[len] = '\0';
+		nbytes += len + 1;
+		grp->layers = dir->layers + i;
 		grp->nlayers = j - i;
 		for (size_t k = i; k < j; k++) {
-			struct store_layer *l = &grp->layers[k - i];
+			struct store_layer *ly = &dir->layers[k];
 
-			l->fname = strdup(p[k].fname);
-			if (!l->fname)
-				goto fail;
-			l->seq = p[k].sn.seq;
-			l->kind = p[k].sn.kind;
-			l->overflow = p[k].sn.overflow;
-			l->d_type = p[k].d_type;
+			ly->fname = (char *)p[k].fname;
+			ly->seq = p[k].sn.seq;
+			ly->kind = p[k].sn.kind;
+			ly->overflow = p[k].sn.overflow;
+			ly->d_type = p[k].d_type;
 		}
 		grp->shadows_plain = bsearch(&grp->name, plain, nplain,
 					     sizeof(*plain), str_cmp) != NULL;
@@ -283,8 +333,7 @@ int store_dir_from_names(const char *const *names, const unsigned char *d_types,
 fail:
 	free(plain);
 	free(p);
-	if (dir)
-		store_dir_free(dir);
+	store_dir_free(dir);
 	return ret;
 }
 
@@ -292,14 +341,10 @@ void store_dir_free(struct store_dir *dir)
 {
 	if (!dir)
 		return;
-	for (size_t i = 0; i < dir->ngroups; i++) {
-		struct store_group *g = &dir->groups[i];
-
-		for (size_t k = 0; k < g->nlayers && g->layers; k++)
-			free(g->layers[k].fname);
-		free(g->layers);
-		free(g->name);
-	}
+	free(dir->entries);
+	free(dir->names);
+	free(dir->group_names);
+	free(dir->layers);
 	free(dir->groups);
 	free(dir->slots);
 	free(dir);

@@ -34,7 +34,8 @@ bool store_parse_name(const char *fname, struct store_name *out);
 
 /* One layer file found in a directory. */
 struct store_layer {
-	char *fname;		/* the directory entry, owned */
+	char *fname;		/* the directory entry: in its index's block,
+				   or owned by a chain (store_chain_from_names()) */
 	uint64_t seq;
 	enum store_kind kind;
 	bool overflow;
@@ -43,7 +44,7 @@ struct store_layer {
 
 /* All layers of one NAME, sorted by seq (bases before diffs at equal seq). */
 struct store_group {
-	char *name;		/* NAME, owned */
+	char *name;		/* NAME, in its index's block */
 	size_t nlayers;
 	struct store_layer *layers;
 	bool shadows_plain;	/* a plain entry called NAME is hidden by it */
@@ -57,11 +58,27 @@ struct store_slot {
 	uint32_t tag;
 };
 
+/* One entry of the directory as the scan read it. */
+struct store_entry {
+	const char *name;
+	uint64_t ino;		/* d_ino (0 from store_dir_from_names()) */
+	unsigned char d_type;
+};
+
 struct store_dir {
 	size_t ngroups;
 	struct store_group *groups;
 	struct store_slot *slots;	/* mask + 1 of them, at most half full */
 	size_t mask;
+	/* Every entry (. and .. too, from a scan), in the directory's order:
+	 * what a listing shows of the directory while the index is current. */
+	size_t nentries;
+	struct store_entry *entries;
+	/* The blocks the pointers above point into: the entries' names
+	 * (layers' fnames are entries' names), the groups' NAMEs, and every
+	 * group's layers. */
+	char *names, *group_names;
+	struct store_layer *layers;
 };
 
 /*

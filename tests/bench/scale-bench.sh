@@ -5,7 +5,8 @@
 #   1. the first listing (`ls -f`, then `ls -l`) of a directory of
 #      SCALE_NAMES (100,000) one-layer names through snapfs, against
 #      `ls -f` / `ls -l` of STORE itself (targets: ls -f <= 2x STORE's, and
-#      <= 1 s);
+#      <= 1 s), and the FUSE floor: STORE's directory listed through
+#      passthrough_ro, which does nothing but readdir;
 #   2. a store of SCALE_DIRS (10,000) snapshot directories: time from start
 #      to mounted, and the first open + read of a file in it (targets
 #      <= 50 ms and <= 20 ms);
@@ -26,6 +27,7 @@ ROUNDS=${SCALE_ROUNDS:-20}
 CHURN=${SCALE_CHURN:-10000}
 OUT=${BENCH_OUT:-$BUILDDIR/bench-scale.md}
 SNAPFS=$(cd "$BUILDDIR" && pwd)/snapfs
+PASSTHROUGH=$(cd "$BUILDDIR" && pwd)/tests/bench/passthrough_ro
 FUSERMOUNT=${FUSERMOUNT:-fusermount3}
 
 W=$(mktemp -d "$BENCH_DIR/snapfs-scale.XXXXXX")
@@ -72,6 +74,7 @@ say ""
 
 # 1. A directory of NAMES one-layer names.
 mkdir -p "$W/s1/big"
+mkfifo "$W/ready.pt"
 python3 - "$W/s1/big" "$NAMES" <<'EOF'
 import sys
 d, n = sys.argv[1], int(sys.argv[2])
@@ -83,6 +86,14 @@ EOF
 drop
 t0=$(ms); ls -f "$W/s1/big" >/dev/null; store_f=$(($(ms) - t0))
 t0=$(ms); ls -l "$W/s1/big" >/dev/null; store_l=$(($(ms) - t0))
+# The FUSE floor: the same directory through passthrough_ro, a FUSE daemon
+# that answers a listing with a readdir of its source and nothing else.
+"$PASSTHROUGH" -f -o ready_fd=3 "$W/s1/big" "$MNT" 3>"$W/ready.pt" >/dev/null 2>&1 &
+PID=$!
+read -r -n 1 -t 60 _ <"$W/ready.pt" || { echo "passthrough_ro did not start" >&2; exit 1; }
+drop
+t0=$(ms); nfloor=$(ls -f "$MNT" | wc -l); floor_f=$(($(ms) - t0))
+umount_it
 mount_it "$W/s1"
 drop
 t0=$(ms); n=$(ls -f "$MNT/big" | wc -l); snap_f=$(($(ms) - t0))
@@ -97,6 +108,7 @@ say "|---|---:|---:|---:|---|"
 say "| first \`ls -f\` ($n names) | $store_f ms | $snap_f ms | $(ratio "$snap_f" "$store_f") | <= 2x and <= 1000 ms |"
 say "| \`ls -l\` after it | $store_l ms | $snap_l ms | $(ratio "$snap_l" "$store_l") | |"
 say "| second \`ls -f\` | | $snap_f2 ms | | |"
+say "| FUSE floor: first \`ls -f\` through passthrough_ro ($nfloor entries: no NAMEs) | $store_f ms | $floor_f ms | $(ratio "$floor_f" "$store_f") | |"
 say ""
 say "Daemon RSS after the listings: $rss1 KiB."
 say ""

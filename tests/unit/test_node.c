@@ -11,6 +11,8 @@
  */
 #include "unit.h"
 
+#include <dirent.h>
+
 #include "cache.h"
 #include "names.h"
 #include "node.h"
@@ -246,9 +248,19 @@ static void test_listing(void **state)
 	assert_true(listed(d, count, "disk.0.base"));
 	assert_true(listed(d, count, ".snapfs-compact.notes"));
 	assert_false(listed(d, count, ".snapfs-compact.0123456789abcdef.77"));
-	for (size_t i = 0, seen = 0; i < count; i++)
+	/* . and .. as STORE lists them; plain entries with STORE's inode
+	 * numbers and types */
+	assert_true(listed(d, count, "."));
+	assert_true(listed(d, count, ".."));
+	assert_int_equal(fstatat(f->sfd, "disk.0.base", &st, AT_SYMLINK_NOFOLLOW), 0);
+	for (size_t i = 0, seen = 0; i < count; i++) {
 		if (strcmp(d[i].name, "disk") == 0)
 			assert_int_equal(++seen, 1);	/* once, as the view */
+		if (strcmp(d[i].name, "disk.0.base") == 0) {
+			assert_int_equal(d[i].ino, st.st_ino);
+			assert_true(d[i].d_type == DT_REG || d[i].d_type == DT_UNKNOWN);
+		}
+	}
 	node_dirents_free(d, count);
 	/* The leftover staging file went at the first look; the user's
 	 * file stayed. */
