@@ -5,6 +5,11 @@
  * freed; when the bytes held exceed the budget, unreferenced entries are
  * dropped from the cold end of the LRU.
  *
+ * The budget bounds all extent-map memory: the maps held here, and the
+ * segment arrays of views, which are charged to it (cache_charge()). A scan
+ * gets only the room that dropping every unreferenced map would leave; a
+ * map or a view that does not fit is refused with -EFBIG.
+ *
  * Locking: one mutex, c->lock, protects everything in struct cache and in its
  * entries. It is never held across a scan (I/O) or while freeing a map that
  * another thread could reach.
@@ -15,6 +20,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "cache.h"
@@ -32,6 +38,8 @@ struct cache_entry {
 struct cache {
 	pthread_mutex_t lock;
 	size_t budget;
+	size_t lru_bytes;		/* of st.bytes, the unreferenced maps'
+					   (what eviction can give back) */
 	size_t nbuckets;
 	struct cache_entry **buckets;	/* protected by lock */
 	struct cache_entry lru;		/* sentinel: lru.next is the coldest */
@@ -63,15 +71,17 @@ struct cache *cache_new(size_t budget)
 	return c;
 }
 
-static void lru_unlink(struct cache_entry *e)
+static void lru_unlink(struct cache *c, struct cache_entry *e)
 {
 	e->prev->next = e->next;
 	e->next->prev = e->prev;
 	e->prev = e->next = NULL;
+	c->lru_bytes -= extent_map_footprint(e->map);
 }
 
 static void lru_push_hot(struct cache *c, struct cache_entry *e)
 {
+	c->lru_bytes += extent_map_footprint(e->map);
 	e->prev = c->lru.prev;
 	e->next = &c->lru;
 	c->lru.prev->next = e;
@@ -116,16 +126,22 @@ static void maybe_grow(struct cache *c)
 	c->buckets = nb;
 }
 
-/* Unlinks unreferenced entries until the budget holds; returns them as a
- * list through hnext for the caller to free after unlocking. */
-static struct cache_entry *evict_locked(struct cache *c)
+/* Bytes held against the budget: maps and charges. */
+static size_t held_locked(const struct cache *c)
+{
+	return c->st.bytes + c->st.charged;
+}
+
+/* Unlinks unreferenced entries until more bytes fit the budget; returns
+ * them as a list through hnext for the caller to free after unlocking. */
+static struct cache_entry *evict_locked(struct cache *c, size_t more)
 {
 	struct cache_entry *victims = NULL;
 
-	while (c->st.bytes > c->budget && c->lru.next != &c->lru) {
+	while (held_locked(c) + more > c->budget && c->lru.next != &c->lru) {
 		struct cache_entry *e = c->lru.next;
 
-		lru_unlink(e);
+		lru_unlink(c, e);
 		hash_unlink(c, e);
 		c->st.entries--;
 		c->st.bytes -= extent_map_footprint(e->map);
@@ -153,6 +169,7 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 	struct cache_entry *e, *stale = NULL, *victims;
 	struct extent_map *m;
 	bool changed = false;
+	size_t room;
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
@@ -161,7 +178,7 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 			continue;
 		if (layer_id_equal(&e->id, id)) {
 			if (e->refs++ == 0)
-				lru_unlink(e);
+				lru_unlink(c, e);
 			c->st.hits++;
 			*out = e;
 			pthread_mutex_unlock(&c->lock);
@@ -179,7 +196,13 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 		log_debug("%s: identity changed since its map was cached; "
 			  "scanning it again", fname);
 
-	ret = extent_scan(fd, id->size, &m);
+	/* The room this map may take: the budget less what cannot be
+	 * dropped (referenced maps, views' segments). */
+	pthread_mutex_lock(&c->lock);
+	room = held_locked(c) - c->lru_bytes < c->budget ?
+	       c->budget - (held_locked(c) - c->lru_bytes) : 0;
+	pthread_mutex_unlock(&c->lock);
+	ret = extent_scan_within(fd, id->size, room, &m);
 	if (ret)
 		return ret;
 
@@ -199,7 +222,7 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 		if (o->id.dev == id->dev && o->id.ino == id->ino &&
 		    layer_id_equal(&o->id, id)) {
 			if (o->refs++ == 0)
-				lru_unlink(o);
+				lru_unlink(c, o);
 			*out = o;
 			pthread_mutex_unlock(&c->lock);
 			free(m);
@@ -219,7 +242,7 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 				c->st.bytes -= extent_map_footprint(o->map);
 				c->st.changed++;
 				if (o->refs == 0) {
-					lru_unlink(o);
+					lru_unlink(c, o);
 					o->hnext = stale;
 					stale = o;
 				} else {
@@ -231,12 +254,22 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 			pp = &o->hnext;
 		}
 	}
+	/* Scans that ran at once may each have found the room: the one
+	 * that no longer fits is refused here. */
+	victims = evict_locked(c, extent_map_footprint(m));
+	if (held_locked(c) + extent_map_footprint(m) > c->budget) {
+		pthread_mutex_unlock(&c->lock);
+		free_entries(stale);
+		free_entries(victims);
+		free(m);
+		free(e);
+		return -EFBIG;
+	}
 	e->hnext = c->buckets[bucket_of(c, id->dev, id->ino)];
 	c->buckets[bucket_of(c, id->dev, id->ino)] = e;
 	c->st.entries++;
 	c->st.bytes += extent_map_footprint(m);
 	maybe_grow(c);
-	victims = evict_locked(c);
 	pthread_mutex_unlock(&c->lock);
 
 	free_entries(stale);
@@ -266,10 +299,49 @@ void cache_put(struct cache *c, struct cache_entry *e)
 			return;
 		}
 		lru_push_hot(c, e);
-		victims = evict_locked(c);
+		victims = evict_locked(c, 0);
 	}
 	pthread_mutex_unlock(&c->lock);
 	free_entries(victims);
+}
+
+int cache_charge(struct cache *c, size_t bytes)
+{
+	struct cache_entry *victims;
+	int ret = 0;
+
+	pthread_mutex_lock(&c->lock);
+	victims = evict_locked(c, bytes);
+	if (held_locked(c) + bytes > c->budget)
+		ret = -EFBIG;
+	else
+		c->st.charged += bytes;
+	pthread_mutex_unlock(&c->lock);
+	free_entries(victims);
+	return ret;
+}
+
+void cache_uncharge(struct cache *c, size_t bytes)
+{
+	pthread_mutex_lock(&c->lock);
+	c->st.charged -= bytes;
+	pthread_mutex_unlock(&c->lock);
+}
+
+unsigned cache_default_mb(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+	uint64_t mb;
+
+	if (pages <= 0 || size <= 0)
+		return 64;
+	mb = ((uint64_t)pages * (uint64_t)size >> 20) / 32;
+	return mb < 64 ? 64 : mb > 1u << 20 ? 1u << 20 : (unsigned)mb;
+}
+
+size_t cache_budget(const struct cache *c)
+{
+	return c->budget;
 }
 
 void cache_drop(struct cache *c, const struct layer_id *id)
@@ -281,7 +353,7 @@ void cache_drop(struct cache *c, const struct layer_id *id)
 		if (layer_id_equal(&e->id, id))
 			break;
 	if (e && e->refs == 0) {
-		lru_unlink(e);
+		lru_unlink(c, e);
 		hash_unlink(c, e);
 		c->st.entries--;
 		c->st.bytes -= extent_map_footprint(e->map);

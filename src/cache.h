@@ -21,11 +21,13 @@ struct cache_entry;		/* a referenced map, see cache_get() */
 struct cache_stats {
 	size_t entries;
 	size_t bytes;		/* footprint of all maps held */
+	size_t charged;		/* views' segments (cache_charge()) */
 	uint64_t hits, misses, evictions, changed;
 };
 
-/* A cache whose maps take at most budget bytes, except while maps that are
- * referenced push it over: those are never dropped. NULL on ENOMEM. */
+/* A cache whose maps, with the bytes charged to it, take at most budget
+ * bytes: unreferenced maps are dropped to make room, and a map or a charge
+ * that would not fit even then is refused. NULL on ENOMEM. */
 struct cache *cache_new(size_t budget);
 
 /* Frees every map; no map may still be referenced. */
@@ -37,8 +39,9 @@ void cache_free(struct cache *c);
  * scanning it if the cache has no map for that identity. A cached map of
  * the same (dev, ino) with a different identity is replaced (fname only
  * names the layer in debug lines; the caller reports producer errors).
- * Thread-safe; the scan runs without the cache lock held. Returns 0 or the -errno of the scan.
- * Release with cache_put().
+ * Thread-safe; the scan runs without the cache lock held. Returns 0, the
+ * -errno of the scan, or -EFBIG if the map would not fit the budget with
+ * every unreferenced map dropped. Release with cache_put().
  */
 int cache_get(struct cache *c, int fd, const struct layer_id *id,
 	      const char *fname, struct cache_entry **out);
@@ -50,6 +53,26 @@ const struct extent_map *cache_entry_map(const struct cache_entry *e);
 void cache_put(struct cache *c, struct cache_entry *e);
 
 void cache_get_stats(struct cache *c, struct cache_stats *st);
+
+/*
+ * Counts bytes of extent-map memory held elsewhere (a view's segments)
+ * against the budget, dropping unreferenced maps to make room: 0, or
+ * -EFBIG (nothing counted) if they do not fit even then. cache_uncharge()
+ * gives them back.
+ */
+int cache_charge(struct cache *c, size_t bytes);
+void cache_uncharge(struct cache *c, size_t bytes);
+
+/* The budget, in bytes. */
+size_t cache_budget(const struct cache *c);
+
+/*
+ * The budget, in MiB, when none is given: a thirty-second of the memory,
+ * at least 64 MiB. It bounds every extent map the process holds, the maps
+ * of the views of every live version included, so it grows with the host
+ * (a 64 GiB VM's chain of scattered 2% diffs takes tens of MiB).
+ */
+unsigned cache_default_mb(void);
 
 /*
  * Forgets the map of identity id now, unless a view holds it (then the LRU

@@ -402,7 +402,7 @@ int main(int argc, char *argv[])
 			r.opts.store_ino = st.st_ino;
 		}
 	}
-	r.cache = cache_new(64 << 20);
+	r.cache = cache_new((size_t)cache_default_mb() << 20);
 	if (!r.cache) {
 		close(fd);
 		return 1;

@@ -477,7 +477,7 @@ int main(int argc, char *argv[])
 	path2 = strdup(argv[optind + 1]);
 	r.a = malloc(CHUNK);
 	r.b = malloc(CHUNK);
-	cache = cache_new(64 << 20);
+	cache = cache_new((size_t)cache_default_mb() << 20);
 	env = cache ? view_env_new(cache, r.page) : NULL;
 	if (!path1 || !path2 || !r.a || !r.b || !env) {
 		fprintf(stderr, "snapfs-diff: out of memory\n");

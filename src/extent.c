@@ -46,16 +46,31 @@
 
 /* ---- building a map ---- */
 
+/* A map's footprint with n extents (extent_map_footprint()). */
+static size_t footprint_of(size_t n)
+{
+	return sizeof(struct extent_map) + n * sizeof(struct extent);
+}
+
 struct builder {
 	struct extent_map *m;
 	size_t cap;
+	size_t max;		/* extents at most, if limited (-EFBIG) */
+	bool limited;
 	uint64_t from;		/* where the scan starts */
 	bool to_first_hole;	/* stop at the first hole after from */
 };
 
-static int builder_init(struct builder *b, uint64_t size, enum extent_method how)
+/* A builder of a map of a file of size bytes; with max_bytes, the map's
+ * footprint may not pass it (-EFBIG here or from builder_add()). */
+static int builder_init(struct builder *b, uint64_t size, enum extent_method how,
+			size_t max_bytes)
 {
-	b->cap = 16;
+	b->limited = max_bytes > 0;
+	if (b->limited && max_bytes < footprint_of(0))
+		return -EFBIG;	/* not even an empty map */
+	b->max = b->limited ? (max_bytes - footprint_of(0)) / sizeof(struct extent) : 0;
+	b->cap = b->limited && b->max < 16 ? b->max : 16;
 	b->from = 0;
 	b->to_first_hole = false;
 	b->m = malloc(sizeof(*b->m) + b->cap * sizeof(b->m->ext[0]));
@@ -69,7 +84,8 @@ static int builder_init(struct builder *b, uint64_t size, enum extent_method how
 
 /* Adds data [start, end), start < end, not before the last range added;
  * merges it into that range if they touch or overlap. Returns 0, -ENOMEM,
- * or 1 (nothing added) when a hole precedes it and b stops at the first. */
+ * -EFBIG (b->max extents already), or 1 (nothing added) when a hole
+ * precedes it and b stops at the first. */
 static int builder_add(struct builder *b, uint64_t start, uint64_t end)
 {
 	struct extent_map *m = b->m;
@@ -89,14 +105,21 @@ static int builder_add(struct builder *b, uint64_t start, uint64_t end)
 			return 0;
 		}
 	}
+	if (b->limited && m->n == b->max)
+		return -EFBIG;
 	if (m->n == b->cap) {
 		struct extent_map *nm;
+		size_t cap = b->cap * 2;
 
-		nm = realloc(m, sizeof(*m) + 2 * b->cap * sizeof(m->ext[0]));
+		/* Never past the limit: the map stays within what its
+		 * budget has room for even while it grows. */
+		if (b->limited && cap > b->max)
+			cap = b->max;
+		nm = realloc(m, sizeof(*m) + cap * sizeof(m->ext[0]));
 		if (!nm)
 			return -ENOMEM;
 		b->m = m = nm;
-		b->cap *= 2;
+		b->cap = cap;
 	}
 	m->ext[m->n].off = start;
 	m->ext[m->n].len = end - start;
@@ -283,7 +306,7 @@ static int tmpfs_unstable(int fd, struct extent_map *m)
 	} else {
 		/* scanned to another size than the file's: count it all */
 		struct builder b;
-		int ret = builder_init(&b, (uint64_t)st.st_size, EXTENT_SEEK);
+		int ret = builder_init(&b, (uint64_t)st.st_size, EXTENT_SEEK, 0);
 
 		if (ret)
 			return ret;
@@ -301,15 +324,16 @@ static int tmpfs_unstable(int fd, struct extent_map *m)
 
 /* ---- the map ---- */
 
-int extent_scan_with(int fd, uint64_t size, enum extent_method how,
-		     struct extent_map **out)
+static int scan(int fd, uint64_t size, enum extent_method how, size_t max_bytes,
+		struct extent_map **out)
 {
 	struct builder b;
 	int ret;
 
 	if (how != EXTENT_AUTO && how != EXTENT_FIEMAP && how != EXTENT_SEEK)
 		return -EINVAL;
-	ret = builder_init(&b, size, how == EXTENT_SEEK ? EXTENT_SEEK : EXTENT_FIEMAP);
+	ret = builder_init(&b, size, how == EXTENT_SEEK ? EXTENT_SEEK : EXTENT_FIEMAP,
+			   max_bytes);
 	if (ret)
 		return ret;
 	if (size == 0)
@@ -339,9 +363,21 @@ fail:
 	return ret;
 }
 
+int extent_scan_with(int fd, uint64_t size, enum extent_method how,
+		     struct extent_map **out)
+{
+	return scan(fd, size, how, 0, out);
+}
+
 int extent_scan(int fd, uint64_t size, struct extent_map **out)
 {
-	return extent_scan_with(fd, size, EXTENT_AUTO, out);
+	return scan(fd, size, EXTENT_AUTO, 0, out);
+}
+
+int extent_scan_within(int fd, uint64_t size, size_t max_bytes,
+		       struct extent_map **out)
+{
+	return scan(fd, size, EXTENT_AUTO, max_bytes ? max_bytes : 1, out);
 }
 
 int extent_scan_range(int fd, uint64_t size, uint64_t start, uint64_t end,
@@ -353,7 +389,7 @@ int extent_scan_range(int fd, uint64_t size, uint64_t start, uint64_t end,
 
 	if (start > end || end > size)
 		return -EINVAL;
-	ret = builder_init(&b, size, EXTENT_FIEMAP);
+	ret = builder_init(&b, size, EXTENT_FIEMAP, 0);
 	if (ret)
 		return ret;
 	b.from = start;

@@ -64,6 +64,15 @@ struct extent_map {
 int extent_scan(int fd, uint64_t size, struct extent_map **out);
 
 /*
+ * extent_scan() of a map whose footprint (extent_map_footprint()) may not
+ * pass max_bytes: -EFBIG as soon as it would, and the map never holds more
+ * memory than that while it grows (a diff with millions of extents is
+ * refused, not scanned into whatever memory there is).
+ */
+int extent_scan_within(int fd, uint64_t size, size_t max_bytes,
+		       struct extent_map **out);
+
+/*
  * extent_scan() with the method forced: EXTENT_AUTO is extent_scan();
  * EXTENT_FIEMAP fails with the ioctl's -errno where the filesystem has no
  * FIEMAP instead of falling back; EXTENT_SEEK never tries FIEMAP (and then

@@ -120,7 +120,8 @@ static void usage(const char *prog)
 	       "Shows every layered file of STORE (NAME.<seq>.base plus sparse\n"
 	       "NAME.<seq>.diff layers) as one flat, read-only file NAME.\n\n"
 	       "snapfs options:\n"
-	       "    -o cache_mb=N          memory for cached extent maps (default 64)\n"
+	       "    -o cache_mb=N          memory for all extent maps (default: 1/32 of RAM,\n"
+	       "                           at least 64)\n"
 	       "    -o page_size=N         page size holes must resolve to (default 4096)\n"
 	       "    -o entry_timeout=SEC   how long names are cached where changes\n"
 	       "                           are watched with inotify (default 60)\n"
@@ -345,6 +346,10 @@ static int check_options(const struct options *o)
 		log_err("prefetch_mb=0: use prefetch=off to push nothing");
 		return -1;
 	}
+	if (o->cache_mb == 0) {
+		log_err("cache_mb=0: no extent map would fit; every view needs one");
+		return -1;
+	}
 	if (o->passthrough && strcmp(o->passthrough, "auto") != 0 &&
 	    strcmp(o->passthrough, "off") != 0) {
 		log_err("passthrough=%s: must be auto or off", o->passthrough);
@@ -407,7 +412,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct options o = {
-		.cache_mb = 64,
+		.cache_mb = UINT_MAX,	/* not given: cache_default_mb() */
 		.page_size = 4096,
 		.entry_timeout = 60.0,
 		.revalidate = 0.05,
@@ -495,7 +500,8 @@ int main(int argc, char *argv[])
 	fs.pt = passthrough_new(!o.passthrough || strcmp(o.passthrough, "off") != 0);
 	if (!fs.pt)
 		goto out_zero;
-	fs.cache = cache_new((size_t)o.cache_mb << 20);
+	fs.cache = cache_new((size_t)(o.cache_mb == UINT_MAX ? cache_default_mb() :
+				      o.cache_mb) << 20);
 	if (!fs.cache)
 		goto out_pt;
 	fs.env = view_env_new(fs.cache, o.page_size);

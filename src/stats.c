@@ -104,6 +104,7 @@ size_t stats_format(char *buf, size_t size, const struct cache_stats *cs)
 		    (unsigned long long)cs->evictions);
 		put(buf, size, &len, "map_cache_entries %zu\n", cs->entries);
 		put(buf, size, &len, "map_cache_bytes %zu\n", cs->bytes);
+		put(buf, size, &len, "map_view_bytes %zu\n", cs->charged);
 	}
 	pthread_mutex_lock(&cause_lock);
 	put(buf, size, &len, "compact_last_cause %s\n", cause[0] ? cause : "-");

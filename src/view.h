@@ -63,6 +63,8 @@ struct view {
 				   a lookup searches one stretch of seg */
 	size_t index_len;
 	unsigned index_shift;
+	size_t charged;		/* bytes of seg and seg_index counted
+				   against the extent-map budget */
 	int state;		/* atomic: VIEW_BUILT, VIEW_BUILDING, or
 				   the -errno its build failed with */
 	char *build_why;	/* the cause of a failed build; lock */

@@ -306,6 +306,55 @@ static void *scan_layers(void *arg)
 	return NULL;
 }
 
+/* bytes in words for a log line: KiB below a MiB, else MiB. */
+static const char *size_words(char *buf, size_t len, size_t bytes)
+{
+	if (bytes < (1u << 20))
+		snprintf(buf, len, "%zu KiB", (bytes + 1023) >> 10);
+	else
+		snprintf(buf, len, "%zu MiB", (bytes + (1u << 20) - 1) >> 20);
+	return buf;
+}
+
+/* What the budget has room for, now. */
+static size_t budget_left(struct cache *c)
+{
+	struct cache_stats st;
+	size_t held;
+
+	cache_get_stats(c, &st);
+	held = st.bytes + st.charged;
+	return held < cache_budget(c) ? cache_budget(c) - held : 0;
+}
+
+/*
+ * Counts v's segments and index against the extent-map budget, after its
+ * layers' maps were let go (so that they can be dropped to make room).
+ * A map that does not fit is freed: -ENOMEM, the cause in why.
+ */
+static int charge_map(struct view *v, char *why, size_t len)
+{
+	size_t bytes = (v->nseg + 1) * sizeof(*v->seg) +
+		       v->index_len * sizeof(*v->seg_index);
+	char need[32], left[32];
+
+	if (cache_charge(v->env->cache, bytes) == 0) {
+		v->charged = bytes;
+		return 0;
+	}
+	snprintf(why, len, "its map of %zu segments (%s) does not fit the %s "
+		 "left of the extent-map budget (cache_mb in snapfs(8))", v->nseg,
+		 size_words(need, sizeof(need), bytes),
+		 size_words(left, sizeof(left), budget_left(v->env->cache)));
+	free(v->seg);
+	free(v->seg_index);
+	v->seg = NULL;
+	v->seg_index = NULL;
+	v->nseg = 0;
+	v->index_len = 0;
+	return -ENOMEM;
+}
+
 /*
  * After every layer was scanned: the first failure in chain order (so the
  * cause does not depend on which scanner finished first), else the view's
@@ -320,6 +369,19 @@ static int finish_map(struct build *b, char *why, size_t len)
 
 	for (unsigned i = 0; i < v->nlayers && !ret; i++) {
 		ret = b->rets[i];
+		if (ret == -EFBIG) {
+			char left[32];
+
+			/* The budget's trouble, not the chain's: a later
+			 * open, with other maps let go, may fit. */
+			snprintf(why, len, "the extent map of layer %s needs more "
+				 "than the %s left of the extent-map budget (cache_mb "
+				 "in snapfs(8))", v->layers[i].fname,
+				 size_words(left, sizeof(left),
+					    budget_left(v->env->cache)));
+			ret = -ENOMEM;
+			break;
+		}
 		if (ret) {
 			snprintf(why, len, "cannot map the extents of layer %s: %s",
 				 v->layers[i].fname, strerror(-ret));
@@ -343,6 +405,8 @@ static int finish_map(struct build *b, char *why, size_t len)
 		if (b->ents[i])
 			cache_put(v->env->cache, b->ents[i]);
 	free(maps);
+	if (!ret)
+		ret = charge_map(v, why, len);
 	return ret;
 }
 

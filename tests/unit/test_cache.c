@@ -275,49 +275,122 @@ static void test_budget_lru(void **state)
 		close(fd[i]);
 }
 
-/* A tiny budget never takes a map from under a reader. */
+/* A map in use is never dropped: one that does not fit beside the maps
+ * in use is refused (-EFBIG), and fits once one of them is let go. */
 static void test_budget_referenced(void **state)
 {
 	struct unit_dir *ud = *state;
 	struct cache_entry *e[4] = { 0 };
 	struct layer_id id[4];
 	struct cache_stats st;
-	struct cache *c = cache_new(1);
+	struct cache *c;
+	size_t fp = sizeof(struct extent_map) + sizeof(struct extent);
 	int fd[4];
 
-	assert_non_null(c);
 	open_four(ud, fd, id);
-	for (unsigned i = 0; i < 4; i++)
-		assert_int_equal(cache_get(c, fd[i], &id[i], "x", &e[i]), 0);
+	c = cache_new(2 * fp);	/* room for two one-extent maps */
+	assert_non_null(c);
+	assert_int_equal(cache_get(c, fd[0], &id[0], "a", &e[0]), 0);
+	assert_int_equal(cache_get(c, fd[1], &id[1], "b", &e[1]), 0);
+	assert_int_equal(cache_get(c, fd[2], &id[2], "c", &e[2]), -EFBIG);
+	assert_null(e[2]);
 	st = stats(c);
-	assert_int_equal(st.entries, 4);
+	assert_int_equal(st.entries, 2);
 	assert_int_equal(st.evictions, 0);
-	for (unsigned i = 0; i < 4; i++) {
+	assert_int_equal(st.bytes, 2 * fp);
+	/* the maps in use are still right */
+	for (unsigned i = 0; i < 2; i++) {
 		const struct extent_map *m = cache_entry_map(e[i]);
 
 		assert_int_equal(m->n, 1);
 		assert_int_equal(m->ext[0].off, i * P);
 		assert_int_equal(m->ext[0].len, P);
 	}
-	cache_put(c, e[2]);
+	cache_put(c, e[0]);
+	assert_int_equal(cache_get(c, fd[2], &id[2], "c", &e[2]), 0);
+	assert_int_equal(cache_entry_map(e[2])->ext[0].off, 2 * P);
 	st = stats(c);
-	assert_int_equal(st.evictions, 1);
-	assert_int_equal(st.entries, 3);
-	/* the others are still readable */
-	assert_int_equal(cache_entry_map(e[3])->ext[0].off, 3 * P);
-	assert_int_equal(cache_entry_map(e[0])->ext[0].off, 0);
+	assert_int_equal(st.evictions, 1);	/* a, let go, made room */
+	assert_int_equal(st.entries, 2);
+	cache_put(c, e[1]);
+	cache_put(c, e[2]);
+	/* nothing in use: a get after that scans again */
+	assert_int_equal(cache_get(c, fd[0], &id[0], "a", &e[0]), 0);
+	assert_int_equal(stats(c).misses, 5);
+	cache_put(c, e[0]);
+	assert_true(stats(c).bytes <= 2 * fp);
+	cache_free(c);
+	for (unsigned i = 0; i < 4; i++)
+		close(fd[i]);
+}
+
+/* Bytes charged (views' segments) count against the budget: they drop
+ * unreferenced maps, are refused when the maps in use leave no room, and
+ * leave room for maps again when given back; a map with more extents than
+ * the room is refused while it is scanned. */
+static void test_budget_charged(void **state)
+{
+	struct unit_dir *ud = *state;
+	static const unsigned many[] = { 0, 2, 4, 6, 8, 10, 12, 14 };
+	struct cache_entry *e[4] = { 0 }, *x = NULL;
+	struct layer_id id[4], mid;
+	struct cache_stats st;
+	struct cache *c;
+	size_t fp = sizeof(struct extent_map) + sizeof(struct extent);
+	int fd[4], mfd;
+
+	open_four(ud, fd, id);
+	c = cache_new(4 * fp);
+	assert_non_null(c);
+	assert_int_equal(cache_budget(c), 4 * fp);
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(cache_get(c, fd[i], &id[i], "x", &e[i]), 0);
 	cache_put(c, e[0]);
 	cache_put(c, e[1]);
-	cache_put(c, e[3]);
+	/* held: three maps, one in use; a charge of two maps' bytes drops
+	 * the two not in use */
+	assert_int_equal(cache_charge(c, 2 * fp), 0);
 	st = stats(c);
-	assert_int_equal(st.evictions, 4);
+	assert_int_equal(st.charged, 2 * fp);
+	assert_int_equal(st.entries, 2);
+	assert_int_equal(st.evictions, 1);
+	/* one map's room left: two more are refused, nothing changes */
+	assert_int_equal(cache_charge(c, 2 * fp), -EFBIG);
+	assert_int_equal(stats(c).charged, 2 * fp);
+	assert_int_equal(cache_get(c, fd[3], &id[3], "d", &e[3]), 0);
+	assert_int_equal(cache_get(c, fd[0], &id[0], "a", &x), -EFBIG);
+	assert_true(stats(c).bytes + stats(c).charged <= 4 * fp);
+	cache_put(c, e[3]);
+	cache_put(c, e[2]);
+	cache_uncharge(c, 2 * fp);
+	assert_int_equal(stats(c).charged, 0);
+
+	/* a layer of 8 extents: refused while scanned where 7 fit, taken
+	 * where 8 do */
+	{
+		struct unit_range r[8];
+		struct stat sb;
+
+		for (size_t i = 0; i < 8; i++)
+			r[i] = (struct unit_range){ many[i] * P, P };
+		mfd = unit_sparse_file(ud->fd, "m", 16 * P, r, 8, 11, NULL);
+		assert_int_equal(fstat(mfd, &sb), 0);
+		layer_id_from_stat(&mid, &sb);
+	}
+	cache_free(c);
+	c = cache_new(sizeof(struct extent_map) + 7 * sizeof(struct extent));
+	assert_int_equal(cache_get(c, mfd, &mid, "m", &x), -EFBIG);
+	assert_null(x);
+	st = stats(c);
 	assert_int_equal(st.entries, 0);
 	assert_int_equal(st.bytes, 0);
-	/* and a get after that scans again */
-	assert_int_equal(cache_get(c, fd[1], &id[1], "b", &e[1]), 0);
-	assert_int_equal(stats(c).misses, 5);
-	cache_put(c, e[1]);
 	cache_free(c);
+	c = cache_new(sizeof(struct extent_map) + 8 * sizeof(struct extent));
+	assert_int_equal(cache_get(c, mfd, &mid, "m", &x), 0);
+	assert_int_equal(cache_entry_map(x)->n, 8);
+	cache_put(c, x);
+	cache_free(c);
+	close(mfd);
 	for (unsigned i = 0; i < 4; i++)
 		close(fd[i]);
 }
@@ -403,6 +476,7 @@ struct thr_arg {
 	struct layer_id *id;
 	uint64_t seed;
 	int bad;
+	int refused;	/* -EFBIG: the others' maps in use filled it */
 };
 
 enum { THR = 4, ITER = 3000 };
@@ -415,8 +489,13 @@ static void *thr_main(void *p)
 		unsigned k = (unsigned)unit_below(&a->seed, 4);
 		struct cache_entry *e;
 
-		if (cache_get(a->c, a->fd[k], &a->id[k], "t", &e)) {
-			a->bad++;
+		int ret = cache_get(a->c, a->fd[k], &a->id[k], "t", &e);
+
+		if (ret) {
+			if (ret == -EFBIG)
+				a->refused++;
+			else
+				a->bad++;
 			continue;
 		}
 		if (cache_entry_map(e)->ext[0].off != k * P)
@@ -441,7 +520,7 @@ static void test_threads(void **state)
 	c = cache_new(2 * fp);
 	assert_non_null(c);
 	for (int i = 0; i < THR; i++) {
-		a[i] = (struct thr_arg){ c, fd, id, (uint64_t)i * 77 + 1, 0 };
+		a[i] = (struct thr_arg){ c, fd, id, (uint64_t)i * 77 + 1, 0, 0 };
 		assert_int_equal(pthread_create(&t[i], NULL, thr_main, &a[i]), 0);
 	}
 	for (int i = 0; i < THR; i++) {
@@ -467,6 +546,7 @@ int main(void)
 		T(test_changed),
 		T(test_budget_lru),
 		T(test_budget_referenced),
+		T(test_budget_charged),
 		T(test_cache_free_all),
 		T(test_many_identities),
 		cmocka_unit_test(test_scan_error),

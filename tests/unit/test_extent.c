@@ -136,6 +136,38 @@ static void test_scan_scattered(void **state)
 	check_scan(ud, 64 * P, w, 6, e, 4);
 }
 
+/* extent_scan_within(): a map of n extents fits a footprint of n extents
+ * and is refused (-EFBIG) at one less, also past the first 16 (the map
+ * grows by doubling, and never past the limit); the FIEMAP and the
+ * SEEK_DATA scans alike (on tmpfs the second). */
+static void test_scan_within(void **state)
+{
+	struct unit_dir *ud = *state;
+	enum { N = 40 };
+	struct unit_range w[N];
+	struct extent_map *m = NULL;
+	size_t fp = sizeof(*m) + N * sizeof(m->ext[0]);
+	int fd;
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	for (unsigned i = 0; i < N; i++)
+		w[i] = (struct unit_range){ (3 * i + 1) * P, P };
+	fd = unit_sparse_file(ud->fd, "w", 3 * N * P, w, N, 5, NULL);
+	assert_int_equal(extent_scan_within(fd, 3 * N * P, fp, &m), 0);
+	assert_int_equal(m->n, N);
+	assert_int_equal(extent_map_footprint(m), fp);
+	for (unsigned i = 0; i < N; i++)
+		assert_int_equal(m->ext[i].off, (3 * i + 1) * P);
+	free(m);
+	m = NULL;
+	assert_int_equal(extent_scan_within(fd, 3 * N * P, fp - 1, &m), -EFBIG);
+	assert_null(m);
+	assert_int_equal(extent_scan_within(fd, 3 * N * P, sizeof(*m), &m), -EFBIG);
+	assert_int_equal(extent_scan_within(fd, 3 * N * P, 1, &m), -EFBIG);
+	assert_null(m);
+	close(fd);
+}
+
 static void test_scan_adjacent_merged(void **state)
 {
 	struct unit_dir *ud = *state;
@@ -715,6 +747,7 @@ int main(void)
 		T(test_scan_touching_eof),
 		T(test_scan_partial_last_page),
 		T(test_scan_scattered),
+		T(test_scan_within),
 		T(test_scan_adjacent_merged),
 		T(test_scan_zero_page_is_data),
 		T(test_scan_many_random),

@@ -35,7 +35,8 @@ static long long value_of(const char *text, const char *name)
 
 static void test_format(void **state)
 {
-	struct cache_stats cs = { .entries = 3, .bytes = 4096, .hits = 7, .misses = 2 };
+	struct cache_stats cs = { .entries = 3, .bytes = 4096, .hits = 7, .misses = 2,
+				 .charged = 512 };
 	char buf[4096];
 	size_t len;
 
@@ -54,6 +55,7 @@ static void test_format(void **state)
 	assert_int_equal(value_of(buf, "map_cache_hits"), 7);
 	assert_int_equal(value_of(buf, "map_cache_misses"), 2);
 	assert_int_equal(value_of(buf, "map_cache_bytes"), 4096);
+	assert_int_equal(value_of(buf, "map_view_bytes"), 512);
 	/* A cause never breaks a line: every line is "name value". */
 	assert_non_null(strstr(buf, "compact_last_cause vm1/memory.bin: No space left\n"));
 	for (const char *p = buf; *p; p = strchr(p, '\n') + 1) {

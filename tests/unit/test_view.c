@@ -609,6 +609,22 @@ static struct env env_new(size_t budget)
 	return e;
 }
 
+/* No map of c is referenced any more: charging all the room the budget
+ * has left drops every one (a referenced map would stay). */
+static void expect_maps_released(struct cache *c)
+{
+	struct cache_stats st;
+	size_t room;
+
+	cache_get_stats(c, &st);
+	room = cache_budget(c) - st.charged;
+	assert_int_equal(cache_charge(c, room), 0);
+	cache_get_stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	cache_uncharge(c, room);
+}
+
 static void env_free(struct env *e)
 {
 	view_env_free(e->venv);
@@ -968,7 +984,7 @@ static void test_open_one_page(void **state)
 	struct unit_dir *ud = *state;
 	const struct unit_range all = { 0, P };
 	unsigned char want[UNIT_PAGE];
-	struct env e = env_new(0);	/* keeps only referenced maps */
+	struct env e = env_new(1 << 20);
 	struct cache_stats st;
 	struct view *v = NULL;
 	char why[256];
@@ -977,11 +993,13 @@ static void test_open_one_page(void **state)
 	unit_sparse_file_c(ud->fd, "p.1.diff", P, &all, 1, 6, want);
 	assert_int_equal(open_name(&e, ud->fd, "p", NULL, 0, &v, why,
 				   sizeof(why)), 0);
-	/* the view needs no map once flattened: it gave them all back */
+	/* the view needs no map once flattened: it gave them all back, and
+	 * its own segments are counted against the budget */
 	cache_get_stats(e.cache, &st);
 	assert_int_equal(st.misses, 2);
-	assert_int_equal(st.entries, 0);
-	assert_int_equal(st.evictions, 2);
+	assert_int_equal(st.charged, v->charged);
+	assert_int_equal(v->charged, (v->nseg + 1) * sizeof(*v->seg));
+	expect_maps_released(e.cache);
 	assert_int_equal(v->nseg, 1);
 	assert_int_equal(v->seg[0].layer, 1);
 	check_content(v, want, P, 4);
@@ -1036,18 +1054,91 @@ static void test_open_dense_diff(void **state)
 	struct env e;
 
 	UNIT_REQUIRE_PAGE_HOLES(ud);
-	e = env_new(0);		/* keeps only referenced maps */
+	e = env_new(1 << 20);
 	unit_sparse_file_c(ud->fd, "mem.0.base", 8 * P, &all, 1, 1, NULL);
 	unit_sparse_file_c(ud->fd, "mem.1.diff", 8 * P, &r, 1, 2, NULL);
 	unit_sparse_file_c(ud->fd, "mem.2.diff", 8 * P, &all, 1, 3, NULL);
 	expect_refused(&e, ud, NULL, 0, "mem.2.diff", "no holes");
-	/* every map reference was given back: the budget of 0 let the
-	 * cache drop them all */
+	/* every map reference was given back, and nothing stays charged */
 	cache_get_stats(e.cache, &st);
 	assert_int_equal(st.misses, 3);
-	assert_int_equal(st.entries, 0);
-	assert_int_equal(st.evictions, 3);
+	assert_int_equal(st.charged, 0);
+	expect_maps_released(e.cache);
 	env_free(&e);
+}
+
+/*
+ * The extent-map budget bounds views' segments too: a chain whose layer map
+ * does not fit the room left is refused while it is scanned, one whose
+ * segments do not fit is refused once flattened, both with -ENOMEM and a
+ * cause that names the budget; the same chain opens once there is room,
+ * and a view gives its charge back when freed.
+ */
+static void test_open_budget(void **state)
+{
+	struct unit_dir *ud = *state;
+	enum { PAGES = 128, DIRTY = 64 };
+	const struct unit_range all = { 0, PAGES * P };
+	struct unit_range rd[DIRTY];
+	unsigned char *want = malloc(PAGES * P);
+	size_t hdr = sizeof(struct extent_map), ext = sizeof(struct extent);
+	size_t maps = 2 * hdr + (1 + DIRTY) * ext;	/* base's and diff's */
+	size_t budget = 1 << 20, segs, room;
+	struct env e = env_new(budget);
+	struct cache_stats st;
+	struct view *v = NULL;
+	char why[256];
+
+	UNIT_REQUIRE_PAGE_HOLES(ud);
+	assert_non_null(want);
+	for (unsigned i = 0; i < DIRTY; i++)
+		rd[i] = (struct unit_range){ (2 * i + 1) * P, P };
+	unit_sparse_file_c(ud->fd, "b.0.base", PAGES * P, &all, 1, 21, want);
+	unit_sparse_file_c(ud->fd, "b.1.diff", PAGES * P, rd, DIRTY, 22, want);
+
+	/* learn what the view's segments take */
+	assert_int_equal(open_name(&e, ud->fd, "b", NULL, 0, &v, why, sizeof(why)), 0);
+	segs = v->charged;
+	assert_int_equal(segs, (v->nseg + 1) * sizeof(*v->seg));
+	assert_true(segs > maps);
+	view_put(v);
+	cache_get_stats(e.cache, &st);
+	assert_int_equal(st.charged, 0);
+
+	/* room for the maps, not for the segments */
+	room = (maps + segs) / 2;
+	assert_int_equal(cache_charge(e.cache, budget - room), 0);
+	v = NULL;
+	assert_int_equal(open_name(&e, ud->fd, "b", NULL, 0, &v, why, sizeof(why)), -ENOMEM);
+	assert_null(v);
+	print_message("refused as expected: %s\n", why);
+	assert_non_null(strstr(why, "segments"));
+	assert_non_null(strstr(why, "cache_mb"));
+	cache_get_stats(e.cache, &st);
+	assert_int_equal(st.charged, budget - room);
+	cache_uncharge(e.cache, budget - room);
+
+	/* room for the base's map, not for the diff's */
+	expect_maps_released(e.cache);
+	room = hdr + ext + hdr + DIRTY * ext / 2;
+	assert_int_equal(cache_charge(e.cache, budget - room), 0);
+	assert_int_equal(open_name(&e, ud->fd, "b", NULL, 0, &v, why, sizeof(why)), -ENOMEM);
+	assert_null(v);
+	print_message("refused as expected: %s\n", why);
+	assert_non_null(strstr(why, "b.1.diff"));
+	assert_non_null(strstr(why, "cache_mb"));
+	cache_get_stats(e.cache, &st);
+	assert_true(st.bytes + st.charged <= budget);
+	cache_uncharge(e.cache, budget - room);
+
+	/* with the room back, the same chain opens and reads right */
+	assert_int_equal(open_name(&e, ud->fd, "b", NULL, 0, &v, why, sizeof(why)), 0);
+	check_content(v, want, PAGES * P, 7);
+	view_put(v);
+	cache_get_stats(e.cache, &st);
+	assert_int_equal(st.charged, 0);
+	env_free(&e);
+	free(want);
 }
 
 /*
@@ -1234,7 +1325,7 @@ static void test_owned_detach(void **state)
 	const struct unit_range rbase = { 0, 32 * P };
 	const struct unit_range rd1[] = { { 3 * P, 2 * P }, { 20 * P, P } };
 	unsigned char *want = malloc(size);
-	struct env e = env_new(0);
+	struct env e = env_new(1 << 20);
 	struct own_race r = { .dirfd = ud->fd, .size = size, .rounds = 2000 };
 	uint64_t open0 = stats_get(STAT_LAYERS_OPEN);
 	pthread_t th[4];
@@ -1327,6 +1418,7 @@ int main(void)
 		T(test_open_one_page),
 		T(test_open_sizes_differ),
 		T(test_open_dense_diff),
+		T(test_open_budget),
 		T(test_open_indexed),
 		T(test_open_symlink),
 		T(test_open_directory),
