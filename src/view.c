@@ -58,22 +58,26 @@ static size_t find_seg(const struct view_seg *seg, size_t nseg, uint64_t off)
  * searches only the segments of one stretch, a few cache lines, instead
  * of the whole map: at depth 64 nearly every page is its own segment, and
  * a 2 GiB view's map is half a million of them, far more than the CPU's
- * cache holds. At most INDEX_MAX + 2 entries (16 KiB); small maps have
- * none, and a map without one (no memory) is searched whole.
+ * cache holds. At most INDEX_MAX + 2 entries (16 KiB), and at most one per
+ * INDEX_SEGS_PER segments, so the index adds at most a quarter of a byte
+ * to a segment's 16; small maps have none, and a map without one (no
+ * memory) is searched whole.
  */
 #define INDEX_MIN_SEGS 256
 #define INDEX_MAX 4096
+#define INDEX_SEGS_PER 16
 #define INDEX_MIN_SHIFT 16
 
 void view_build_index(struct view *v)
 {
 	unsigned shift = INDEX_MIN_SHIFT;
-	size_t n, i = 0;
+	size_t n, i = 0, most;
 	uint32_t *idx;
 
 	if (v->nseg < INDEX_MIN_SEGS || v->nseg > UINT32_MAX)
 		return;
-	while ((v->size >> shift) > INDEX_MAX)
+	most = v->nseg / INDEX_SEGS_PER < INDEX_MAX ? v->nseg / INDEX_SEGS_PER : INDEX_MAX;
+	while ((v->size >> shift) > most)
 		shift++;
 	n = (size_t)(v->size >> shift) + 1;
 	idx = malloc(n * sizeof(*idx));

@@ -1179,6 +1179,12 @@ static void test_open_indexed(void **state)
 	assert_int_equal(view_wait(v), 0);
 	assert_true(v->nseg >= 256);
 	assert_non_null(v->seg_index);
+	/* 16 bytes a segment, and the index at most a quarter byte more;
+	 * all of it charged to the budget */
+	assert_true(v->index_len <= v->nseg / 16 + 1);
+	assert_int_equal(v->charged, (v->nseg + 1) * sizeof(*v->seg) +
+				     v->index_len * sizeof(*v->seg_index));
+	assert_true(v->charged * 4 <= (v->nseg + 1) * 65);
 	for (int i = 0; i < 20000; i++) {
 		uint64_t off, k = unit_below(&s, v->index_len);
 		size_t lin = 0;
