@@ -41,6 +41,7 @@
 #include "fuse_ops.h"
 #include "fuse_read.h"
 #include "log.h"
+#include "memtrim.h"
 #include "names.h"
 #include "passthrough.h"
 #include "prefetch.h"
@@ -371,11 +372,16 @@ static void snapfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name
 		node_forget(fs->nodes, n, 1);	/* the kernel did not take it */
 }
 
+/* Forgets free nodes, versions and their maps, thousands at a time when
+ * the kernel drops a big directory's dentries: the heap may then have
+ * memory to give back (memtrim.h). */
 static void snapfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	if (!stats_file_is(ino))
 		node_forget(fs_of(req)->nodes, node_of(req, ino), nlookup);
 	fuse_reply_none(req);
+	memtrim_note();
+	memtrim_run_due();
 }
 
 static void snapfs_op_forget_multi(fuse_req_t req, size_t count,
@@ -386,6 +392,8 @@ static void snapfs_op_forget_multi(fuse_req_t req, size_t count,
 			node_forget(fs_of(req)->nodes, node_of(req, forgets[i].ino),
 			    forgets[i].nlookup);
 	fuse_reply_none(req);
+	memtrim_note();
+	memtrim_run_due();
 }
 
 static void snapfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -570,6 +578,8 @@ static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	handle_del(d);
 	dir_handle_free(d);
 	fuse_reply_err(req, 0);
+	memtrim_note();		/* the listing's refresh retired versions */
+	memtrim_run_due();
 }
 
 /* ---- files ---- */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "memtrim.h"
 #include "procfd.h"
 #include "watch.h"
 
@@ -43,12 +44,20 @@ static void *watch_thread(void *arg)
 		};
 		ssize_t len;
 
-		if (poll(p, 2, -1) < 0) {
+		int n = poll(p, 2, memtrim_wait_ms());
+
+		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("change watcher: poll: %s", strerror(errno));
 			break;
 		}
+		/* This thread is the one that wakes when the daemon is quiet:
+		 * a second after a burst of frees, the heap gives back what
+		 * it holds free (memtrim.h). */
+		memtrim_run_due();
+		if (n == 0)
+			continue;
 		if (p[1].revents)
 			break;
 		len = read(w->ifd, buf, sizeof(buf));

@@ -163,6 +163,9 @@ EOF
 	for i in $(seq 0 99); do head -c 1 "$MNT/d/r${r}n$i" >/dev/null; done
 	find "$W/s3/d" -name "r${r}n*" -delete
 	ls -l "$MNT/d" >/dev/null
+	# The daemon gives the heap's free memory back a second after a
+	# burst of frees (src/memtrim.h): RSS is read once it has settled.
+	sleep 1.5
 	rss=$(rss_kb)
 	[ -z "$first" ] && first=$rss
 	say "| $r | $rss |"

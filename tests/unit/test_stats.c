@@ -3,12 +3,15 @@
  * Unit tests for the counters (stats.h) and the open policy (openmode.h):
  * the counters' text is one "name value" line each, exact under concurrent
  * adds, cut cleanly when the buffer is short; which opens of a view each
- * open_rw setting lets in.
+ * open_rw setting lets in; when the heap trim (memtrim.h) is due.
  */
 #include "unit.h"
 
 #include <pthread.h>
 
+#include <unistd.h>
+
+#include "memtrim.h"
 #include "openmode.h"
 #include "stats.h"
 
@@ -139,6 +142,33 @@ static void test_comm(void **state)
 	assert_string_equal(buf, "?");
 }
 
+/* A trim is due a second after the first note of a burst, not before, and
+ * once: the note of a later free does not put it off. */
+static void test_memtrim_due(void **state)
+{
+	int w, w2;
+
+	(void)state;
+	memtrim_run_due();	/* whatever an earlier test left */
+	if (memtrim_wait_ms() >= 0) {
+		usleep((useconds_t)memtrim_wait_ms() * 1000 + 20000);
+		memtrim_run_due();
+	}
+	assert_int_equal(memtrim_wait_ms(), -1);
+	memtrim_note();
+	w = memtrim_wait_ms();
+	assert_true(w > 500 && w <= 1000);
+	memtrim_run_due();	/* not due yet: still asked for */
+	usleep(100000);
+	memtrim_note();		/* does not put it off */
+	w2 = memtrim_wait_ms();
+	assert_true(w2 >= 0 && w2 < w);
+	usleep((useconds_t)w2 * 1000 + 20000);
+	assert_int_equal(memtrim_wait_ms(), 0);
+	memtrim_run_due();
+	assert_int_equal(memtrim_wait_ms(), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -147,6 +177,7 @@ int main(void)
 		cmocka_unit_test_setup(test_concurrent_adds, reset),
 		cmocka_unit_test(test_open_policy),
 		cmocka_unit_test(test_comm),
+		cmocka_unit_test(test_memtrim_due),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Giving freed heap memory back (memtrim.h).
+ *
+ * glibc keeps what a program frees in its arenas (one per thread that
+ * allocates, up to eight per CPU) for the next allocation, and gives back
+ * to the system only the top of each heap. A daemon whose FUSE threads
+ * made and freed ten thousand versions keeps the memory of their nodes,
+ * names and maps scattered through those heaps: snapfs's RSS grew from
+ * 22 MB to 32 MB over 20 rounds of creating, listing and deleting 10,000
+ * names, with nothing alive at the end, and one malloc_trim() brought it
+ * to 6 MB. So the frees that come in thousands (forgets, listings) ask for
+ * a look at the heap a second later, when the burst is likely over.
+ * mallinfo2() tells how much the heap holds free; it walks every arena's
+ * free lists, hence no look more often than once a second.
+ */
+#include "config.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+#ifdef HAVE_MALLOC_TRIM
+#include <malloc.h>
+#endif
+
+#include "memtrim.h"
+
+#define TRIM_MIN_FREE (4u << 20)
+#define TRIM_DELAY_NS 1000000000LL
+
+/* When the look asked for is due (monotonic ns), 0 if none; atomic. */
+static int64_t due;
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void memtrim_note(void)
+{
+	int64_t none = 0;
+
+	if (__atomic_load_n(&due, __ATOMIC_RELAXED) == 0)
+		__atomic_compare_exchange_n(&due, &none, now_ns() + TRIM_DELAY_NS, false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+int memtrim_wait_ms(void)
+{
+	int64_t d = __atomic_load_n(&due, __ATOMIC_RELAXED), left;
+
+	if (d == 0)
+		return -1;
+	left = d - now_ns();
+	return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}
+
+void memtrim_run_due(void)
+{
+	int64_t d = __atomic_load_n(&due, __ATOMIC_RELAXED);
+
+	/* One caller takes a due look; the others find it taken. */
+	if (d == 0 || now_ns() < d ||
+	    !__atomic_compare_exchange_n(&due, &d, 0, false,
+					 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return;
+#if defined(HAVE_MALLOC_TRIM) && defined(HAVE_MALLINFO2)
+	{
+		struct mallinfo2 mi = mallinfo2();
+
+		if (mi.fordblks >= TRIM_MIN_FREE && mi.fordblks >= mi.uordblks / 4)
+			malloc_trim(0);
+	}
+#endif
+}

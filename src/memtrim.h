@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Giving the heap's free memory back to the system a second after much
+ * was freed, so that a daemon that made and freed many versions does not
+ * keep their memory.
+ */
+#ifndef SNAPFS_MEMTRIM_H
+#define SNAPFS_MEMTRIM_H
+
+/* Much may just have been freed (forgets, a listing let go): a look at the
+ * heap is due in a second, unless one is due already. Thread-safe, cheap. */
+void memtrim_note(void);
+
+/* Milliseconds until the look that memtrim_note() asked for is due (0 if
+ * it is), or -1 if none was asked for: a poll() timeout. */
+int memtrim_wait_ms(void);
+
+/*
+ * If a look is due: if the heap holds at least 4 MiB free and a quarter of
+ * what is in use, gives the free memory back (malloc_trim()). Called by
+ * the change watcher when its poll times out, and after memtrim_note() by
+ * its callers, so that a busy daemon without a watcher trims too. A no-op
+ * without glibc's malloc_trim() and mallinfo2().
+ */
+void memtrim_run_due(void);
+
+#endif
