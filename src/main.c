@@ -28,6 +28,7 @@
 #include "fuse_ops.h"
 #include "gather.h"
 #include "log.h"
+#include "memtrim.h"
 #include "node.h"
 #include "prefetch.h"
 #include "passthrough.h"
@@ -434,6 +435,7 @@ int main(int argc, char *argv[])
 	size_t file_budget;
 	int ret = 1;
 
+	memtrim_setup();	/* before any thread: one malloc arena */
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
 		goto out_args;
 	if (fuse_parse_cmdline(&args, &copts) != 0)

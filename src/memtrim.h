@@ -7,6 +7,15 @@
 #ifndef SNAPFS_MEMTRIM_H
 #define SNAPFS_MEMTRIM_H
 
+/*
+ * The heap's setup, before any thread starts: one malloc arena for every
+ * thread (each thread keeps its own cache of small chunks, tcache, so the
+ * arena's lock is rarely taken). Per-thread arenas both scatter freed
+ * memory where no trim reaches it and shrink and grow their heaps with
+ * system calls under the read path's allocations. A no-op without glibc.
+ */
+void memtrim_setup(void);
+
 /* Much may just have been freed (forgets, a listing let go): a look at the
  * heap is due in a second, unless one is due already. Thread-safe, cheap. */
 void memtrim_note(void);
