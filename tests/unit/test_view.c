@@ -1067,6 +1067,29 @@ static void test_open_dense_diff(void **state)
 	env_free(&e);
 }
 
+/* With only room bytes of e's budget left, the open of name is refused
+ * (-ENOMEM), the cause naming has and the budget's option; the budget
+ * holds, and the room is given back after. */
+static void expect_refused_for_room(struct env *e, int dirfd, const char *name,
+				    size_t room, const char *has)
+{
+	size_t taken = cache_budget(e->cache) - room;
+	struct cache_stats st;
+	struct view *v = NULL;
+	char why[256];
+
+	assert_int_equal(cache_charge(e->cache, taken), 0);
+	assert_int_equal(open_name(e, dirfd, name, NULL, 0, &v, why, sizeof(why)), -ENOMEM);
+	assert_null(v);
+	print_message("refused as expected: %s\n", why);
+	assert_non_null(strstr(why, has));
+	assert_non_null(strstr(why, "cache_mb"));
+	cache_get_stats(e->cache, &st);
+	assert_int_equal(st.charged, taken);
+	assert_true(st.bytes + st.charged <= cache_budget(e->cache));
+	cache_uncharge(e->cache, taken);
+}
+
 /*
  * The extent-map budget bounds views' segments too: a chain whose layer map
  * does not fit the room left is refused while it is scanned, one whose
@@ -1083,8 +1106,8 @@ static void test_open_budget(void **state)
 	unsigned char *want = malloc(PAGES * P);
 	size_t hdr = sizeof(struct extent_map), ext = sizeof(struct extent);
 	size_t maps = 2 * hdr + (1 + DIRTY) * ext;	/* base's and diff's */
-	size_t budget = 1 << 20, segs, room;
-	struct env e = env_new(budget);
+	size_t segs;
+	struct env e = env_new(1 << 20);
 	struct cache_stats st;
 	struct view *v = NULL;
 	char why[256];
@@ -1106,30 +1129,11 @@ static void test_open_budget(void **state)
 	assert_int_equal(st.charged, 0);
 
 	/* room for the maps, not for the segments */
-	room = (maps + segs) / 2;
-	assert_int_equal(cache_charge(e.cache, budget - room), 0);
-	v = NULL;
-	assert_int_equal(open_name(&e, ud->fd, "b", NULL, 0, &v, why, sizeof(why)), -ENOMEM);
-	assert_null(v);
-	print_message("refused as expected: %s\n", why);
-	assert_non_null(strstr(why, "segments"));
-	assert_non_null(strstr(why, "cache_mb"));
-	cache_get_stats(e.cache, &st);
-	assert_int_equal(st.charged, budget - room);
-	cache_uncharge(e.cache, budget - room);
-
+	expect_refused_for_room(&e, ud->fd, "b", (maps + segs) / 2, "segments");
 	/* room for the base's map, not for the diff's */
 	expect_maps_released(e.cache);
-	room = hdr + ext + hdr + DIRTY * ext / 2;
-	assert_int_equal(cache_charge(e.cache, budget - room), 0);
-	assert_int_equal(open_name(&e, ud->fd, "b", NULL, 0, &v, why, sizeof(why)), -ENOMEM);
-	assert_null(v);
-	print_message("refused as expected: %s\n", why);
-	assert_non_null(strstr(why, "b.1.diff"));
-	assert_non_null(strstr(why, "cache_mb"));
-	cache_get_stats(e.cache, &st);
-	assert_true(st.bytes + st.charged <= budget);
-	cache_uncharge(e.cache, budget - room);
+	expect_refused_for_room(&e, ud->fd, "b", hdr + ext + hdr + DIRTY * ext / 2,
+				"b.1.diff");
 
 	/* with the room back, the same chain opens and reads right */
 	assert_int_equal(open_name(&e, ud->fd, "b", NULL, 0, &v, why, sizeof(why)), 0);
