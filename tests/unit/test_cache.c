@@ -3,7 +3,9 @@
  * Unit tests of the extent-map cache (doc/format.md §4): a layer is scanned once per
  * identity, a changed identity is rescanned while maps still in use stay
  * valid, and the memory budget evicts unreferenced maps coldest first and
- * never a referenced one. Maps come from real sparse files in a mkdtemp dir.
+ * never a referenced one: a map or a charge that does not fit beside the
+ * maps in use is refused (-EFBIG), a map that grows past the room while it
+ * is scanned too. Maps come from real sparse files in a mkdtemp dir.
  */
 #include "unit.h"
 
