@@ -8,8 +8,9 @@
 # freed when their directory is next read: after each round no version is
 # alive (the versions_alive counter of .snapfs-stats), the flattener keeps
 # no record of a version gone (flat_entries), and the daemon's RSS after
-# the last round stays within 1.25x its RSS after round 4, both read once
-# the daemon has given its free heap memory back. ASan's quarantine is
+# the last round stays within 1.25x the highest of rounds 2 to 4 (the
+# daemon gives free heap memory back a second after a burst of frees, so a
+# reading may come before or after that). ASan's quarantine is
 # turned off for the daemon, so that freed memory is reused as it would
 # be in a normal build.
 . ./tests/mount/lib.sh
@@ -79,14 +80,18 @@ EOF
 	fi
 	rss=$(rss_kb)
 	log "round $r: $NAMES names made, listed, read, deleted; $alive versions alive; daemon RSS $rss KiB"
-	[ "$r" -eq 4 ] && base_rss=$rss
+	# the base: the highest of rounds 2 to 4 (a reading may come before
+	# or after the daemon's trim)
+	if [ "$r" -ge 2 ] && [ "$r" -le 4 ] && [ "$rss" -gt "${base_rss:-0}" ]; then
+		base_rss=$rss
+	fi
 done
 # RSS settles over the first rounds (the allocator's pools and arenas
 # grow in steps of megabytes, under ASan too); from round 4 on a leak
 # shows as steady growth, noise as a step or two: more than a quarter
 # fails.
 if [ -n "$base_rss" ] && [ "$rss" -gt $((base_rss * 125 / 100)) ]; then
-	fail "RSS grew from $base_rss KiB (round 4) to $rss KiB (round $ROUNDS)"
+	fail "RSS grew from $base_rss KiB (rounds 2-4) to $rss KiB (round $ROUNDS)"
 fi
 umount_snapfs "$MNT"
 log "PASS"
