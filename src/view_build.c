@@ -346,6 +346,8 @@ static int charge_map(struct view *v, char *why, size_t len)
 		 "left of the extent-map budget (cache_mb in snapfs(8))", v->nseg,
 		 size_words(need, sizeof(need), bytes),
 		 size_words(left, sizeof(left), budget_left(v->env->cache)));
+	/* Freed now, not with the view: a view built after its open stays
+	 * with its version, unread, until the next open lets it go. */
 	free(v->seg);
 	free(v->seg_index);
 	v->seg = NULL;
