@@ -14,12 +14,13 @@
  *
  * Reads of a view are answered in fuse_read.c: gathered with one io_uring
  * submission where they span several layers, else spliced from the
- * layers' fds (doc/design.md §5).
+ * layers' fds (doc/design.md §5). Directory requests are in fuse_dir.c,
+ * the record of open handles in fuse_handles.c.
  *
  * Access: the daemon opens STORE's files itself, so every open and opendir
- * is checked with the requester's credentials first (access.h): a view
- * needs read permission on every layer of its version, a plain file the
- * access its open asks for, a directory read permission. Denials are
+ * is checked with the requester's credentials first (fuse_access.c): a
+ * view needs read permission on every layer of its version, a plain file
+ * the access its open asks for, a directory read permission. Denials are
  * normal and not logged (a debug line with -d).
  */
 #include "config.h"
@@ -27,7 +28,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +35,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "access.h"
-#include "dirwatch.h"
 #include "flatten.h"
-#include "fuse_ops.h"
+#include "fuse_priv.h"
 #include "fuse_read.h"
 #include "log.h"
 #include "memtrim.h"
@@ -50,142 +48,6 @@
 #include "version.h"
 #include "xattr.h"
 
-/* A version's attributes never change (a new chain is a new inode). */
-#define VIEW_ATTR_TIMEOUT 86400.0
-
-/* A requester's groups, and a view's layer fds, held on the stack up to
- * this many before falling back to malloc. */
-#define STACK_IDS 64
-
-/* File handles of open files (see above). malloc's alignment keeps bit 0
- * of a view's address clear. */
-#define FH_VIEW 1u
-
-static uint64_t fh_of_view(struct view *v)
-{
-	return (uint64_t)(uintptr_t)v | FH_VIEW;
-}
-
-static uint64_t fh_of_fd(int fd)
-{
-	return (uint64_t)fd << 1;
-}
-
-/* The view of an open view's handle, or NULL for an ordinary file. */
-static struct view *fh_view(const struct fuse_file_info *fi)
-{
-	return fi->fh & FH_VIEW ? (struct view *)(uintptr_t)(fi->fh & ~(uint64_t)FH_VIEW) : NULL;
-}
-
-static int fh_fd(const struct fuse_file_info *fi)
-{
-	return (int)(fi->fh >> 1);
-}
-
-/* A directory's handle: the listing taken at opendir. */
-struct dir_handle {
-	struct node_dirent *ents;
-	size_t count;
-};
-
-static void dir_handle_free(struct dir_handle *d)
-{
-	node_dirents_free(d->ents, d->count);
-	free(d);
-}
-
-/* ---- open handles, for the end of the session ---- */
-
-struct open_handle {
-	void *p;		/* struct view * or struct dir_handle * */
-	bool dir;
-};
-
-static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct open_handle *handles;	/* protected by handles_lock */
-static size_t handles_n, handles_cap;	/* protected by handles_lock */
-
-/* Records an open handle. Returns 0 or -ENOMEM. */
-static int handle_add(void *p, bool dir)
-{
-	int ret = 0;
-
-	pthread_mutex_lock(&handles_lock);
-	if (handles_n == handles_cap) {
-		size_t cap = handles_cap ? handles_cap * 2 : 64;
-		struct open_handle *h = realloc(handles, cap * sizeof(*h));
-
-		if (!h) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		handles = h;
-		handles_cap = cap;
-	}
-	handles[handles_n++] = (struct open_handle){ p, dir };
-out:
-	pthread_mutex_unlock(&handles_lock);
-	return ret;
-}
-
-/* Forgets one record of p (a linear scan: handles open at once are few,
- * one per running VM and reader). */
-static void handle_del(void *p)
-{
-	pthread_mutex_lock(&handles_lock);
-	for (size_t i = handles_n; i-- > 0;) {
-		if (handles[i].p == p) {
-			handles[i] = handles[--handles_n];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&handles_lock);
-}
-
-void snapfs_close_handles(void)
-{
-	size_t n;
-
-	pthread_mutex_lock(&handles_lock);
-	n = handles_n;
-	for (size_t i = 0; i < handles_n; i++) {
-		if (handles[i].dir)
-			dir_handle_free(handles[i].p);
-		else
-			view_put(handles[i].p);
-	}
-	free(handles);
-	handles = NULL;
-	handles_n = handles_cap = 0;
-	pthread_mutex_unlock(&handles_lock);
-	if (n)
-		log_debug("%zu file handle(s) still open at the end of the session "
-			  "(no release came after a lazy unmount): closed", n);
-}
-
-static struct snapfs *fs_of(fuse_req_t req)
-{
-	return fuse_req_userdata(req);
-}
-
-static struct node *node_of(fuse_req_t req, fuse_ino_t ino)
-{
-	if (ino == FUSE_ROOT_ID)
-		return node_root(fs_of(req)->nodes);
-	return (struct node *)(uintptr_t)ino;
-}
-
-static fuse_ino_t ino_of(struct snapfs *fs, struct node *n)
-{
-	return (fuse_ino_t)node_id(fs->nodes, n);
-}
-
-/* How long the kernel may trust a name in dir without asking again. */
-static double entry_timeout_of(struct snapfs *fs, struct node *dir)
-{
-	return dirwatch_watched(fs->nodes, dir) ? fs->entry_timeout : fs->revalidate;
-}
-
 void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name)
 {
 	struct snapfs *fs = ctx;
@@ -196,96 +58,6 @@ void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name)
 	/* -ENOENT: the kernel has no such entry cached; nothing to drop. */
 	if (ret && ret != -ENOENT)
 		log_debug("invalidating %s: %s", name, strerror(-ret));
-}
-
-/*
- * Whether the requester of req may access each of the n fds for mask,
- * decided by the kernel with the requester's uid, gid and supplementary
- * groups (access_check()). The groups come from /proc; if they cannot be
- * read (the process is gone, /proc is not mounted, another pid namespace),
- * access is denied: a check with fewer groups could grant what a group
- * entry denies (mode 0604, an ACL's group:NAME:---). Returns 0, -EACCES,
- * -ENOMEM, or another -errno.
- */
-static int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
-{
-	static int groups_logged;	/* atomic */
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	gid_t stack[STACK_IDS], *groups = stack;
-	int ng, cap = STACK_IDS, ret;
-
-	if (access_is_daemon(ctx->uid))
-		return 0;
-	ng = access_proc_groups(ctx->pid, groups, cap);
-	while (ng > cap) {	/* more groups than the buffer holds */
-		gid_t *g = realloc(groups == stack ? NULL : groups,
-				   (size_t)ng * sizeof(*g));
-
-		if (!g) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		groups = g;
-		cap = ng;
-		ng = access_proc_groups(ctx->pid, groups, cap);
-	}
-	if (ng < 0) {
-		if (ng != -ENOENT && ng != -ESRCH &&
-		    !__atomic_exchange_n(&groups_logged, 1, __ATOMIC_RELAXED))
-			log_warn("cannot read the groups of process %d (uid %u): %s; "
-				 "opens whose requester's groups are unknown are denied",
-				 (int)ctx->pid, (unsigned)ctx->uid, strerror(-ng));
-		ret = -EACCES;
-		goto out;
-	}
-	{
-		struct access_cred c = { ctx->uid, ctx->gid, groups, (size_t)ng };
-
-		ret = access_check(&c, fds, n, mask);
-	}
-out:
-	if (groups != stack)
-		free(groups);
-	if (ret)
-		log_debug("access denied to uid %u (pid %d): %s", (unsigned)ctx->uid,
-			  (int)ctx->pid, strerror(-ret));
-	return ret;
-}
-
-/* requester_may() on STORE entry n's own fd. */
-static int requester_may_node(fuse_req_t req, struct node *n, int mask)
-{
-	struct node_table *t = fs_of(req)->nodes;
-	int fd = node_fd_get(t, n), ret;
-
-	if (fd < 0)
-		return fd;
-	ret = requester_may(req, &fd, 1, mask);
-	node_fd_put(t, n);
-	return ret;
-}
-
-/* requester_may() on every layer of v, for reading. */
-static int requester_may_read_view(fuse_req_t req, const struct view *v)
-{
-	int stack[STACK_IDS] = { 0 }, *fds = stack, ret;
-
-	if (v->nlayers > STACK_IDS) {
-		fds = malloc(v->nlayers * sizeof(*fds));
-		if (!fds)
-			return -ENOMEM;
-	}
-	for (unsigned i = 0; i < v->nlayers; i++)
-		fds[i] = v->layers[i].fd;
-	ret = requester_may(req, fds, v->nlayers, R_OK);
-	if (fds != stack)
-		free(fds);
-	return ret;
-}
-
-static double attr_timeout_of(struct snapfs *fs, const struct node *n)
-{
-	return n->kind == NODE_VIEW ? VIEW_ATTR_TIMEOUT : fs->attr_timeout;
 }
 
 static void snapfs_op_init(void *userdata, struct fuse_conn_info *conn)
@@ -448,140 +220,6 @@ static void snapfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 	}
 }
 
-/* ---- directories ---- */
-
-static void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
-			      struct fuse_file_info *fi)
-{
-	struct snapfs *fs = fs_of(req);
-	struct node *n = node_of(req, ino);
-	struct dir_handle *d;
-	int ret;
-
-	ret = requester_may_node(req, n, R_OK);
-	if (ret) {
-		fuse_reply_err(req, -ret);
-		return;
-	}
-	d = calloc(1, sizeof(*d));
-	if (!d) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	ret = node_list_dir(fs->nodes, n, &d->ents, &d->count);
-	if (ret) {
-		free(d);
-		fuse_reply_err(req, -ret);
-		return;
-	}
-	ret = handle_add(d, true);
-	if (ret) {
-		dir_handle_free(d);
-		fuse_reply_err(req, -ret);
-		return;
-	}
-	fi->fh = (uintptr_t)d;
-	fi->cache_readdir = 0;
-	if (fuse_reply_open(req, fi) != 0) {
-		handle_del(d);
-		dir_handle_free(d);
-	}
-}
-
-static bool is_dot(const char *name)
-{
-	return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
-}
-
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi, bool plus)
-{
-	struct snapfs *fs = fs_of(req);
-	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
-	struct node *dir = node_of(req, ino);
-	char *buf, *p;
-	size_t rem = size;
-
-	buf = p = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	for (size_t i = (size_t)off; i < d->count; i++) {
-		struct node_dirent *de = &d->ents[i];
-		struct stat st = { .st_ino = de->ino, .st_mode = (mode_t)de->d_type << 12 };
-		size_t len;
-
-		if (stats_file_name(ino, de->name))
-			continue;	/* shadowed by the counters file, unlisted */
-		if (plus && !is_dot(de->name)) {
-			struct node *n;
-			struct fuse_entry_param e = { 0 };
-			int ret = node_lookup(fs->nodes, dir, de->name,
-					      (uint32_t)fuse_req_ctx(req)->pid, &n, &st);
-
-			if (ret == -ENOENT)
-				continue;	/* gone since opendir */
-			if (ret) {
-				if (p == buf) {
-					free(buf);
-					fuse_reply_err(req, -ret);
-					return;
-				}
-				break;
-			}
-			e.ino = ino_of(fs, n);
-			e.attr = st;
-			e.attr_timeout = attr_timeout_of(fs, n);
-			e.entry_timeout = entry_timeout_of(fs, dir);
-			len = fuse_add_direntry_plus(req, p, rem, de->name, &e, (off_t)i + 1);
-			if (len > rem) {
-				node_forget(fs->nodes, n, 1);
-				break;
-			}
-		} else if (plus) {
-			struct fuse_entry_param e = { .attr = st };
-
-			len = fuse_add_direntry_plus(req, p, rem, de->name, &e, (off_t)i + 1);
-			if (len > rem)
-				break;
-		} else {
-			len = fuse_add_direntry(req, p, rem, de->name, &st, (off_t)i + 1);
-			if (len > rem)
-				break;
-		}
-		p += len;
-		rem -= len;
-	}
-	fuse_reply_buf(req, buf, size - rem);
-	free(buf);
-}
-
-static void snapfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-			      off_t off, struct fuse_file_info *fi)
-{
-	do_readdir(req, ino, size, off, fi, false);
-}
-
-static void snapfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
-				  off_t off, struct fuse_file_info *fi)
-{
-	do_readdir(req, ino, size, off, fi, true);
-}
-
-static void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
-				 struct fuse_file_info *fi)
-{
-	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	handle_del(d);
-	dir_handle_free(d);
-	fuse_reply_err(req, 0);
-	memtrim_note();		/* the listing's refresh retired versions */
-	memtrim_run_due();
-}
-
 /* ---- files ---- */
 
 /*
@@ -706,7 +344,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		}
 		view_set_label(v, n->path);	/* unnamed in logs if it fails */
 		pt = passthrough_view(req, ino, n, v, fi, how == OPEN_RW_DIRECT);
-		ret = pt < 0 ? pt : handle_add(v, false);
+		ret = pt < 0 ? pt : fuse_handle_add(v, false);
 		if (ret && pt >= 0)
 			passthrough_release(fs->pt, req, ino);
 		if (ret) {
@@ -729,7 +367,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			if (!pt)
 				prefetch_released(fs->nodes, ino);
 			passthrough_release(fs->pt, req, ino);
-			handle_del(v);
+			fuse_handle_del(v);
 			stats_sub(STAT_HANDLES_OPEN, 1);
 			node_view_close(fs->nodes, n, v);
 		}
@@ -845,7 +483,7 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 	passthrough_release(fs_of(req)->pt, req, ino);
 	if (v) {
 		prefetch_released(fs_of(req)->nodes, ino);	/* ino: a key only */
-		handle_del(v);
+		fuse_handle_del(v);
 		stats_sub(STAT_HANDLES_OPEN, 1);
 		/* The kernel keeps the inode while a file of it is open. */
 		node_view_close(fs_of(req)->nodes, node_of(req, ino), v);
