@@ -132,6 +132,15 @@ static size_t held_locked(const struct cache *c)
 	return c->st.bytes + c->st.charged;
 }
 
+/* The room left once every unreferenced map is dropped: the budget less
+ * what cannot be dropped (referenced maps, views' segments). */
+static size_t room_locked(const struct cache *c)
+{
+	size_t kept = held_locked(c) - c->lru_bytes;
+
+	return kept < c->budget ? c->budget - kept : 0;
+}
+
 /* Unlinks unreferenced entries until more bytes fit the budget; returns
  * them as a list through hnext for the caller to free after unlocking. */
 static struct cache_entry *evict_locked(struct cache *c, size_t more)
@@ -196,12 +205,8 @@ int cache_get(struct cache *c, int fd, const struct layer_id *id,
 		log_debug("%s: identity changed since its map was cached; "
 			  "scanning it again", fname);
 
-	/* The room this map may take: the budget less what cannot be
-	 * dropped (referenced maps, views' segments). */
-	pthread_mutex_lock(&c->lock);
-	room = held_locked(c) - c->lru_bytes < c->budget ?
-	       c->budget - (held_locked(c) - c->lru_bytes) : 0;
-	pthread_mutex_unlock(&c->lock);
+	/* The room this map may take. */
+	room = cache_room(c);
 	ret = extent_scan_within(fd, id->size, room, &m);
 	if (ret)
 		return ret;
@@ -342,6 +347,16 @@ unsigned cache_default_mb(void)
 size_t cache_budget(const struct cache *c)
 {
 	return c->budget;
+}
+
+size_t cache_room(struct cache *c)
+{
+	size_t room;
+
+	pthread_mutex_lock(&c->lock);
+	room = room_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	return room;
 }
 
 void cache_drop(struct cache *c, const struct layer_id *id)

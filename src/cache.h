@@ -66,6 +66,10 @@ void cache_uncharge(struct cache *c, size_t bytes);
 /* The budget, in bytes. */
 size_t cache_budget(const struct cache *c);
 
+/* The bytes a new map or charge could take now: the budget less what
+ * cannot be dropped (maps in use, charges). */
+size_t cache_room(struct cache *c);
+
 /*
  * The budget, in MiB, when none is given: a thirty-second of the memory,
  * at least 64 MiB. It bounds every extent map the process holds, the maps

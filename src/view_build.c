@@ -316,17 +316,6 @@ static const char *size_words(char *buf, size_t len, size_t bytes)
 	return buf;
 }
 
-/* What the budget has room for, now. */
-static size_t budget_left(struct cache *c)
-{
-	struct cache_stats st;
-	size_t held;
-
-	cache_get_stats(c, &st);
-	held = st.bytes + st.charged;
-	return held < cache_budget(c) ? cache_budget(c) - held : 0;
-}
-
 /*
  * Counts v's segments and index against the extent-map budget, after its
  * layers' maps were let go (so that they can be dropped to make room).
@@ -345,7 +334,7 @@ static int charge_map(struct view *v, char *why, size_t len)
 	snprintf(why, len, "its map of %zu segments (%s) does not fit the %s "
 		 "left of the extent-map budget (cache_mb in snapfs(8))", v->nseg,
 		 size_words(need, sizeof(need), bytes),
-		 size_words(left, sizeof(left), budget_left(v->env->cache)));
+		 size_words(left, sizeof(left), cache_room(v->env->cache)));
 	/* Freed now, not with the view: a view built after its open stays
 	 * with its version, unread, until the next open lets it go. */
 	free(v->seg);
@@ -380,7 +369,7 @@ static int finish_map(struct build *b, char *why, size_t len)
 				 "than the %s left of the extent-map budget (cache_mb "
 				 "in snapfs(8))", v->layers[i].fname,
 				 size_words(left, sizeof(left),
-					    budget_left(v->env->cache)));
+					    cache_room(v->env->cache)));
 			ret = -ENOMEM;
 			break;
 		}

@@ -349,6 +349,8 @@ static void test_budget_charged(void **state)
 		assert_int_equal(cache_get(c, fd[i], &id[i], "x", &e[i]), 0);
 	cache_put(c, e[0]);
 	cache_put(c, e[1]);
+	/* the room counts the two maps not in use as free */
+	assert_int_equal(cache_room(c), 3 * fp);
 	/* held: three maps, one in use; a charge of two maps' bytes drops
 	 * the two not in use */
 	assert_int_equal(cache_charge(c, 2 * fp), 0);
@@ -357,6 +359,7 @@ static void test_budget_charged(void **state)
 	assert_int_equal(st.entries, 2);
 	assert_int_equal(st.evictions, 1);
 	/* one map's room left: two more are refused, nothing changes */
+	assert_int_equal(cache_room(c), fp);
 	assert_int_equal(cache_charge(c, 2 * fp), -EFBIG);
 	assert_int_equal(stats(c).charged, 2 * fp);
 	assert_int_equal(cache_get(c, fd[3], &id[3], "d", &e[3]), 0);
