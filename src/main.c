@@ -162,6 +162,8 @@ static void usage(const char *prog)
 	       "                           are cached (default 1.0)\n"
 	       "    -o ready_fd=N          write one byte to fd N once mounted\n"
 	       "    -o max_threads=N       worker threads (default 16)\n"
+	       "    -o max_idle_threads=N  idle worker threads kept (default: twice\n"
+	       "                           the CPUs, at least 4)\n"
 	       "    -o fd_budget=N         fds kept open for STORE's entries (default:\n"
 	       "                           a quarter of the open file limit, at\n"
 	       "                           most 16384); open files get the rest\n"
@@ -409,6 +411,24 @@ static void signal_ready(int fd)
 	close(fd);
 }
 
+/*
+ * How many idle worker threads stay (-o max_idle_threads): by default
+ * twice the CPUs, at least 4. libfuse keeps every thread it ever started,
+ * each with a receive buffer of a megabyte that the largest request it
+ * took has touched (a batch of 10,000 forgets: 160 KiB); past this many
+ * idle ones they end, and the heap gives their memory back (memtrim.h).
+ */
+static unsigned idle_threads(const struct fuse_cmdline_opts *copts, unsigned max_threads)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned n;
+
+	if (copts->max_idle_threads != UINT_MAX)
+		return copts->max_idle_threads;
+	n = cpus > 2 ? 2 * (unsigned)cpus : 4;
+	return n < max_threads ? n : max_threads;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -580,8 +600,7 @@ int main(int argc, char *argv[])
 			goto out_unmount;
 		fuse_loop_cfg_set_clone_fd(loop, copts.clone_fd);
 		fuse_loop_cfg_set_max_threads(loop, o.max_threads);
-		if (copts.max_idle_threads != UINT_MAX)
-			fuse_loop_cfg_set_idle_threads(loop, copts.max_idle_threads);
+		fuse_loop_cfg_set_idle_threads(loop, idle_threads(&copts, o.max_threads));
 		ret = fuse_session_loop_mt(se, loop);
 	}
 	/* A signal (positive) or a clean unmount (0) is a normal stop. */

@@ -66,6 +66,9 @@ umount_it() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$PID/status"; }
+threads() { awk '/^Threads/ { print $2 }' "/proc/$PID/status"; }
+# heap_kb: the resident part of the daemon's brk heap (malloc's main arena)
+heap_kb() { awk '/\[heap\]$/ { h = 1; next } h && /^Rss:/ { print $2; exit }' "/proc/$PID/smaps"; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 : >"$OUT"
@@ -148,8 +151,8 @@ mkdir -p "$W/s3/d"
 mount_it "$W/s3"
 say "## 3. Daemon RSS over $ROUNDS rounds of: create $CHURN names, list, read 100, delete, list"
 say ""
-say "| round | RSS (KiB) |"
-say "|---:|---:|"
+say "| round | RSS (KiB) | of it, heap (KiB) | threads |"
+say "|---:|---:|---:|---:|"
 first=
 for r in $(seq 1 "$ROUNDS"); do
 	python3 - "$W/s3/d" "$CHURN" "$r" <<'EOF'
@@ -168,7 +171,7 @@ EOF
 	sleep 1.5
 	rss=$(rss_kb)
 	[ -z "$first" ] && first=$rss
-	say "| $r | $rss |"
+	say "| $r | $rss | $(heap_kb) | $(threads) |"
 done
 umount_it
 say ""
