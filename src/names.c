@@ -189,78 +189,71 @@ void node_dirents_free(struct node_dirent *d, size_t count)
 	free(d);
 }
 
-/* Adds an entry whose name points into the directory's index (valid while
- * its lock is held); *bytes counts the names' bytes for the copy. */
-static int dirent_add(struct node_dirent **d, size_t *n, size_t *cap, size_t *bytes,
-		      const char *name, unsigned char type, uint64_t ino)
+/* Puts entry k of a listing: its name copied to *names, past the array. */
+static void dirent_put(struct node_dirent *d, size_t k, char **names,
+		       const char *name, unsigned char type, uint64_t ino)
 {
-	if (*n == *cap) {
-		size_t nc = *cap ? *cap * 2 : 64;
-		struct node_dirent *nd = realloc(*d, nc * sizeof(*nd));
+	size_t len = strlen(name) + 1;
 
-		if (!nd)
-			return -ENOMEM;
-		*d = nd;
-		*cap = nc;
-	}
-	(*d)[*n] = (struct node_dirent){ .name = (char *)name, .d_type = type, .ino = ino };
-	(*n)++;
-	*bytes += strlen(name) + 1;
-	return 0;
-}
-
-/* The n entries of d in one block, the array and then the names (one
- * allocation however big the directory). NULL without memory. */
-static struct node_dirent *dirents_copy(const struct node_dirent *d, size_t n,
-					size_t bytes)
-{
-	struct node_dirent *out = malloc(n * sizeof(*out) + bytes + 1);
-	char *names;
-
-	if (!out)
-		return NULL;
-	names = (char *)(out + n);
-	for (size_t i = 0; i < n; i++) {
-		size_t len = strlen(d[i].name) + 1;
-
-		out[i] = d[i];
-		out[i].name = memcpy(names, d[i].name, len);
-		names += len;
-	}
-	return out;
+	d[k] = (struct node_dirent){ .name = memcpy(*names, name, len),
+				     .d_type = type, .ino = ino };
+	*names += len;
 }
 
 int node_list_dir(struct node_table *t, struct node *n,
 		  struct node_dirent **out, size_t *count)
 {
 	struct node_dirent *d = NULL;
-	size_t nd = 0, cap = 0, bytes = 0;
 	const struct store_dir *idx;
+	unsigned char *shown = NULL;
+	size_t nd = 0, bytes = 1, k = 0;
+	char *names;
 	int ret;
 
 	if (n->kind != NODE_DIR)
 		return -ENOTDIR;
 	pthread_mutex_lock(&n->lock);
 	ret = dir_refresh_locked(t, n, false);
-	if (ret) {
-		pthread_mutex_unlock(&n->lock);
-		return ret;
-	}
+	if (ret)
+		goto out;
 	version_retire_gone_locked(t, n);
 	/* The directory's entries as its index read them: the refresh
 	 * rescans whenever the directory may have changed since, so this is
 	 * what a readdir would return now, without a second read of a big
 	 * directory. A plain entry named like a layered file is hidden by
 	 * it; compaction staging files and the lock file are not shown at
-	 * all. */
+	 * all. The listing is one block, the array and then the names,
+	 * sized by a first pass (no array grown by doubling, no copy). */
 	idx = n->index;
-	for (size_t i = 0; !ret && i < idx->nentries; i++) {
+	shown = malloc(idx->nentries ? idx->nentries : 1);
+	if (!shown) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < idx->nentries; i++) {
+		const char *name = idx->entries[i].name;
+
+		shown[i] = !store_dir_find(idx, name) && !compact_is_tmp(name) &&
+			   !dirlock_is_lockfile(name);
+		if (shown[i]) {
+			nd++;
+			bytes += strlen(name) + 1;
+		}
+	}
+	for (size_t i = 0; i < idx->ngroups; i++)
+		bytes += strlen(idx->groups[i].name) + 1;
+	nd += idx->ngroups;
+	d = malloc(nd * sizeof(*d) + bytes);
+	if (!d) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	names = (char *)(d + nd);
+	for (size_t i = 0; i < idx->nentries; i++) {
 		const struct store_entry *e = &idx->entries[i];
 
-		if (store_dir_find(idx, e->name) || compact_is_tmp(e->name) ||
-		    dirlock_is_lockfile(e->name))
-			continue;
-		ret = dirent_add(&d, &nd, &cap, &bytes, e->name, e->d_type, e->ino);
+		if (shown[i])
+			dirent_put(d, k++, &names, e->name, e->d_type, e->ino);
 	}
 	/* Layered names come after the real entries, with the inode numbers
 	 * their versions have or will have: no layer is looked at, so a
@@ -270,17 +263,16 @@ int node_list_dir(struct node_table *t, struct node *n,
 
 		ret = version_listed_ino_locked(t, n, &idx->groups[i], &ino);
 		if (!ret)
-			ret = dirent_add(&d, &nd, &cap, &bytes, idx->groups[i].name,
-					 DT_REG, ino);
+			dirent_put(d, k++, &names, idx->groups[i].name, DT_REG, ino);
 	}
-	if (!ret) {
-		*out = dirents_copy(d, nd, bytes);
-		ret = *out ? 0 : -ENOMEM;
-	}
+out:
 	pthread_mutex_unlock(&n->lock);
-	free(d);
-	if (ret)
+	free(shown);
+	if (ret) {
+		free(d);
 		return ret;
+	}
+	*out = d;
 	*count = nd;
 	return 0;
 }
