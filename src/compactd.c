@@ -26,6 +26,7 @@
 #include "compact.h"
 #include "compactd.h"
 #include "log.h"
+#include "monotime.h"
 #include "node_priv.h"
 #include "stats.h"
 #include "version.h"
@@ -45,14 +46,6 @@ struct cjob {
 	int64_t due_ns;		/* not before (CLOCK_MONOTONIC); 0: now */
 	struct cjob *next;
 };
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Queues v for compaction, not before due_ns, if its chain is deeper
  * than the threshold. */

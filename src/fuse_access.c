@@ -16,6 +16,10 @@
 #include "fuse_priv.h"
 #include "log.h"
 
+/* A requester's groups, and a view's layer fds, held on the stack up to
+ * this many before falling back to malloc. */
+#define STACK_IDS 64
+
 /*
  * Whether the requester of req may access each of the n fds for mask,
  * decided by the kernel with the requester's uid, gid and supplementary
@@ -25,7 +29,7 @@
  * entry denies (mode 0604, an ACL's group:NAME:---). Returns 0, -EACCES,
  * -ENOMEM, or another -errno.
  */
-int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
+static int requester_may(fuse_req_t req, const int *fds, size_t n, int mask)
 {
 	static int groups_logged;	/* atomic */
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);

@@ -145,5 +145,4 @@ void snapfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	dir_handle_free(d);
 	fuse_reply_err(req, 0);
 	memtrim_note();		/* the listing's refresh retired versions */
-	memtrim_run_due();
 }

@@ -153,7 +153,6 @@ static void snapfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 		node_forget(fs_of(req)->nodes, node_of(req, ino), nlookup);
 	fuse_reply_none(req);
 	memtrim_note();
-	memtrim_run_due();
 }
 
 static void snapfs_op_forget_multi(fuse_req_t req, size_t count,
@@ -165,7 +164,6 @@ static void snapfs_op_forget_multi(fuse_req_t req, size_t count,
 			    forgets[i].nlookup);
 	fuse_reply_none(req);
 	memtrim_note();
-	memtrim_run_due();
 }
 
 static void snapfs_op_getattr(fuse_req_t req, fuse_ino_t ino,

@@ -18,10 +18,6 @@
 /* A version's attributes never change (a new chain is a new inode). */
 #define VIEW_ATTR_TIMEOUT 86400.0
 
-/* A requester's groups, and a view's layer fds, held on the stack up to
- * this many before falling back to malloc. */
-#define STACK_IDS 64
-
 static inline struct snapfs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -93,11 +89,10 @@ int fuse_handle_add(void *p, bool dir);
 void fuse_handle_del(void *p);
 
 /*
- * Whether the requester of req may access (fuse_access.c): each of the n
- * fds for mask; STORE entry n's own fd; every layer of v, for reading.
- * 0, -EACCES, -ENOMEM or another -errno.
+ * Whether the requester of req may access (fuse_access.c): STORE entry
+ * n's own fd for mask; every layer of v, for reading. 0, -EACCES,
+ * -ENOMEM or another -errno.
  */
-int requester_may(fuse_req_t req, const int *fds, size_t n, int mask);
 int requester_may_node(fuse_req_t req, struct node *n, int mask);
 int requester_may_read_view(fuse_req_t req, const struct view *v);
 

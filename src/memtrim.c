@@ -18,12 +18,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <time.h>
 #ifdef HAVE_MALLOC_TRIM
 #include <malloc.h>
 #endif
 
 #include "memtrim.h"
+#include "monotime.h"
 
 #define TRIM_MIN_FREE (4u << 20)
 #define TRIM_DELAY_NS 1000000000LL
@@ -43,41 +43,12 @@ void memtrim_setup(void)
 #endif
 }
 
-static int64_t now_ns(void)
+/* The look due at d (not 0), if now is past it: one caller takes it, the
+ * others find it taken. */
+static void run_if_due(int64_t d, int64_t now)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-void memtrim_note(void)
-{
-	int64_t none = 0;
-
-	if (__atomic_load_n(&due, __ATOMIC_RELAXED) == 0)
-		__atomic_compare_exchange_n(&due, &none, now_ns() + TRIM_DELAY_NS, false,
-					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-}
-
-int memtrim_wait_ms(void)
-{
-	int64_t d = __atomic_load_n(&due, __ATOMIC_RELAXED), left;
-
-	if (d == 0)
-		return -1;
-	left = d - now_ns();
-	return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
-}
-
-void memtrim_run_due(void)
-{
-	int64_t d = __atomic_load_n(&due, __ATOMIC_RELAXED);
-
-	/* One caller takes a due look; the others find it taken. */
-	if (d == 0 || now_ns() < d ||
-	    !__atomic_compare_exchange_n(&due, &d, 0, false,
-					 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+	if (now < d || !__atomic_compare_exchange_n(&due, &d, 0, false, __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED))
 		return;
 #if defined(HAVE_MALLOC_TRIM) && defined(HAVE_MALLINFO2)
 	{
@@ -87,4 +58,33 @@ void memtrim_run_due(void)
 			malloc_trim(0);
 	}
 #endif
+}
+
+void memtrim_note(void)
+{
+	int64_t d = __atomic_load_n(&due, __ATOMIC_RELAXED), now = mono_ns();
+
+	if (d == 0)
+		__atomic_compare_exchange_n(&due, &d, now + TRIM_DELAY_NS, false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	else
+		run_if_due(d, now);
+}
+
+int memtrim_wait_ms(void)
+{
+	int64_t d = __atomic_load_n(&due, __ATOMIC_RELAXED), left;
+
+	if (d == 0)
+		return -1;
+	left = d - mono_ns();
+	return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}
+
+void memtrim_run_due(void)
+{
+	int64_t d = __atomic_load_n(&due, __ATOMIC_RELAXED);
+
+	if (d != 0)
+		run_if_due(d, mono_ns());
 }

@@ -17,7 +17,8 @@
 void memtrim_setup(void);
 
 /* Much may just have been freed (forgets, a listing let go): a look at the
- * heap is due in a second, unless one is due already. Thread-safe, cheap. */
+ * heap is due in a second, unless one is asked for already; one that is
+ * due runs now (memtrim_run_due()). Thread-safe, cheap. */
 void memtrim_note(void);
 
 /* Milliseconds until the look that memtrim_note() asked for is due (0 if
@@ -27,8 +28,8 @@ int memtrim_wait_ms(void);
 /*
  * If a look is due: if the heap holds at least 4 MiB free and a quarter of
  * what is in use, gives the free memory back (malloc_trim()). Called by
- * the change watcher when its poll times out, and after memtrim_note() by
- * its callers, so that a busy daemon without a watcher trims too. A no-op
+ * the change watcher when its poll times out, and by memtrim_note(), so
+ * that a busy daemon without a watcher trims too. A no-op
  * without glibc's malloc_trim() and mallinfo2().
  */
 void memtrim_run_due(void);

@@ -206,7 +206,7 @@ int node_list_dir(struct node_table *t, struct node *n,
 	struct node_dirent *d = NULL;
 	const struct store_dir *idx;
 	unsigned char *shown = NULL;
-	size_t nd = 0, bytes = 1, k = 0;
+	size_t nd = 0, bytes = 0, k = 0;
 	char *names;
 	int ret;
 
@@ -243,7 +243,7 @@ int node_list_dir(struct node_table *t, struct node *n,
 	for (size_t i = 0; i < idx->ngroups; i++)
 		bytes += strlen(idx->groups[i].name) + 1;
 	nd += idx->ngroups;
-	d = malloc(nd * sizeof(*d) + bytes);
+	d = malloc(nd * sizeof(*d) + bytes + 1);	/* + 1: never malloc(0) */
 	if (!d) {
 		ret = -ENOMEM;
 		goto out;

@@ -17,7 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <xxhash.h>
 
 #include "node_priv.h"
 #include "stats.h"
@@ -215,11 +214,6 @@ char *node_path_join(const struct node *dir, const char *name)
 
 /* ---- a directory's index of current versions, by name ---- */
 
-static uint64_t name_hash(const char *name)
-{
-	return XXH64(name, strlen(name), 0);
-}
-
 struct node *vindex_find_locked(struct node *dir, const char *name)
 {
 	const struct vindex *x = &dir->versions;
@@ -227,7 +221,7 @@ struct node *vindex_find_locked(struct node *dir, const char *name)
 
 	if (!x->nb)
 		return NULL;
-	h = name_hash(name);
+	h = store_name_hash(name);
 	for (struct node *v = x->b[h & (x->nb - 1)]; v; v = v->vnext)
 		if (v->vhash == h && strcmp(v->name, name) == 0)
 			return v;
@@ -267,7 +261,7 @@ int vindex_add_locked(struct node *dir, struct node *v)
 		vindex_grow_locked(x);
 	if (!x->nb)
 		return -ENOMEM;
-	v->vhash = name_hash(v->name);
+	v->vhash = store_name_hash(v->name);
 	v->vnext = x->b[v->vhash & (x->nb - 1)];
 	x->b[v->vhash & (x->nb - 1)] = v;
 	x->n++;

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "monotime.h"
 #include "node_priv.h"
 #include "prefetch.h"
 #include "version.h"
@@ -403,14 +404,6 @@ uint64_t prefetch_charged(struct node_table *t)
 }
 
 /* ---- the thread ---- */
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Views of finished jobs let go of in one pass of reap_locked(); the
  * rest wait for the next pass. */

@@ -207,7 +207,7 @@ static int str_cmp(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static uint64_t name_hash(const char *name)
+uint64_t store_name_hash(const char *name)
 {
 	return XXH64(name, strlen(name), 0);
 }
@@ -227,7 +227,7 @@ static int hash_names(struct store_dir *dir)
 		return -ENOMEM;
 	dir->mask = cap - 1;
 	for (size_t i = 0; i < dir->ngroups; i++) {
-		uint64_t h = name_hash(dir->groups[i].name);
+		uint64_t h = store_name_hash(dir->groups[i].name);
 		size_t s = (size_t)h & dir->mask;
 
 		while (dir->slots[s].group)
@@ -355,7 +355,7 @@ const struct store_group *store_dir_find(const struct store_dir *dir,
 {
 	if (!dir || dir->ngroups == 0)
 		return NULL;
-	uint64_t h = name_hash(name);
+	uint64_t h = store_name_hash(name);
 
 	for (size_t s = (size_t)h & dir->mask; dir->slots[s].group;
 	     s = (s + 1) & dir->mask) {

@@ -96,6 +96,10 @@ int store_dir_from_names(const char *const *names, const unsigned char *d_types,
 
 void store_dir_free(struct store_dir *dir);
 
+/* The hash of a name (XXH64) for the indexes by name: a directory's
+ * groups, its current versions, its stale opens. */
+uint64_t store_name_hash(const char *name);
+
 /* The group called name, or NULL. O(1): a listing asks it of every entry. */
 const struct store_group *store_dir_find(const struct store_dir *dir,
 					 const char *name);

@@ -31,9 +31,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "log.h"
+#include "monotime.h"
 #include "node_priv.h"
 #include "version.h"
 
@@ -313,25 +313,6 @@ void version_retire_gone_locked(struct node_table *t, struct node *dir)
 }
 
 /*
- * The current version of the layered file name in dir, made anew if its
- * chain changed (doc/format.md §3). lookups is added to its lookup count (1 for a
- * FUSE lookup, 0 for a listing). Returns 0, -ENOENT if name is not a
- * layered file (any version it had is retired), or another -errno.
- */
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static uint64_t name_hash(const char *name)
-{
-	return XXH64(name, strlen(name), 0);
-}
-
-/*
  * Called with the table lock held when a lookup by thread pid returns
  * version v: if that thread's open of name got ESTALE within the retry
  * window, this lookup is its retry, and v may serve its open.
@@ -343,7 +324,7 @@ static void note_retry_locked(struct node *dir, struct node *v, uint32_t pid)
 
 	if (!pid)
 		return;
-	h = name_hash(v->name);
+	h = store_name_hash(v->name);
 	now = mono_ns();
 	for (size_t i = 0; i < sizeof(dir->stale_opens) / sizeof(dir->stale_opens[0]); i++) {
 		const struct node_stale_open *so = &dir->stale_opens[i];
@@ -894,7 +875,7 @@ int node_version_check(struct node_table *t, struct node *n, uint32_t pid)
 			(sizeof(dir->stale_opens) / sizeof(dir->stale_opens[0]))];
 
 		so->pid = pid;
-		so->name_hash = name_hash(n->name);
+		so->name_hash = store_name_hash(n->name);
 		so->ns = now;
 		ret = -ESTALE;
 	}
