@@ -11,7 +11,8 @@
  *   dir.c       a directory's index of layered files, and whether the
  *               directory is still inside STORE
  *   version.c   chains and their versions: probe, match, create, retire,
- *               the view of a version, the freshness check of an open
+ *               the freshness check of an open
+ *   version_view.c  the view of a version: build, reattach, pins
  *   names.c     what a directory shows: lookup, listing, attributes, opens
  *               of plain files, and rollback by unlink
  *   compactd.c  the daemon's compaction scheduling (queue, thread, rate)
