@@ -425,9 +425,15 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		 * layer fds and mappings (see the top of this file). Once it
 		 * is sent, the node may be gone (release and forget can come
 		 * in at once): only the view is touched. */
+		size_t sent;
+
 		view_get(v);
-		fuse_read_view(req, fs, v, size, off);
+		sent = fuse_read_view(req, fs, v, size, off);
 		view_put(v);
+		/* What the kernel now caches, the push need not copy again;
+		 * an O_DIRECT read caches nothing. */
+		if (sent && !(fi->flags & O_DIRECT))
+			prefetch_served(fs->nodes, ino, (uint64_t)off, sent);
 	} else {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 

@@ -59,10 +59,11 @@ void snapfs_inval_entry(void *ctx, uint64_t parent_id, const char *name);
 
 /*
  * prefetch_store_fn and prefetch_drop_fn for the push thread (ctx is the
- * struct snapfs): fuse_lowlevel_notify_store() of fd-backed buffers, and
- * fuse_lowlevel_notify_inval_inode() of the whole inode.
+ * struct snapfs): fuse_lowlevel_notify_store() of a gathered buffer or of
+ * fd-backed buffers, and fuse_lowlevel_notify_inval_inode() of the whole
+ * inode.
  */
-int snapfs_push(void *ctx, uint64_t nodeid, uint64_t off,
+int snapfs_push(void *ctx, uint64_t nodeid, struct view *v, uint64_t off,
 		const struct view_piece *p, size_t n);
 void snapfs_push_drop(void *ctx, uint64_t nodeid);
 

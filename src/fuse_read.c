@@ -191,11 +191,12 @@ static bool gather_worth(const struct snapfs *fs, const struct read_sums *sum)
 
 /*
  * Answers the read from one gathered buffer (gather.h) with one writev.
- * Returns false, nothing sent, where this thread cannot gather the read
- * or a layer read short but is still whole: the caller then answers it
- * another way, with its own checks.
+ * Returns 1 when the data was sent, -1 when an error was, and 0, nothing
+ * sent, where this thread cannot gather the read or a layer read short
+ * but is still whole: the caller then answers it another way, with its
+ * own checks.
  */
-static bool reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
+static int reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
 			   const struct view_piece *p, size_t n,
 			   const struct read_sums *sum)
 {
@@ -210,14 +211,14 @@ static bool reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
 	case -EAGAIN:	/* no ring in this thread */
 	case -E2BIG:	/* too many iovecs */
 	case -ENOMEM:
-		return false;
+		return 0;
 	case -EIO:	/* broken before */
 		break;
 	case -ENODATA:
 		/* The layer ended inside the piece: cut after it was published
 		 * (else the splice path reads it again and finds out). */
 		if (view_layer_short(v, p[bad].layer, &first, why, sizeof(why)) == 0)
-			return false;
+			return 0;
 		if (first)
 			log_err("%s: %s", view_label(v), why);
 		ret = -EIO;
@@ -225,24 +226,23 @@ static bool reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
 	default:
 		if (ret >= 0) {
 			count_read(sum, READ_GATHERED);
-			fuse_reply_iov(req, iov, ret);
-			return true;
+			return fuse_reply_iov(req, iov, ret) == 0 ? 1 : -1;
 		}
 		log_err_rl("%s: reading layer %s: %s", view_label(v),
 			   v->layers[p[bad].layer].fname, strerror(-ret));
 	}
 	stats_add(STAT_READ_ERRORS, 1);
 	fuse_reply_err(req, -ret);
-	return true;
+	return -1;
 }
 
-void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
-		    size_t size, off_t off)
+size_t fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
+		      size_t size, off_t off)
 {
 	struct view_piece stack_p[STACK_PIECES], *pieces = stack_p;
 	struct fuse_bufvec *bv;
 	struct read_sums sum;
-	size_t n;
+	size_t n, sent = 0;
 	char why[512];
 	bool first;
 	int ret;
@@ -257,18 +257,21 @@ void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 		if (ret == -EIO)
 			stats_add(STAT_READ_ERRORS, 1);
 		fuse_reply_err(req, -ret);
-		return;
+		return 0;
 	}
 	if (n == 0) {
 		fuse_reply_buf(req, NULL, 0);
-		return;
+		return 0;
 	}
 	sum_pieces(fs, pieces, n, &sum);
 	/* A gathered read learns from the read itself whether a layer was
 	 * cut short under us (reply_gathered()). */
 	if (fs->reply == REPLY_GATHER && gather_worth(fs, &sum) &&
-	    reply_gathered(req, fs, v, pieces, n, &sum))
+	    (ret = reply_gathered(req, fs, v, pieces, n, &sum)) != 0) {
+		if (ret > 0)
+			sent = sum.bytes;
 		goto out;
+	}
 	/* Otherwise the reply would come out short, which the kernel takes
 	 * for EOF (splice), or fault the copy (mappings). */
 	if (view_check_read(v, pieces, n, &first, why, sizeof(why)) != 0) {
@@ -280,6 +283,7 @@ void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 	}
 	if (fs->reply == REPLY_MMAP && reply_from_maps(req, fs, pieces, n, &sum)) {
 		count_read(&sum, READ_MAPPED);
+		sent = sum.bytes;
 		goto out;
 	}
 	bv = bufvec_of_pieces(fs, pieces, n, &sum);
@@ -288,24 +292,86 @@ void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 		goto out;
 	}
 	count_read(&sum, READ_SPLICED);
-	fuse_reply_data(req, bv, 0);
+	if (fuse_reply_data(req, bv, 0) == 0)
+		sent = sum.bytes;
 	free(bv);
 out:
 	if (pieces != stack_p)
 		free(pieces);
+	return sent;
 }
 
 /* ---- the prefetch push (prefetch.h) ---- */
 
-int snapfs_push(void *ctx, uint64_t nodeid, uint64_t off,
+/*
+ * Pushes the pieces gathered (gather.h): one io_uring submission reads
+ * them, and each run of the buffer goes out in one write, where a splice
+ * per piece would cost a system call each. Returns 1 when done, 0 when
+ * the caller must splice instead (nothing pushed), or -errno.
+ */
+static int push_gathered(struct snapfs *fs, uint64_t nodeid, struct view *v,
+			 uint64_t off, const struct view_piece *p, size_t n)
+{
+	static __thread struct iovec iov[GATHER_IOV];
+	char why[512];
+	size_t bad = 0;
+	bool first;
+	int ret = view_is_broken(v) ? -EIO :
+		  gather_read(p, n, fs->zero, fs->zero_len, iov, GATHER_IOV, &bad);
+
+	if (ret == -EAGAIN || ret == -E2BIG || ret == -ENOMEM)
+		return 0;
+	if (ret == -ENODATA) {
+		if (view_layer_short(v, p[bad].layer, &first, why, sizeof(why)) == 0)
+			return 0;
+		if (first)
+			log_err("%s: %s", view_label(v), why);
+		return -EIO;
+	}
+	if (ret < 0) {
+		log_err_rl("%s: reading layer %s: %s", view_label(v),
+			   v->layers[p[bad].layer].fname, strerror(-ret));
+		return -EIO;
+	}
+	for (int i = 0; i < ret; i++) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(iov[i].iov_len);
+		int r;
+
+		/* One memory buffer: libfuse writes it with the header in
+		 * one writev, no copy of its own. */
+		bv.buf[0].mem = iov[i].iov_base;
+		r = fuse_lowlevel_notify_store(fs->se, (fuse_ino_t)nodeid, (off_t)off, &bv,
+					       FUSE_BUF_NO_SPLICE);
+		if (r)
+			return r;
+		off += iov[i].iov_len;
+	}
+	return 1;
+}
+
+int snapfs_push(void *ctx, uint64_t nodeid, struct view *v, uint64_t off,
 		const struct view_piece *p, size_t n)
 {
 	struct snapfs *fs = ctx;
 	struct fuse_bufvec *bv;
 	struct read_sums sum;
+	char why[512];
+	bool first;
 	int ret;
 
 	sum_pieces(fs, p, n, &sum);
+	if (fs->reply == REPLY_GATHER && sum.data >= 2) {
+		ret = push_gathered(fs, nodeid, v, off, p, n);
+		if (ret)
+			return ret < 0 ? ret : 0;
+	}
+	/* A layer truncated after it was published must not make the push
+	 * short (view_check_read()). */
+	if (view_check_read(v, p, n, &first, why, sizeof(why))) {
+		if (first)
+			log_err("%s: %s", view_label(v), why);
+		return -EIO;
+	}
 	bv = bufvec_of_pieces(fs, p, n, &sum);
 	if (!bv)
 		return -ENOMEM;

@@ -13,9 +13,9 @@
  * a reference on until this returns: from the map (or, before it is
  * built, the layers' extents), gathered, spliced or from the layers' maps
  * as fs says (doc/design.md §5); EIO for a truncated layer, with one log
- * line.
+ * line. Returns the bytes of data sent, 0 for an error or EOF.
  */
-void fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
-		    size_t size, off_t off);
+size_t fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
+		      size_t size, off_t off);
 
 #endif

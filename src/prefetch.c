@@ -49,10 +49,13 @@
 #include "prefetch.h"
 #include "version.h"
 
-/* Gaps of at most this many bytes between two diff ranges are pushed with
- * them (from the layers below): one push instead of two, and the kernel's
- * read-around would fetch such a gap anyway. */
-#define BRIDGE (16u << 10)
+/* The push goes by windows of this many bytes, aligned: a window that
+ * holds a diff's data is pushed whole, in the first phase. A fault's
+ * read-around (snapfs asks the kernel for 1 MiB) fetches the window's
+ * other pages anyway; pushed with the diffs' pages, they come in large
+ * pushes instead of the many small reads that cached pages cut a
+ * read-around into. */
+#define WINDOW (1u << 20)
 
 /* How often the thread looks for versions nobody holds any more while it
  * has jobs (a publish or a forget does not wake it). */
@@ -67,12 +70,17 @@
 /* Rate-limit sleeps are cut into slices this long so a stop is seen. */
 #define SLICE_MS 20
 
+/* The unit in which a job records what the kernel got from read replies
+ * (prefetch_served()): a page. */
+#define UNIT 4096u
+#define UNIT_BITS (8 * sizeof(unsigned long))
+
 enum pjob_state { PJ_PUSHING, PJ_WAITING, PJ_DONE, PJ_STOPPED };
 
-/* Where a job's push stands: phase 0 the diffs' ranges, phase 1 the rest. */
+/* Where a job's push stands: phase 0 the windows with diff data, phase 1
+ * the rest; off the next byte of the phase. */
 struct pcursor {
 	int phase;
-	size_t seg;
 	uint64_t off;
 };
 
@@ -86,7 +94,19 @@ struct pjob {
 	unsigned opens;		/* protected by prefetch.lock */
 	enum pjob_state state;	/* protected by prefetch.lock */
 	const char *cause;	/* STOPPED: why; protected by prefetch.lock */
-	uint64_t pushed;	/* protected by prefetch.lock */
+	uint64_t pushed;	/* bytes of the plan done: pushed, or
+				   skipped as already read; protected by
+				   prefetch.lock */
+	uint64_t charge;	/* bytes pushed, charged to the budget;
+				   protected by prefetch.lock */
+	uint64_t skipped;	/* of pushed, the bytes skipped; lock */
+	unsigned long *served;	/* a bit per UNIT of the view that a read
+				   reply gave the kernel (the push skips
+				   it), or NULL; bits set under
+				   prefetch.lock, read by the thread with
+				   atomic loads; freed by the thread when
+				   the push is done, or with the job */
+	uint64_t nunits;	/* bits in served */
 	uint64_t total;		/* set once by the thread before pushing */
 	bool planned;		/* total set; thread only */
 	bool drop;		/* reaped: drop its cached pages */
@@ -131,58 +151,51 @@ static bool seg_is_diff(const struct view *v, size_t i)
 	return v->seg[i].layer > 0;	/* 0 is the base, VIEW_ZERO a hole */
 }
 
-/*
- * A gap of at most BRIDGE bytes between two diff segments. It is pushed
- * with them, in phase 0, and so not again in phase 1.
- */
-static bool seg_bridged(const struct view *v, size_t i)
+/* Whether window w of v holds data of a diff: it is pushed in phase 0. */
+static bool window_first(const struct view *v, uint64_t w)
 {
-	return !seg_is_diff(v, i) && i > 0 && i + 1 < v->nseg &&
-	       seg_is_diff(v, i - 1) && seg_is_diff(v, i + 1) &&
-	       v->seg[i + 1].off - v->seg[i].off <= BRIDGE;
-}
+	uint64_t start = w * WINDOW, end = start + WINDOW;
 
-static bool seg_wanted(const struct view *v, size_t i, int phase)
-{
-	bool first = seg_is_diff(v, i) || seg_bridged(v, i);
-
-	return phase == 0 ? first : !first;
+	for (size_t i = view_find(v, start); i < v->nseg && v->seg[i].off < end; i++)
+		if (seg_is_diff(v, i))
+			return true;
+	return false;
 }
 
 /*
  * The next range to push after cursor c, at most PREFETCH_CHUNK bytes:
- * the segments of the phase that follow each other. Phase 0 is the diffs
- * and the gaps bridged between them, phase 1 (PREFETCH_ALL) the rest, so
- * no byte is pushed twice. Returns false when the plan is done.
+ * the windows of the phase that follow each other. Phase 0 is the windows
+ * that hold a diff's data, phase 1 (PREFETCH_ALL) the others, so no byte
+ * is pushed twice. Returns false when the plan is done.
  */
 static bool next_chunk(const struct view *v, enum prefetch_mode mode,
 		       struct pcursor *c, uint64_t *off, uint64_t *len)
 {
 	for (;;) {
-		uint64_t start, end;
-		size_t j;
+		uint64_t w, end;
 
-		if (c->seg >= v->nseg) {
+		if (c->off >= v->size) {
 			if (c->phase == 1 || mode != PREFETCH_ALL)
 				return false;
 			*c = (struct pcursor){ .phase = 1 };
 			continue;
 		}
-		if (!seg_wanted(v, c->seg, c->phase)) {
-			c->seg++;
+		w = c->off / WINDOW;
+		if (window_first(v, w) != (c->phase == 0)) {
+			c->off = (w + 1) * WINDOW;
 			continue;
 		}
-		start = v->seg[c->seg].off > c->off ? v->seg[c->seg].off : c->off;
-		end = v->seg[c->seg + 1].off;
-		for (j = c->seg + 1; j < v->nseg && end - start < PREFETCH_CHUNK &&
-				     seg_wanted(v, j, c->phase); j++)
-			end = v->seg[j + 1].off;
-		if (end - start > PREFETCH_CHUNK)
-			end = start + PREFETCH_CHUNK;
+		end = (w + 1) * WINDOW;
+		while (end - c->off < PREFETCH_CHUNK && end < v->size &&
+		       window_first(v, end / WINDOW) == (c->phase == 0))
+			end += WINDOW;
+		if (end > v->size)
+			end = v->size;
+		if (end - c->off > PREFETCH_CHUNK)
+			end = c->off + PREFETCH_CHUNK;
+		*off = c->off;
+		*len = end - c->off;
 		c->off = end;
-		c->seg = end < v->size ? view_find(v, end) : v->nseg;
-		*off = start;
-		*len = end - start;
 		return true;
 	}
 }
@@ -227,6 +240,7 @@ static void job_free(struct node_table *t, struct pjob *j)
 	if (j->v)
 		node_view_done(t, j->n, j->v);	/* closes idle layers */
 	node_unref(t, j->n);
+	free(j->served);
 	free(j);
 }
 
@@ -254,7 +268,7 @@ static struct pjob *superseded_locked(struct node_table *t, struct prefetch *pf)
 			continue;
 		}
 		*pp = j->next;
-		pf->charged -= j->pushed;
+		pf->charged -= j->charge;
 		j->drop = j->n->nlookup > 0;
 		j->next = dead;
 		dead = j;
@@ -292,6 +306,12 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 	fresh->nodeid = nodeid;
 	fresh->v = v;
 	fresh->opens = 1;
+	/* Without memory for it, the push just does not skip what reads
+	 * brought in. */
+	fresh->nunits = ((uint64_t)n->vattr.st_size + UNIT - 1) / UNIT;
+	if (fresh->nunits)
+		fresh->served = calloc((size_t)((fresh->nunits + UNIT_BITS - 1) / UNIT_BITS),
+				       sizeof(unsigned long));
 	pthread_mutex_lock(&pf->lock);
 	j = job_find_locked(pf, nodeid);	/* another open came first */
 	if (j) {
@@ -356,7 +376,7 @@ void prefetch_released(struct node_table *t, uint64_t nodeid)
 	for (pp = &pf->jobs; *pp != j; pp = &(*pp)->next)
 		;
 	*pp = j->next;
-	pf->charged -= j->pushed;
+	pf->charged -= j->charge;
 	pthread_mutex_unlock(&pf->lock);
 	bury(t, pf, dead);
 	if (pf->o.drop)
@@ -379,6 +399,14 @@ char *prefetch_describe(struct node_table *t, struct node *n)
 		r = asprintf(&s, "none");
 	else if (!j->planned)
 		r = asprintf(&s, "pushing 0/?");
+	else if (j->skipped)
+		r = asprintf(&s, "%s%s %llu/%llu (%llu read before the push)",
+			     j->state == PJ_PUSHING ? "pushing" :
+			     j->state == PJ_WAITING ? "waiting: budget" :
+			     j->state == PJ_DONE ? "done" : "stopped: ",
+			     j->state == PJ_STOPPED ? j->cause : "",
+			     (unsigned long long)j->pushed, (unsigned long long)j->total,
+			     (unsigned long long)j->skipped);
 	else
 		r = asprintf(&s, "%s%s %llu/%llu",
 			     j->state == PJ_PUSHING ? "pushing" :
@@ -388,6 +416,35 @@ char *prefetch_describe(struct node_table *t, struct node *n)
 			     (unsigned long long)j->pushed, (unsigned long long)j->total);
 	pthread_mutex_unlock(&pf->lock);
 	return r < 0 ? NULL : s;
+}
+
+void prefetch_served(struct node_table *t, uint64_t nodeid, uint64_t off, uint64_t len)
+{
+	struct prefetch *pf = pf_of(t);
+	uint64_t u, end;
+	struct pjob *j;
+
+	if (!pf || !len)
+		return;
+	pthread_mutex_lock(&pf->lock);
+	j = job_find_locked(pf, nodeid);
+	if (j && j->served && (j->state == PJ_PUSHING || j->state == PJ_WAITING)) {
+		/* Whole units only; the last, partial one where the read
+		 * reached the end of the file. */
+		u = (off + UNIT - 1) / UNIT;
+		end = (off + len) / UNIT;
+		if (off + len >= (uint64_t)j->n->vattr.st_size || end > j->nunits)
+			end = j->nunits;
+		while (u < end) {
+			uint64_t w = u / UNIT_BITS, b = u % UNIT_BITS;
+			uint64_t nb = end - u < UNIT_BITS - b ? end - u : UNIT_BITS - b;
+			unsigned long mask = nb == UNIT_BITS ? ~0UL : ((1UL << nb) - 1) << b;
+
+			__atomic_fetch_or(&j->served[w], mask, __ATOMIC_RELAXED);
+			u += nb;
+		}
+	}
+	pthread_mutex_unlock(&pf->lock);
 }
 
 uint64_t prefetch_charged(struct node_table *t)
@@ -439,7 +496,7 @@ static struct pjob *reap_locked(struct node_table *t, struct prefetch *pf,
 		}
 		if (j->opens == 0 && (!current || !looked_up)) {
 			*pp = j->next;
-			pf->charged -= j->pushed;
+			pf->charged -= j->charge;
 			/* A forgotten inode's pages went with it; a superseded
 			 * one's are dropped (no new open can reach them). */
 			j->drop = looked_up;
@@ -508,19 +565,10 @@ static size_t map_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint6
 static int push_range(struct prefetch *pf, struct pjob *j, uint64_t off, uint64_t len)
 {
 	size_t n = map_range(pf, j, off, len);
-	char why[512];
-	bool first;
 
 	if (!n)
 		return -ENOMEM;
-	/* As before a read's reply: a layer truncated after it was
-	 * published must not make the push short (view_check_read()). */
-	if (view_check_read(j->v, pf->pieces, n, &first, why, sizeof(why))) {
-		if (first)
-			log_err("%s: %s", view_label(j->v), why);
-		return -EIO;
-	}
-	return pf->o.store(pf->o.ctx, j->nodeid, off, pf->pieces, n);
+	return pf->o.store(pf->o.ctx, j->nodeid, j->v, off, pf->pieces, n);
 }
 
 /*
@@ -544,14 +592,34 @@ static void read_ahead(struct prefetch *pf, struct pjob *j, uint64_t upto)
 	}
 }
 
+/* Whether a read reply gave the kernel unit u of j's view. */
+static bool unit_served(const struct pjob *j, uint64_t u)
+{
+	return j->served && u < j->nunits &&
+	       (__atomic_load_n(&j->served[u / UNIT_BITS], __ATOMIC_RELAXED) >>
+		(u % UNIT_BITS)) & 1;
+}
+
+/* The end of the run of [off, end) whose units are all served, or all
+ * not (as served says). */
+static uint64_t run_end(const struct pjob *j, uint64_t off, uint64_t end, bool served)
+{
+	while (off < end && unit_served(j, off / UNIT) == served)
+		off = (off / UNIT + 1) * UNIT;
+	return off < end ? off : end;
+}
+
+
 /*
  * One step of job j: plans it on its first step, then pushes its next
- * chunk if the budget allows. Called without prefetch.lock; only this
- * thread touches a job's cursor.
+ * chunk if the budget allows: the part of it up to the first page a read
+ * has already given the kernel, or, where the chunk starts with such
+ * pages, skips them. Called without prefetch.lock; only this thread
+ * touches a job's cursor.
  */
 static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 {
-	uint64_t off, len;
+	uint64_t off, len, skip, end;
 	struct pcursor c;
 	int ret;
 
@@ -575,13 +643,38 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 	}
 	c = j->cur;
 	if (!next_chunk(j->v, pf->o.mode, &c, &off, &len)) {
+		unsigned long *served;
+
+		/* Its bitmap is only read by this thread, so it can go now:
+		 * a read finds it NULL under the lock. */
 		pthread_mutex_lock(&pf->lock);
 		if (j->state != PJ_STOPPED)
 			j->state = PJ_DONE;
+		served = j->served;
+		j->served = NULL;
 		pthread_mutex_unlock(&pf->lock);
-		log_debug("%s: prefetch done: %llu bytes pushed", view_label(j->v),
-			  (unsigned long long)j->pushed);
+		free(served);
+		log_debug("%s: prefetch done: %llu bytes pushed, %llu skipped", view_label(j->v),
+			  (unsigned long long)(j->pushed - j->skipped),
+			  (unsigned long long)j->skipped);
 		return;
+	}
+	/* The kernel's read-around of a VM's faults brings in whole
+	 * windows while the push runs: pushing them again would copy the
+	 * same bytes twice. */
+	skip = run_end(j, off, off + len, true) - off;
+	if (skip) {
+		pthread_mutex_lock(&pf->lock);
+		j->pushed += skip;
+		j->skipped += skip;
+		j->cur = skip == len ? c : (struct pcursor){ c.phase, off + skip };
+		pthread_mutex_unlock(&pf->lock);
+		return;
+	}
+	end = run_end(j, off, off + len, false);
+	if (end < off + len) {
+		c = (struct pcursor){ c.phase, end };
+		len = end - off;
 	}
 	pthread_mutex_lock(&pf->lock);
 	if (pf->charged + len > pf->o.budget) {
@@ -608,6 +701,7 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 		}
 	} else {
 		j->pushed += len;
+		j->charge += len;
 		j->cur = c;
 	}
 	pthread_mutex_unlock(&pf->lock);

@@ -36,11 +36,13 @@ enum prefetch_mode {
 /*
  * Stores [off, off + len) of the version with FUSE node id nodeid into the
  * kernel's page cache of that inode; the bytes are described by pieces
- * p[0..n) of its view (view_map_read()), fd-backed or zeros. Returns 0 or
- * -errno (-ENOENT: the kernel does not know the inode any more).
+ * p[0..n) of its view v (view_map_read()), fd-backed or zeros. As before a
+ * read's reply, a layer truncated after it was published must not make
+ * the push short: -EIO then, with one log line. Returns 0 or -errno
+ * (-ENOENT: the kernel does not know the inode any more).
  */
-typedef int (*prefetch_store_fn)(void *ctx, uint64_t nodeid, uint64_t off,
-				 const struct view_piece *p, size_t n);
+typedef int (*prefetch_store_fn)(void *ctx, uint64_t nodeid, struct view *v,
+				 uint64_t off, const struct view_piece *p, size_t n);
 
 /* Drops every cached page of the inode with node id nodeid (a version no
  * one holds any more, whose pushed copy only costs memory). */
@@ -90,10 +92,22 @@ void prefetch_released(struct node_table *t, uint64_t nodeid);
 /*
  * Where the push of version n stands, for user.snapfs.prefetch: "off",
  * "none" (not opened yet, or no longer held), "pushing N/M", "waiting:
- * budget N/M", "done N/M", or "stopped: CAUSE N/M" (bytes). malloc'd, or
- * NULL without memory.
+ * budget N/M", "done N/M", or "stopped: CAUSE N/M" (bytes of the plan
+ * done, of the plan), followed by " (K read before the push)" when K of
+ * the N bytes were skipped (prefetch_served()). malloc'd, or NULL without
+ * memory.
  */
 char *prefetch_describe(struct node_table *t, struct node *n);
+
+/*
+ * A read reply gave the kernel [off, off + len) of node id nodeid's page
+ * cache: the push of that version skips those pages, whole pages only
+ * (the last, partial page of the file where the read reached its end).
+ * Only what the push would copy again is saved: a page skipped that the
+ * kernel did not keep is read through FUSE at its next fault. nodeid only
+ * serves as a key.
+ */
+void prefetch_served(struct node_table *t, uint64_t nodeid, uint64_t off, uint64_t len);
 
 /* Bytes pushed and still charged to the budget, across versions. */
 uint64_t prefetch_charged(struct node_table *t);

@@ -136,13 +136,19 @@ fi
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-# warm_layers D KIND: reads the layers KIND (store, qcow) of depth D.
+# warm_layers D KIND: the page cache dropped, then the layers KIND (store,
+# qcow) of depth D read into it: their data only (restore_touch warm), as
+# a host that ran the VM has them. Every contender starts from the same
+# page cache: nothing left by the one before (an eager merge's 2 GiB
+# file), and no zero pages of the diffs' holes, which `cat` would add,
+# 2 GiB per diff, until the warming of a deep chain evicted its own base.
 warm_layers() {
 	local files=("$L/$NAME.0.base") i
 	for ((i = 1; i <= $1; i++)); do
 		if [ "$2" = qcow ]; then files+=("$Q/o$i.qcow2"); else files+=("$L/$NAME.$i.diff"); fi
 	done
-	cat "${files[@]}" >/dev/null
+	drop_caches
+	"$TOUCH" warm "${files[@]}" || die "warming the layers"
 }
 
 # store_at D: the store holds the base and diffs 1..D-1 (diff D unpublished).

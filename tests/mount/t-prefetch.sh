@@ -19,12 +19,13 @@ mkdir -p "$S" "$R"
 head -c $((PAGES * PAGE)) /dev/urandom >"$S/m.bin.0.base" || fail "no base"
 cp "$S/m.bin.0.base" "$R/m.bin" || fail "no reference"
 
-# diff_pages I N: publishes diff I with N pages (seeded), and writes the
-# same pages into the reference; DIRTY holds every page a diff wrote.
+# diff_pages I N [LIMIT]: publishes diff I with N pages (seeded) below page
+# LIMIT (default: anywhere), and writes the same pages into the reference;
+# DIRTY holds every page a diff wrote.
 declare -A DIRTY
 diff_pages() {
-	local i=$1 n=$2 cmds=() p f
-	for p in $(shuf -i 0-$((PAGES - 1)) -n "$n" --random-source=<(yes "$SEED.$i")); do
+	local i=$1 n=$2 limit=${3:-$PAGES} cmds=() p f
+	for p in $(shuf -i 0-$((limit - 1)) -n "$n" --random-source=<(yes "$SEED.$i")); do
 		cmds+=(-c "pwrite -q -S $(((p + i) % 251 + 1)) $((p * PAGE)) $PAGE")
 		DIRTY[$p]=1
 	done
@@ -35,7 +36,9 @@ diff_pages() {
 	done
 	mv "$S/.m.bin.$i.tmp" "$S/m.bin.$i.diff" || fail "publish diff $i"
 }
-for i in 1 2 3; do diff_pages "$i" 60; done
+# The first three diffs in the first half of the file: the push of the
+# windows that hold their data leaves the second half alone.
+for i in 1 2 3; do diff_pages "$i" 60 $((PAGES / 2)); done
 cp "$R/m.bin" "$R/m.bin.3" || fail "no reference"
 
 state() { xattr "$M/m.bin" user.snapfs.prefetch; }
@@ -62,9 +65,15 @@ mount_snapfs "$S" "$M"
 exec 3<"$M/m.bin"
 wait_for 10000 done_ || fail "diffs: not done: '$(state)'"
 n=$(cached "$M/m.bin") d=${#DIRTY[@]}
-# every page a diff holds, and at most the 4-page gaps bridged between them
-[ "$n" -ge "$d" ] && [ "$n" -le $((d * 5)) ] || fail "diffs: $n pages pushed, want the diffs' $d"
-log "diffs: $n pages pushed for $d diff pages"
+# every 1 MiB window (256 pages) that holds a page of a diff, whole, and
+# nothing else
+declare -A WINDOWS
+for p in "${!DIRTY[@]}"; do WINDOWS[$((p / 256))]=1; done
+want=$((${#WINDOWS[@]} * 256))
+[ "$n" -ge $((want * 95 / 100)) ] && [ "$n" -le "$want" ] ||
+	fail "diffs: $n pages pushed, want the $want of the ${#WINDOWS[@]} windows of the diffs' $d pages"
+[ "$(state)" = "done $((want * PAGE))/$((want * PAGE))" ] || fail "diffs: state '$(state)'"
+log "diffs: $n pages pushed: the ${#WINDOWS[@]} windows of $d diff pages"
 cmp "$M/m.bin" "$R/m.bin.3" || fail "diffs: the view differs from the reference"
 exec 3<&-
 umount_snapfs "$M"
@@ -79,9 +88,14 @@ pushing* | done*) ;;
 esac
 exec 3<"$M/m.bin"
 wait_for 10000 done_ || fail "all: not done: '$(state)'"
-# Every byte of the view was pushed...
-want="done $((PAGES * PAGE))/$((PAGES * PAGE))"
-[ "$(state)" = "$want" ] || fail "all: state '$(state)', want '$want'"
+# Every byte of the view was pushed or read before the push got there
+# (those the push skips: it would only copy them again); at 32 MiB/s the
+# reader is ahead of the push, so some were.
+want="done $((PAGES * PAGE))/$((PAGES * PAGE)) ("
+case $(state) in
+"$want"[1-9]*" read before the push)") ;;
+*) fail "all: state '$(state)', want '$want... read before the push)'" ;;
+esac
 # ...yet a few pages the reader faulted during the push are seen missing
 # from the cache afterwards: the kernel's doing, they read right through
 # FUSE. 0.2% here, 1.2% once on a loaded machine; the bound is loose for

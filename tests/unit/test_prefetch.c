@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The order and extent of the prefetch push (prefetch_plan()): the diffs'
- * ranges first, in file order, small gaps bridged; with PREFETCH_ALL every
- * other range after, no byte twice; no push longer than PREFETCH_CHUNK or past the view's
- * size; nothing for an empty view or, in diffs mode, a chain with no diff.
+ * The order and extent of the prefetch push (prefetch_plan()): the 1 MiB
+ * windows that hold a diff's data first, whole, in file order; with
+ * PREFETCH_ALL every other window after, no byte twice; no push longer
+ * than PREFETCH_CHUNK or past the view's size; nothing for an empty view
+ * or, in diffs mode, a chain with no diff.
  * Views are built by hand from their segments (the push reads nothing but
  * the map).
  */
@@ -49,7 +50,8 @@ static struct view_seg mixed[] = {
 	{ 3076 * K, Z }, { 0, 0 },
 };
 
-static void test_diffs_first_bridged(void **state)
+/* Windows 0 and 3 of the mixed view hold diff data; 1 and 2 do not. */
+static void test_diff_windows_first(void **state)
 {
 	struct pushes *p = calloc(1, sizeof(*p));
 	struct view v;
@@ -58,16 +60,45 @@ static void test_diffs_first_bridged(void **state)
 	(void)state;
 	make_view(&v, mixed, 9, 4096 * K);
 	sum = prefetch_plan(&v, PREFETCH_DIFFS, record, p);
-	/* [4K,16K): two diff pages and the 4 KiB of base between them;
-	 * 84 KiB of base before the next is too far to bridge. */
-	assert_int_equal(p->n, 3);
-	assert_int_equal(p->off[0], 4 * K);
-	assert_int_equal(p->len[0], 12 * K);
-	assert_int_equal(p->off[1], 100 * K);
-	assert_int_equal(p->len[1], 4 * K);
+	/* window 0 whole (its diff pages, the base and the hole around
+	 * them), in two pushes of at most PREFETCH_CHUNK; then window 3 */
+	assert_int_equal(p->n, 4);
+	assert_int_equal(p->off[0], 0);
+	assert_int_equal(p->len[0], PREFETCH_CHUNK);
+	assert_int_equal(p->off[1], PREFETCH_CHUNK);
+	assert_int_equal(p->len[1], 1024 * K - PREFETCH_CHUNK);
 	assert_int_equal(p->off[2], 3072 * K);
-	assert_int_equal(p->len[2], 4 * K);
-	assert_int_equal(sum, 20 * K);
+	assert_int_equal(p->len[2], PREFETCH_CHUNK);
+	assert_int_equal(p->off[3], 3072 * K + PREFETCH_CHUNK);
+	assert_int_equal(p->len[3], 1024 * K - PREFETCH_CHUNK);
+	assert_int_equal(sum, 2048 * K);
+	free(p);
+}
+
+/* A diff page at the end of a window, and one in a last window the
+ * view's size cuts short. */
+static void test_window_edges(void **state)
+{
+	struct view_seg seg[] = {
+		{ 0, BASE }, { 1020 * K, D1 }, { 1024 * K, BASE }, { 2556 * K, D2 }, { 0, 0 },
+	};
+	struct pushes *p = calloc(1, sizeof(*p));
+	struct view v;
+
+	(void)state;
+	make_view(&v, seg, 4, 2560 * K);
+	assert_int_equal(prefetch_plan(&v, PREFETCH_DIFFS, record, p), 1536 * K);
+	assert_int_equal(p->n, 3);
+	assert_int_equal(p->off[0], 0);
+	assert_int_equal(p->off[1], PREFETCH_CHUNK);
+	assert_int_equal(p->off[1] + p->len[1], 1024 * K);
+	assert_int_equal(p->off[2], 2048 * K);
+	assert_int_equal(p->len[2], 512 * K);	/* to the size, not past it */
+	memset(p, 0, sizeof(*p));
+	assert_int_equal(prefetch_plan(&v, PREFETCH_ALL, record, p), 2560 * K);
+	assert_int_equal(p->n, 5);
+	assert_int_equal(p->off[3], 1024 * K);	/* then window 1 */
+	assert_int_equal(p->off[4] + p->len[4], 2048 * K);
 	free(p);
 }
 
@@ -81,21 +112,22 @@ static void test_all_covers_every_byte(void **state)
 	(void)state;
 	make_view(&v, mixed, 9, size);
 	sum = prefetch_plan(&v, PREFETCH_ALL, record, p);
-	/* the diffs' three pushes come first, as in diffs mode */
-	assert_true(p->n > 3);
-	assert_int_equal(p->off[0], 4 * K);
+	/* the diffs' windows come first, as in diffs mode */
+	assert_true(p->n > 4);
+	assert_int_equal(p->off[0], 0);
 	assert_int_equal(p->off[2], 3072 * K);
+	assert_int_equal(p->off[4], 1024 * K);
 	for (size_t i = 0; i < p->n; i++) {
 		assert_true(p->len[i] > 0 && p->len[i] <= PREFETCH_CHUNK);
 		assert_true(p->off[i] + p->len[i] <= size);
-		if (i > 3)	/* in file order within a phase */
+		if (i > 4)	/* in file order within a phase */
 			assert_true(p->off[i] >= p->off[i - 1] + p->len[i - 1]);
 		for (uint64_t o = p->off[i]; o < p->off[i] + p->len[i]; o += 4 * K)
 			seen[o / (4 * K)] = 1;
 	}
 	for (uint64_t pg = 0; pg < size / (4 * K); pg++)
 		assert_int_equal(seen[pg], 1);
-	/* no byte twice: the bridged 4 KiB gap went with the diffs */
+	/* no byte twice */
 	assert_int_equal(sum, size);
 	free(seen);
 	free(p);
@@ -152,7 +184,8 @@ static void test_parse_mode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_diffs_first_bridged),
+		cmocka_unit_test(test_diff_windows_first),
+		cmocka_unit_test(test_window_edges),
 		cmocka_unit_test(test_all_covers_every_byte),
 		cmocka_unit_test(test_long_diff_split),
 		cmocka_unit_test(test_nothing_to_push),
