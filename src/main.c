@@ -145,9 +145,10 @@ static void usage(const char *prog)
 	       "                           (default), or let in for a VMM that maps\n"
 	       "                           its memory file private (QEMU before 8.2);\n"
 	       "                           writes and shared mappings still fail\n"
-	       "    -o prefetch=diffs|all|off  push the diffs' pages (default), every\n"
-	       "                           page, or none of an opened version\n"
-	       "                           into its page cache in the background\n"
+	       "    -o prefetch=diffs|all|off  push the 1 MiB windows that hold\n"
+	       "                           diff pages (default), every page, or\n"
+	       "                           none of an opened version into its\n"
+	       "                           page cache in the background\n"
 	       "    -o prefetch_mb=N       memory the pushed pages may take, all\n"
 	       "                           versions together (default: an eighth\n"
 	       "                           of the memory, at least 1024)\n"
@@ -497,8 +498,12 @@ int main(int argc, char *argv[])
 	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") || add_fsname(&args, o.store))
 		goto out_args;
 	fs.reply = reply_mode_of(o.read_reply);
-	/* a ring per worker thread where reads are gathered */
+	/* a ring per worker thread where reads are gathered, and one for
+	 * the push thread unless read_reply=splice (fuse_read.c) */
 	rings = fs.reply == REPLY_GATHER ? o.max_threads : 0;
+	if (fs.reply != REPLY_SPLICE && gather_supported() &&
+	    !(o.prefetch && strcmp(o.prefetch, "off") == 0))
+		rings++;
 	if (split_nofile(o.fd_budget, &rings, &fd_budget, &file_budget))
 		goto out_args;
 	gather_set_max_rings(rings);

@@ -71,10 +71,14 @@ for b in "$SNAPFS" "$READBENCH" "$EAGER_MERGE" "$TOUCH"; do
 	[ -x "$b" ] || die "$b not built (make bench-restore builds it)"
 done
 HAVE_QSD=1
-if ! command -v qemu-storage-daemon >/dev/null || ! command -v qemu-img >/dev/null; then
-	note "qemu-storage-daemon or qemu-img not found: the qsd rows are left out"
-	HAVE_QSD=0
-fi
+case " $RB_WARM $RB_COLD " in
+*" qsd "*)
+	if ! command -v qemu-storage-daemon >/dev/null || ! command -v qemu-img >/dev/null; then
+		note "qemu-storage-daemon or qemu-img not found: the qsd rows are left out"
+		HAVE_QSD=0
+	fi ;;
+*) HAVE_QSD=0 ;;	# no qsd row asked for: no qcow2 chain to build
+esac
 
 W=$(mktemp -d "$RB_DIR/restore-bench.XXXXXX") || die "no work directory"
 SNAP_PID= QSD_PID=
