@@ -9,7 +9,9 @@
  * compaction swaps the node's view for one of the same content, a publish
  * or a rollback makes a new version with a new inode). One thread runs the
  * jobs, newest first, one chunk of at most PREFETCH_CHUNK bytes at a time,
- * at the lowest CPU priority and the lowest best-effort I/O level.
+ * at the lowest CPU priority and the lowest best-effort I/O level, and
+ * skips the pages that read replies gave the kernel while it ran
+ * (prefetch_served()): those are cached already.
  *
  * The invariant: a pushed page holds what a read of its inode returns.
  * It holds because a job pushes only its own immutable view, clipped to the
@@ -608,7 +610,6 @@ static uint64_t run_end(const struct pjob *j, uint64_t off, uint64_t end, bool s
 		off = (off / UNIT + 1) * UNIT;
 	return off < end ? off : end;
 }
-
 
 /*
  * One step of job j: plans it on its first step, then pushes its next

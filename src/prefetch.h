@@ -4,8 +4,8 @@
  * one background thread pushes the version's bytes into the kernel's page
  * cache of its inode, so that a VMM's faults find them there instead of
  * asking the daemon. The diffs' pages come first (the pages the VM touched
- * last: its working set), in file order; with PREFETCH_ALL the rest
- * follows. The bytes come from the version's own view, which never
+ * last: its working set), with the rest of their 1 MiB windows, in file
+ * order; with PREFETCH_ALL the other windows follow. The bytes come from the version's own view, which never
  * changes, so a pushed page is always what a read of that version returns.
  *
  * This module decides what to push, when, and how much; how bytes reach
@@ -29,8 +29,9 @@
 
 enum prefetch_mode {
 	PREFETCH_OFF,
-	PREFETCH_DIFFS,		/* the pages the chain's diffs hold */
-	PREFETCH_ALL,		/* those, then every other page */
+	PREFETCH_DIFFS,		/* the 1 MiB windows that hold pages of
+				   the chain's diffs */
+	PREFETCH_ALL,		/* those, then every other window */
 };
 
 /*
@@ -114,7 +115,8 @@ uint64_t prefetch_charged(struct node_table *t);
 
 /*
  * The pushes of view v in mode: calls fn(arg, off, len) for each range, in
- * order (the diffs' ranges first, then, for PREFETCH_ALL, the others),
+ * order (the windows with diff data first, then, for PREFETCH_ALL, the
+ * others),
  * each at most PREFETCH_CHUNK bytes, within [0, v->size). Returns the sum of
  * len. Exposed for the unit test.
  */
