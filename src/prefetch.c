@@ -112,6 +112,7 @@ struct pjob {
 	uint64_t total;		/* set once by the thread before pushing */
 	bool planned;		/* total set; thread only */
 	bool drop;		/* reaped: drop its cached pages */
+	bool counted;		/* served is counted in served_jobs */
 	struct pcursor cur;	/* thread only */
 	struct pcursor ra;	/* read ahead up to here; thread only */
 	uint64_t ra_sum;	/* bytes of the plan read ahead; thread only */
@@ -128,6 +129,9 @@ struct prefetch {
 				   only the thread may end; protected by
 				   lock */
 	uint64_t charged;	/* protected by lock */
+	unsigned served_jobs;	/* jobs in the list with a served bitmap:
+				   a read skips the lock while there are
+				   none (the push is done); atomic */
 	int stop;		/* atomic; also protected by lock */
 	struct view_piece *pieces;	/* thread only */
 	size_t npieces;
@@ -237,12 +241,23 @@ static struct pjob *job_find_locked(struct prefetch *pf, uint64_t nodeid)
 	return j;
 }
 
-static void job_free(struct node_table *t, struct pjob *j)
+/* Frees j's served bitmap, which only the thread or the job's last owner
+ * may do, and uncounts it. */
+static void served_free(struct prefetch *pf, struct pjob *j)
+{
+	if (j->counted)
+		__atomic_fetch_sub(&pf->served_jobs, 1, __ATOMIC_RELAXED);
+	j->counted = false;
+	free(j->served);
+	j->served = NULL;
+}
+
+static void job_free(struct node_table *t, struct prefetch *pf, struct pjob *j)
 {
 	if (j->v)
 		node_view_done(t, j->n, j->v);	/* closes idle layers */
 	node_unref(t, j->n);
-	free(j->served);
+	served_free(pf, j);
 	free(j);
 }
 
@@ -321,11 +336,15 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 	} else {
 		fresh->next = pf->jobs;
 		pf->jobs = fresh;
+		if (fresh->served) {
+			fresh->counted = true;
+			__atomic_fetch_add(&pf->served_jobs, 1, __ATOMIC_RELAXED);
+		}
 		pthread_cond_signal(&pf->cond);
 	}
 	pthread_mutex_unlock(&pf->lock);
 	if (j)
-		job_free(t, fresh);
+		job_free(t, pf, fresh);
 }
 
 void prefetch_released(struct node_table *t, uint64_t nodeid)
@@ -383,7 +402,7 @@ void prefetch_released(struct node_table *t, uint64_t nodeid)
 	bury(t, pf, dead);
 	if (pf->o.drop)
 		pf->o.drop(pf->o.ctx, j->nodeid);
-	job_free(t, j);
+	job_free(t, pf, j);
 }
 
 char *prefetch_describe(struct node_table *t, struct node *n)
@@ -426,7 +445,7 @@ void prefetch_served(struct node_table *t, uint64_t nodeid, uint64_t off, uint64
 	uint64_t u, end;
 	struct pjob *j;
 
-	if (!pf || !len)
+	if (!pf || !len || !__atomic_load_n(&pf->served_jobs, __ATOMIC_RELAXED))
 		return;
 	pthread_mutex_lock(&pf->lock);
 	j = job_find_locked(pf, nodeid);
@@ -644,17 +663,13 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 	}
 	c = j->cur;
 	if (!next_chunk(j->v, pf->o.mode, &c, &off, &len)) {
-		unsigned long *served;
-
 		/* Its bitmap is only read by this thread, so it can go now:
 		 * a read finds it NULL under the lock. */
 		pthread_mutex_lock(&pf->lock);
 		if (j->state != PJ_STOPPED)
 			j->state = PJ_DONE;
-		served = j->served;
-		j->served = NULL;
+		served_free(pf, j);
 		pthread_mutex_unlock(&pf->lock);
-		free(served);
 		log_debug("%s: prefetch done: %llu bytes pushed, %llu skipped", view_label(j->v),
 			  (unsigned long long)(j->pushed - j->skipped),
 			  (unsigned long long)j->skipped);
@@ -728,7 +743,7 @@ static void bury(struct node_table *t, struct prefetch *pf, struct pjob *dead)
 		dead = j->next;
 		if (j->drop && pf->o.drop)
 			pf->o.drop(pf->o.ctx, j->nodeid);
-		job_free(t, j);
+		job_free(t, pf, j);
 	}
 }
 
@@ -875,7 +890,7 @@ void prefetch_stop(struct node_table *t)
 	__atomic_store_n(&t->prefetch, NULL, __ATOMIC_RELEASE);
 	while ((j = pf->jobs)) {
 		pf->jobs = j->next;
-		job_free(t, j);
+		job_free(t, pf, j);
 	}
 	free(pf->pieces);
 	pthread_cond_destroy(&pf->cond);
