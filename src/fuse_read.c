@@ -196,17 +196,16 @@ static bool gather_worth(const struct snapfs *fs, const struct read_sums *sum)
 }
 
 /*
- * Answers the read from one gathered buffer (gather.h) with one writev.
- * Returns 1 when the data was sent, -1 when an error was, and 0, nothing
- * sent, where this thread cannot gather the read or a layer read short
- * but is still whole: the caller then answers it another way, with its
- * own checks.
+ * Reads the pieces into this thread's gather buffer (gather.h) and
+ * describes them in iov. Returns the number of iovecs; 0, nothing read,
+ * where this thread cannot gather them or a layer read short but is still
+ * whole (the caller then goes another way, with its own checks); or
+ * -errno, logged: -EIO for a view known broken or a layer truncated after
+ * it was published.
  */
-static int reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
-			   const struct view_piece *p, size_t n,
-			   const struct read_sums *sum)
+static int gather_pieces(struct snapfs *fs, struct view *v,
+			 const struct view_piece *p, size_t n, struct iovec *iov)
 {
-	struct iovec iov[GATHER_IOV];
 	char why[512];
 	size_t bad = 0;
 	bool first;
@@ -219,7 +218,7 @@ static int reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
 	case -ENOMEM:
 		return 0;
 	case -EIO:	/* broken before */
-		break;
+		return ret;
 	case -ENODATA:
 		/* The layer ended inside the piece: cut after it was published
 		 * (else the splice path reads it again and finds out). */
@@ -227,16 +226,33 @@ static int reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
 			return 0;
 		if (first)
 			log_err("%s: %s", view_label(v), why);
-		ret = -EIO;
-		break;
+		return -EIO;
 	default:
-		if (ret >= 0) {
-			count_read(sum, READ_GATHERED);
-			return fuse_reply_iov(req, iov, ret) == 0 ? 1 : -1;
-		}
-		log_err_rl("%s: reading layer %s: %s", view_label(v),
-			   v->layers[p[bad].layer].fname, strerror(-ret));
+		if (ret < 0)
+			log_err_rl("%s: reading layer %s: %s", view_label(v),
+				   v->layers[p[bad].layer].fname, strerror(-ret));
+		return ret;
 	}
+}
+
+/*
+ * Answers the read from one gathered buffer (gather_pieces()) with one
+ * writev. Returns 1 when the data was sent, -1 when an error was, and 0,
+ * nothing sent, where the caller must answer it another way.
+ */
+static int reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
+			  const struct view_piece *p, size_t n,
+			  const struct read_sums *sum)
+{
+	struct iovec iov[GATHER_IOV];
+	int ret = gather_pieces(fs, v, p, n, iov);
+
+	if (ret > 0) {
+		count_read(sum, READ_GATHERED);
+		return fuse_reply_iov(req, iov, ret) == 0 ? 1 : -1;
+	}
+	if (ret == 0)
+		return 0;
 	stats_add(STAT_READ_ERRORS, 1);
 	fuse_reply_err(req, -ret);
 	return -1;
@@ -318,27 +334,11 @@ out:
 static int push_gathered(struct snapfs *fs, uint64_t nodeid, struct view *v,
 			 uint64_t off, const struct view_piece *p, size_t n)
 {
-	static __thread struct iovec iov[GATHER_IOV];
-	char why[512];
-	size_t bad = 0;
-	bool first;
-	int ret = view_is_broken(v) ? -EIO :
-		  gather_read(p, n, fs->zero, fs->zero_len, iov, GATHER_IOV, &bad);
+	struct iovec iov[GATHER_IOV];
+	int ret = gather_pieces(fs, v, p, n, iov);
 
-	if (ret == -EAGAIN || ret == -E2BIG || ret == -ENOMEM)
-		return 0;
-	if (ret == -ENODATA) {
-		if (view_layer_short(v, p[bad].layer, &first, why, sizeof(why)) == 0)
-			return 0;
-		if (first)
-			log_err("%s: %s", view_label(v), why);
-		return -EIO;
-	}
-	if (ret < 0) {
-		log_err_rl("%s: reading layer %s: %s", view_label(v),
-			   v->layers[p[bad].layer].fname, strerror(-ret));
-		return -EIO;
-	}
+	if (ret <= 0)
+		return ret;
 	for (int i = 0; i < ret; i++) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(iov[i].iov_len);
 		int r;

@@ -452,6 +452,7 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	struct snapfs fs = { 0 };
 	void *zero = MAP_FAILED;
+	enum prefetch_mode prefetch = PREFETCH_DIFFS;
 	unsigned fd_budget, rings;
 	size_t file_budget;
 	int ret = 1;
@@ -498,11 +499,12 @@ int main(int argc, char *argv[])
 	if (fuse_opt_add_arg(&args, "-osubtype=snapfs") || add_fsname(&args, o.store))
 		goto out_args;
 	fs.reply = reply_mode_of(o.read_reply);
+	if (o.prefetch)
+		prefetch_parse_mode(o.prefetch, &prefetch);	/* checked */
 	/* a ring per worker thread where reads are gathered, and one for
 	 * the push thread unless read_reply=splice (fuse_read.c) */
 	rings = fs.reply == REPLY_GATHER ? o.max_threads : 0;
-	if (fs.reply != REPLY_SPLICE && gather_supported() &&
-	    !(o.prefetch && strcmp(o.prefetch, "off") == 0))
+	if (fs.reply != REPLY_SPLICE && gather_supported() && prefetch != PREFETCH_OFF)
 		rings++;
 	if (split_nofile(o.fd_budget, &rings, &fd_budget, &file_budget))
 		goto out_args;
@@ -579,7 +581,7 @@ int main(int argc, char *argv[])
 	}
 	{
 		struct prefetch_opts po = {
-			.mode = PREFETCH_DIFFS,
+			.mode = prefetch,
 			.budget = (uint64_t)(o.prefetch_mb == UINT_MAX ?
 					     prefetch_default_mb() : o.prefetch_mb) << 20,
 			.rate = (uint64_t)o.prefetch_rate << 20,
@@ -588,8 +590,6 @@ int main(int argc, char *argv[])
 			.ctx = &fs,
 		};
 
-		if (o.prefetch)
-			prefetch_parse_mode(o.prefetch, &po.mode);	/* checked */
 		prefetch_start(fs.nodes, &po);	/* failure: logged */
 	}
 	/* After the compactor: it chains the hook the compactor installed. */

@@ -99,20 +99,20 @@ struct pjob {
 	uint64_t pushed;	/* bytes of the plan done: pushed, or
 				   skipped as already read; protected by
 				   prefetch.lock */
-	uint64_t charge;	/* bytes pushed, charged to the budget;
+	uint64_t skipped;	/* of pushed, the bytes skipped; the rest
+				   is charged to the budget (charge_of());
 				   protected by prefetch.lock */
-	uint64_t skipped;	/* of pushed, the bytes skipped; lock */
 	unsigned long *served;	/* a bit per UNIT of the view that a read
 				   reply gave the kernel (the push skips
-				   it), or NULL; bits set under
-				   prefetch.lock, read by the thread with
-				   atomic loads; freed by the thread when
-				   the push is done, or with the job */
+				   it), or NULL; counted in served_jobs
+				   while set; bits set under prefetch.lock,
+				   read by the thread with atomic loads;
+				   freed by the thread when the push is
+				   done, or with the job */
 	uint64_t nunits;	/* bits in served */
 	uint64_t total;		/* set once by the thread before pushing */
 	bool planned;		/* total set; thread only */
 	bool drop;		/* reaped: drop its cached pages */
-	bool counted;		/* served is counted in served_jobs */
 	struct pcursor cur;	/* thread only */
 	struct pcursor ra;	/* read ahead up to here; thread only */
 	uint64_t ra_sum;	/* bytes of the plan read ahead; thread only */
@@ -241,13 +241,32 @@ static struct pjob *job_find_locked(struct prefetch *pf, uint64_t nodeid)
 	return j;
 }
 
+/* The bytes j pushed, charged to the budget; prefetch.lock held. */
+static uint64_t charge_of(const struct pjob *j)
+{
+	return j->pushed - j->skipped;
+}
+
+/* Gives fresh job j a served bitmap for a view of size bytes, counted in
+ * served_jobs. Without memory for it, the push just does not skip what
+ * reads brought in. */
+static void served_alloc(struct prefetch *pf, struct pjob *j, uint64_t size)
+{
+	j->nunits = (size + UNIT - 1) / UNIT;
+	if (j->nunits)
+		j->served = calloc((size_t)((j->nunits + UNIT_BITS - 1) / UNIT_BITS),
+				   sizeof(unsigned long));
+	if (j->served)
+		__atomic_fetch_add(&pf->served_jobs, 1, __ATOMIC_RELAXED);
+}
+
 /* Frees j's served bitmap, which only the thread or the job's last owner
  * may do, and uncounts it. */
 static void served_free(struct prefetch *pf, struct pjob *j)
 {
-	if (j->counted)
-		__atomic_fetch_sub(&pf->served_jobs, 1, __ATOMIC_RELAXED);
-	j->counted = false;
+	if (!j->served)
+		return;
+	__atomic_fetch_sub(&pf->served_jobs, 1, __ATOMIC_RELAXED);
 	free(j->served);
 	j->served = NULL;
 }
@@ -285,7 +304,7 @@ static struct pjob *superseded_locked(struct node_table *t, struct prefetch *pf)
 			continue;
 		}
 		*pp = j->next;
-		pf->charged -= j->charge;
+		pf->charged -= charge_of(j);
 		j->drop = j->n->nlookup > 0;
 		j->next = dead;
 		dead = j;
@@ -323,12 +342,7 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 	fresh->nodeid = nodeid;
 	fresh->v = v;
 	fresh->opens = 1;
-	/* Without memory for it, the push just does not skip what reads
-	 * brought in. */
-	fresh->nunits = ((uint64_t)n->vattr.st_size + UNIT - 1) / UNIT;
-	if (fresh->nunits)
-		fresh->served = calloc((size_t)((fresh->nunits + UNIT_BITS - 1) / UNIT_BITS),
-				       sizeof(unsigned long));
+	served_alloc(pf, fresh, (uint64_t)n->vattr.st_size);
 	pthread_mutex_lock(&pf->lock);
 	j = job_find_locked(pf, nodeid);	/* another open came first */
 	if (j) {
@@ -336,10 +350,6 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 	} else {
 		fresh->next = pf->jobs;
 		pf->jobs = fresh;
-		if (fresh->served) {
-			fresh->counted = true;
-			__atomic_fetch_add(&pf->served_jobs, 1, __ATOMIC_RELAXED);
-		}
 		pthread_cond_signal(&pf->cond);
 	}
 	pthread_mutex_unlock(&pf->lock);
@@ -397,7 +407,7 @@ void prefetch_released(struct node_table *t, uint64_t nodeid)
 	for (pp = &pf->jobs; *pp != j; pp = &(*pp)->next)
 		;
 	*pp = j->next;
-	pf->charged -= j->charge;
+	pf->charged -= charge_of(j);
 	pthread_mutex_unlock(&pf->lock);
 	bury(t, pf, dead);
 	if (pf->o.drop)
@@ -408,33 +418,29 @@ void prefetch_released(struct node_table *t, uint64_t nodeid)
 char *prefetch_describe(struct node_table *t, struct node *n)
 {
 	struct prefetch *pf = pf_of(t);
+	char *s, skipped[48] = "";
 	struct pjob *j;
-	char *s;
 	int r;
 
 	if (!pf)
 		return strdup("off");
 	pthread_mutex_lock(&pf->lock);
 	j = job_find_locked(pf, node_id(t, n));
+	if (j && j->skipped)
+		snprintf(skipped, sizeof(skipped), " (%llu read before the push)",
+			 (unsigned long long)j->skipped);
 	if (!j)
 		r = asprintf(&s, "none");
 	else if (!j->planned)
 		r = asprintf(&s, "pushing 0/?");
-	else if (j->skipped)
-		r = asprintf(&s, "%s%s %llu/%llu (%llu read before the push)",
+	else
+		r = asprintf(&s, "%s%s %llu/%llu%s",
 			     j->state == PJ_PUSHING ? "pushing" :
 			     j->state == PJ_WAITING ? "waiting: budget" :
 			     j->state == PJ_DONE ? "done" : "stopped: ",
 			     j->state == PJ_STOPPED ? j->cause : "",
 			     (unsigned long long)j->pushed, (unsigned long long)j->total,
-			     (unsigned long long)j->skipped);
-	else
-		r = asprintf(&s, "%s%s %llu/%llu",
-			     j->state == PJ_PUSHING ? "pushing" :
-			     j->state == PJ_WAITING ? "waiting: budget" :
-			     j->state == PJ_DONE ? "done" : "stopped: ",
-			     j->state == PJ_STOPPED ? j->cause : "",
-			     (unsigned long long)j->pushed, (unsigned long long)j->total);
+			     skipped);
 	pthread_mutex_unlock(&pf->lock);
 	return r < 0 ? NULL : s;
 }
@@ -517,7 +523,7 @@ static struct pjob *reap_locked(struct node_table *t, struct prefetch *pf,
 		}
 		if (j->opens == 0 && (!current || !looked_up)) {
 			*pp = j->next;
-			pf->charged -= j->charge;
+			pf->charged -= charge_of(j);
 			/* A forgotten inode's pages went with it; a superseded
 			 * one's are dropped (no new open can reach them). */
 			j->drop = looked_up;
@@ -717,7 +723,6 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 		}
 	} else {
 		j->pushed += len;
-		j->charge += len;
 		j->cur = c;
 	}
 	pthread_mutex_unlock(&pf->lock);

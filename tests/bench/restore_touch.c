@@ -189,11 +189,33 @@ static int mode_touch(int argc, char **argv)
 	return 0;
 }
 
+/* Reads the data ranges of fd d (file name) through buf (1 MiB), never
+ * its holes, and writes each to the same offset of fd t unless t < 0. */
+static void copy_data(int d, const char *name, char *buf, int t, const char *tname)
+{
+	off_t off = 0, s, e;
+
+	while ((s = lseek(d, off, SEEK_DATA)) >= 0) {
+		e = lseek(d, s, SEEK_HOLE);
+		if (e < 0)
+			die("seeking", name);
+		for (off = s; off < e;) {
+			size_t len = e - off < (1 << 20) ? (size_t)(e - off) : (1 << 20);
+			ssize_t r = pread(d, buf, len, off);
+
+			if (r <= 0)
+				die("reading", name);
+			if (t >= 0 && pwrite(t, buf, (size_t)r, off) != r)
+				die("writing", tname);
+			off += r;
+		}
+	}
+}
+
 static int mode_apply(int argc, char **argv)
 {
-	int t, d;
-	off_t off = 0, s, e;
 	char *buf = malloc(1 << 20);
+	int t, d;
 
 	if (argc < 4 || !buf)
 		return 2;
@@ -201,17 +223,7 @@ static int mode_apply(int argc, char **argv)
 	d = open(argv[3], O_RDONLY);
 	if (t < 0 || d < 0)
 		die("opening", t < 0 ? argv[2] : argv[3]);
-	while ((s = lseek(d, off, SEEK_DATA)) >= 0) {
-		e = lseek(d, s, SEEK_HOLE);
-		for (off = s; off < e;) {
-			size_t len = e - off < (1 << 20) ? (size_t)(e - off) : (1 << 20);
-			ssize_t r = pread(d, buf, len, off);
-
-			if (r <= 0 || pwrite(t, buf, (size_t)r, off) != r)
-				die("copying", argv[3]);
-			off += r;
-		}
-	}
+	copy_data(d, argv[3], buf, t, argv[2]);
 	if (fsync(t) < 0)
 		die("syncing", argv[2]);
 	close(t);
@@ -228,23 +240,10 @@ static int mode_warm(int argc, char **argv)
 		return 2;
 	for (int i = 2; i < argc; i++) {
 		int fd = open(argv[i], O_RDONLY);
-		off_t off = 0, s, e;
 
 		if (fd < 0)
 			die("opening", argv[i]);
-		while ((s = lseek(fd, off, SEEK_DATA)) >= 0) {
-			e = lseek(fd, s, SEEK_HOLE);
-			if (e < 0)
-				die("seeking", argv[i]);
-			for (off = s; off < e;) {
-				size_t len = e - off < (1 << 20) ? (size_t)(e - off) : (1 << 20);
-				ssize_t r = pread(fd, buf, len, off);
-
-				if (r <= 0)
-					die("reading", argv[i]);
-				off += r;
-			}
-		}
+		copy_data(fd, argv[i], buf, -1, NULL);
 		close(fd);
 	}
 	free(buf);
