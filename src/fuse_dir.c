@@ -34,7 +34,7 @@ void snapfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = node_list_dir(fs->nodes, n, &d->ents, &d->count);
+	ret = node_list_dir(fs->nodes, n, &d->l);
 	if (ret) {
 		free(d);
 		fuse_reply_err(req, -ret);
@@ -59,12 +59,27 @@ static bool is_dot(const char *name)
 	return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
+/*
+ * Listings longer than this get no attributes in the first readdirplus.
+ * The kernel asks for readdirplus at offset 0 whatever the caller does
+ * next (its "auto" mode), and attributes mean a lookup, a stat of the
+ * STORE file, per entry: for the first 200 entries of a big cold
+ * directory that was a tenth of an `ls -f` or `find` that never looks at
+ * them. An entry without attributes is only a name to the kernel; a
+ * caller that stats gets each of those by a lookup, and the rest of the
+ * listing by readdirplus again (the kernel switches to it once lookups
+ * come). Small directories keep readdirplus whole: `ls -l` of a
+ * snapshot's directory is one request.
+ */
+#define PLUS_BARE_FIRST 1024
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, bool plus)
 {
 	struct snapfs *fs = fs_of(req);
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 	struct node *dir = node_of(req, ino);
+	bool bare = plus && off == 0 && d->l.count > PLUS_BARE_FIRST;
 	char *buf, *p;
 	size_t rem = size;
 
@@ -73,14 +88,17 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	for (size_t i = (size_t)off; i < d->count; i++) {
-		struct node_dirent *de = &d->ents[i];
-		struct stat st = { .st_ino = de->ino, .st_mode = (mode_t)de->d_type << 12 };
+	for (size_t i = (size_t)off; i < d->l.count; i++) {
+		struct node_dirent ent, *de = &ent;
+		struct stat st;
 		size_t len;
 
+		if (!node_listing_get(&d->l, i, de))
+			continue;	/* hidden */
+		st = (struct stat){ .st_ino = de->ino, .st_mode = (mode_t)de->d_type << 12 };
 		if (stats_file_name(ino, de->name))
 			continue;	/* shadowed by the counters file, unlisted */
-		if (plus && !is_dot(de->name)) {
+		if (plus && !bare && !is_dot(de->name)) {
 			struct node *n;
 			struct fuse_entry_param e = { 0 };
 			int ret = node_lookup(fs->nodes, dir, de->name,

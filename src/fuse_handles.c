@@ -17,7 +17,7 @@
 
 void dir_handle_free(struct dir_handle *d)
 {
-	node_dirents_free(d->ents, d->count);
+	node_listing_free(&d->l);
 	free(d);
 }
 

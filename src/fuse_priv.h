@@ -14,6 +14,7 @@
 
 #include "dirwatch.h"
 #include "fuse_ops.h"
+#include "names.h"
 
 /* A version's attributes never change (a new chain is a new inode). */
 #define VIEW_ATTR_TIMEOUT 86400.0
@@ -73,8 +74,7 @@ static inline int fh_fd(const struct fuse_file_info *fi)
 
 /* A directory's handle: the listing taken at opendir. */
 struct dir_handle {
-	struct node_dirent *ents;
-	size_t count;
+	struct node_listing l;
 };
 
 void dir_handle_free(struct dir_handle *d);

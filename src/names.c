@@ -183,31 +183,37 @@ int node_getattr(struct node_table *t, struct node *n, struct stat *st)
 	return ret;
 }
 
-void node_dirents_free(struct node_dirent *d, size_t count)
+void node_listing_free(struct node_listing *l)
 {
-	(void)count;	/* the names live in d's own block */
-	free(d);
+	store_dir_free(l->idx);
+	free(l->hidden);
+	free(l->ino);
+	*l = (struct node_listing){ 0 };
 }
 
-/* Puts entry k of a listing: its name copied to *names, past the array. */
-static void dirent_put(struct node_dirent *d, size_t k, char **names,
-		       const char *name, unsigned char type, uint64_t ino)
+bool node_listing_get(const struct node_listing *l, size_t pos, struct node_dirent *de)
 {
-	size_t len = strlen(name) + 1;
+	const struct store_dir *idx = l->idx;
 
-	d[k] = (struct node_dirent){ .name = memcpy(*names, name, len),
-				     .d_type = type, .ino = ino };
-	*names += len;
+	if (pos < idx->nentries) {
+		const struct store_entry *e = &idx->entries[pos];
+
+		if (l->hidden[pos])
+			return false;
+		*de = (struct node_dirent){ .name = e->name, .d_type = e->d_type,
+					    .ino = e->ino };
+		return true;
+	}
+	pos -= idx->nentries;
+	*de = (struct node_dirent){ .name = idx->groups[pos].name, .d_type = DT_REG,
+				    .ino = l->ino[pos] };
+	return true;
 }
 
-int node_list_dir(struct node_table *t, struct node *n,
-		  struct node_dirent **out, size_t *count)
+int node_list_dir(struct node_table *t, struct node *n, struct node_listing *out)
 {
-	struct node_dirent *d = NULL;
+	struct node_listing l = { 0 };
 	const struct store_dir *idx;
-	unsigned char *shown = NULL;
-	size_t nd = 0, bytes = 0, k = 0;
-	char *names;
 	int ret;
 
 	if (n->kind != NODE_DIR)
@@ -222,58 +228,33 @@ int node_list_dir(struct node_table *t, struct node *n,
 	 * what a readdir would return now, without a second read of a big
 	 * directory. A plain entry named like a layered file is hidden by
 	 * it; compaction staging files and the lock file are not shown at
-	 * all. The listing is one block, the array and then the names,
-	 * sized by a first pass (no array grown by doubling, no copy). */
-	idx = n->index;
-	shown = malloc(idx->nentries ? idx->nentries : 1);
-	if (!shown) {
+	 * all. */
+	idx = l.idx = store_dir_get(n->index);
+	l.hidden = malloc(idx->nentries ? idx->nentries : 1);
+	l.ino = malloc((idx->ngroups ? idx->ngroups : 1) * sizeof(*l.ino));
+	if (!l.hidden || !l.ino) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < idx->nentries; i++) {
-		const char *name = idx->entries[i].name;
-
-		shown[i] = !store_dir_find(idx, name) && !compact_is_tmp(name) &&
-			   !dirlock_is_lockfile(name);
-		if (shown[i]) {
-			nd++;
-			bytes += strlen(name) + 1;
-		}
-	}
-	for (size_t i = 0; i < idx->ngroups; i++)
-		bytes += strlen(idx->groups[i].name) + 1;
-	nd += idx->ngroups;
-	d = malloc(nd * sizeof(*d) + bytes + 1);	/* + 1: never malloc(0) */
-	if (!d) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	names = (char *)(d + nd);
 	for (size_t i = 0; i < idx->nentries; i++) {
 		const struct store_entry *e = &idx->entries[i];
 
-		if (shown[i])
-			dirent_put(d, k++, &names, e->name, e->d_type, e->ino);
+		l.hidden[i] = e->named || compact_is_tmp(e->name) ||
+			      dirlock_is_lockfile(e->name);
 	}
 	/* Layered names come after the real entries, with the inode numbers
 	 * their versions have or will have: no layer is looked at, so a
 	 * listing costs what reading STORE's directory does. */
-	for (size_t i = 0; !ret && i < idx->ngroups; i++) {
-		uint64_t ino;
-
-		ret = version_listed_ino_locked(t, n, &idx->groups[i], &ino);
-		if (!ret)
-			dirent_put(d, k++, &names, idx->groups[i].name, DT_REG, ino);
-	}
+	for (size_t i = 0; !ret && i < idx->ngroups; i++)
+		ret = version_listed_ino_locked(t, n, &idx->groups[i], &l.ino[i]);
+	l.count = idx->nentries + idx->ngroups;
 out:
 	pthread_mutex_unlock(&n->lock);
-	free(shown);
 	if (ret) {
-		free(d);
+		node_listing_free(&l);
 		return ret;
 	}
-	*out = d;
-	*count = nd;
+	*out = l;
 	return 0;
 }
 

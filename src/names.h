@@ -27,21 +27,38 @@ int node_getattr(struct node_table *t, struct node *n, struct stat *st);
 
 /* One directory entry as listed: name, type, and inode number to show. */
 struct node_dirent {
-	char *name;
+	const char *name;
 	unsigned char d_type;
 	uint64_t ino;
+};
+
+/*
+ * A directory's listing as it was when taken: positions 0..count-1, first
+ * the entries of the directory's index (those shown), then its layered
+ * NAMEs. It keeps a reference to that index, whose names it lists, and
+ * adds a flag per entry and an inode number per NAME: a listing of a
+ * directory of 100,000 names copies no name.
+ */
+struct node_listing {
+	struct store_dir *idx;
+	unsigned char *hidden;	/* idx->nentries flags: 1 if not shown */
+	uint64_t *ino;		/* idx->ngroups inode numbers */
+	size_t count;		/* idx->nentries + idx->ngroups */
 };
 
 /*
  * Lists directory n as shown at the mount: STORE's entries, plus one entry
  * per layered NAME, minus plain entries a layered NAME hides, from the
  * directory's index (refreshed first if the directory changed). Returns 0
- * and one malloc'd block, the array and its names (free with
- * node_dirents_free()), or -errno.
+ * and *out (free with node_listing_free()), or -errno.
  */
-int node_list_dir(struct node_table *t, struct node *n,
-		  struct node_dirent **out, size_t *count);
-void node_dirents_free(struct node_dirent *d, size_t count);
+int node_list_dir(struct node_table *t, struct node *n, struct node_listing *out);
+
+/* Position pos of l into *de (its name points into l): false if the
+ * entry there is not shown (skip it). pos < l->count. */
+bool node_listing_get(const struct node_listing *l, size_t pos, struct node_dirent *de);
+
+void node_listing_free(struct node_listing *l);
 
 /*
  * Opens the STORE file behind n for reading (never through a symlink).

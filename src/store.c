@@ -72,34 +72,38 @@ bool store_parse_name(const char *fname, struct store_name *out)
 
 /* The entries of a directory as read: names packed in one block (one
  * allocation for a directory of any size, where a strdup() per name made
- * a big directory's first listing mostly malloc), each name's offset. */
+ * a big directory's first listing mostly malloc). Until the block is
+ * final, an entry's .name holds its name's offset in it. */
 struct entry_list {
 	char *names;
 	size_t used, room;
-	struct store_entry *ents;	/* .name unset until the block is final */
-	size_t *offs;
+	struct store_entry *ents;
 	size_t n, cap;
 };
+
+/* Makes room for one more element in *arr, of *cap elements of size. */
+static int grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+	size_t c = *cap ? *cap * 2 : 64;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	p = realloc(*arr, c * size);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = c;
+	return 0;
+}
 
 static int entry_list_add(struct entry_list *l, const char *name,
 			  unsigned char type, uint64_t ino)
 {
 	size_t len = strlen(name) + 1;
 
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		struct store_entry *ne = realloc(l->ents, cap * sizeof(*ne));
-
-		if (!ne)
-			return -ENOMEM;
-		l->ents = ne;
-		size_t *no = realloc(l->offs, cap * sizeof(*no));
-
-		if (!no)
-			return -ENOMEM;
-		l->offs = no;
-		l->cap = cap;
-	}
+	if (grow((void **)&l->ents, &l->cap, l->n, sizeof(*l->ents)))
+		return -ENOMEM;
 	if (l->room - l->used < len) {
 		size_t room = l->room ? l->room : 4096;
 		char *nn;
@@ -113,8 +117,8 @@ static int entry_list_add(struct entry_list *l, const char *name,
 		l->room = room;
 	}
 	memcpy(l->names + l->used, name, len);
-	l->offs[l->n] = l->used;
-	l->ents[l->n++] = (struct store_entry){ .ino = ino, .d_type = type };
+	l->ents[l->n++] = (struct store_entry){ .name = (const char *)(uintptr_t)l->used,
+						.ino = ino, .d_type = type };
 	l->used += len;
 	return 0;
 }
@@ -123,7 +127,6 @@ static void entry_list_free(struct entry_list *l)
 {
 	free(l->names);
 	free(l->ents);
-	free(l->offs);
 }
 
 static int build_dir(struct entry_list *l, struct store_dir **out);
@@ -178,33 +181,37 @@ int store_dir_from_names(const char *const *names, const unsigned char *d_types,
 	return build_dir(&l, out);
 }
 
-/* Sort key while grouping: NAME, then seq, then kind. */
-struct parsed {
-	const char *fname;
-	struct store_name sn;
-	unsigned char d_type;
-};
-
-static int parsed_cmp(const void *a, const void *b)
+/* The order of a group's layers: seq, then bases first, then the file
+ * name (two layers with one seq are an error that names both in order). */
+static int layer_cmp(const struct store_layer *x, const struct store_layer *y)
 {
-	const struct parsed *x = a, *y = b;
-	size_t n = x->sn.name_len < y->sn.name_len ? x->sn.name_len : y->sn.name_len;
-	int c = memcmp(x->fname, y->fname, n);
-
-	if (c)
-		return c;
-	if (x->sn.name_len != y->sn.name_len)
-		return x->sn.name_len < y->sn.name_len ? -1 : 1;
-	if (x->sn.seq != y->sn.seq)
-		return x->sn.seq < y->sn.seq ? -1 : 1;
-	if (x->sn.kind != y->sn.kind)
-		return x->sn.kind == STORE_BASE ? -1 : 1;
+	if (x->seq != y->seq)
+		return x->seq < y->seq ? -1 : 1;
+	if (x->kind != y->kind)
+		return x->kind == STORE_BASE ? -1 : 1;
 	return strcmp(x->fname, y->fname);
 }
 
-static int str_cmp(const void *a, const void *b)
+static int layer_qcmp(const void *a, const void *b)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	return layer_cmp(a, b);
+}
+
+/* Sorts a group's layers: most groups have a handful, already in order. */
+static void sort_layers(struct store_layer *l, size_t n)
+{
+	if (n > 32) {
+		qsort(l, n, sizeof(*l), layer_qcmp);
+		return;
+	}
+	for (size_t i = 1; i < n; i++) {
+		struct store_layer x = l[i];
+		size_t j = i;
+
+		for (; j > 0 && layer_cmp(&l[j - 1], &x) > 0; j--)
+			l[j] = l[j - 1];
+		l[j] = x;
+	}
 }
 
 uint64_t store_name_hash(const char *name)
@@ -212,43 +219,53 @@ uint64_t store_name_hash(const char *name)
 	return XXH64(name, strlen(name), 0);
 }
 
-/* Hashes the groups' names (linear probing, at most half full). Returns 0
- * or -ENOMEM. */
-static int hash_names(struct store_dir *dir)
+/* A slot table of at least 2 * n slots (at most half full), or NULL. */
+static struct store_slot *slots_alloc(size_t n, size_t *mask)
 {
 	size_t cap = 16;
 
-	if (dir->ngroups > UINT32_MAX / 2)
-		return -ENOMEM;
-	while (cap < 2 * dir->ngroups)
+	while (cap < 2 * n)
 		cap *= 2;
-	dir->slots = calloc(cap, sizeof(*dir->slots));
-	if (!dir->slots)
-		return -ENOMEM;
-	dir->mask = cap - 1;
-	for (size_t i = 0; i < dir->ngroups; i++) {
-		uint64_t h = store_name_hash(dir->groups[i].name);
-		size_t s = (size_t)h & dir->mask;
+	*mask = cap - 1;
+	return calloc(cap, sizeof(struct store_slot));
+}
 
-		while (dir->slots[s].group)
-			s = (s + 1) & dir->mask;
-		dir->slots[s].group = (uint32_t)i + 1;
-		dir->slots[s].tag = (uint32_t)(h >> 32);
+/* The slot of the group called name[0..len) with hash h in dir's table:
+ * either that group's or the empty one where it would go. len is the
+ * group NAME's length: name may go on (a layer file's name). */
+static struct store_slot *slot_of(const struct store_dir *dir, const char *name,
+				  size_t len, uint64_t h)
+{
+	size_t s = (size_t)h & dir->mask;
+
+	for (; dir->slots[s].group; s = (s + 1) & dir->mask) {
+		const struct store_group *g = &dir->groups[dir->slots[s].group - 1];
+
+		if (dir->slots[s].tag == (uint32_t)(h >> 32) &&
+		    strncmp(g->name, name, len) == 0 && g->name[len] == '\0')
+			return &dir->slots[s];
 	}
-	return 0;
+	return &dir->slots[s];
 }
 
 /*
  * The index of the entries in l, which it takes (freed either way): the
  * groups' NAMEs in one more block, their layers in one array, the layers'
  * and the entries' names pointing into l's block.
+ *
+ * One pass over the entries parses each name and finds or adds its NAME's
+ * group in the hash, a second lays the layers out group by group, and
+ * each group's few layers are then sorted: no sort of the whole
+ * directory, which made a directory of 100,000 names spend most of its
+ * first listing comparing names. Groups come in the order of their first
+ * layer in the directory.
  */
 static int build_dir(struct entry_list *l, struct store_dir **out)
 {
 	struct store_dir *dir;
-	struct parsed *p = NULL;
-	const char **plain = NULL;
-	size_t np = 0, nplain = 0, nbytes = 0, i, j, g;
+	uint32_t *gof = NULL;		/* entry i's group + 1, 0 if plain */
+	uint32_t *len = NULL;		/* group g's NAME length, while building */
+	size_t nlayers = 0, nbytes = 0, i;
 	int ret = -ENOMEM;
 
 	dir = calloc(1, sizeof(*dir));
@@ -256,90 +273,176 @@ static int build_dir(struct entry_list *l, struct store_dir **out)
 		entry_list_free(l);
 		return -ENOMEM;
 	}
+	dir->refs = 1;
 	dir->names = l->names;
 	dir->entries = l->ents;
 	dir->nentries = l->n;
 	for (i = 0; i < l->n; i++)
-		dir->entries[i].name = dir->names + l->offs[i];
-	free(l->offs);
+		dir->entries[i].name = dir->names + (uintptr_t)dir->entries[i].name;
 	*l = (struct entry_list){ 0 };
+	if (dir->nentries > UINT32_MAX / 2)
+		goto fail;
 
-	p = calloc(dir->nentries ? dir->nentries : 1, sizeof(*p));
-	plain = calloc(dir->nentries ? dir->nentries : 1, sizeof(*plain));
-	if (!p || !plain)
+	/* Room for every entry being a group of its own: the arrays' untouched
+	 * tails cost address space only. Group NAMEs point into the entries
+	 * until they are copied out, with their lengths in len[]. */
+	gof = malloc((dir->nentries ? dir->nentries : 1) * sizeof(*gof));
+	len = malloc((dir->nentries ? dir->nentries : 1) * sizeof(*len));
+	dir->groups = malloc((dir->nentries ? dir->nentries : 1) * sizeof(*dir->groups));
+	dir->slots = slots_alloc(dir->nentries, &dir->mask);
+	if (!gof || !len || !dir->groups || !dir->slots)
 		goto fail;
 	for (i = 0; i < dir->nentries; i++) {
-		const struct store_entry *e = &dir->entries[i];
-		struct parsed *q = &p[np];
+		const char *name = dir->entries[i].name;
+		struct store_name sn;
+		struct store_slot *s;
+		uint64_t h;
 
-		if (store_parse_name(e->name, &q->sn)) {
-			q->fname = e->name;
-			q->d_type = e->d_type;
-			np++;
-		} else {
-			plain[nplain++] = e->name;
+		gof[i] = 0;
+		if (!store_parse_name(name, &sn))
+			continue;
+		h = XXH64(name, sn.name_len, 0);
+		/* slot_of() compares with NUL-terminated group NAMEs: until the
+		 * copy, compare the prefixes by hand. */
+		size_t sl = (size_t)h & dir->mask;
+
+		for (s = NULL; dir->slots[sl].group; sl = (sl + 1) & dir->mask) {
+			uint32_t g = dir->slots[sl].group - 1;
+
+			if (dir->slots[sl].tag == (uint32_t)(h >> 32) &&
+			    len[g] == sn.name_len &&
+			    memcmp(dir->groups[g].name, name, sn.name_len) == 0) {
+				s = &dir->slots[sl];
+				break;
+			}
 		}
-	}
-	qsort(p, np, sizeof(*p), parsed_cmp);
-	qsort(plain, nplain, sizeof(*plain), str_cmp);
+		if (!s) {
+			size_t g = dir->ngroups++;
 
-	/* Count groups and their NAMEs' bytes, then fill them. */
-	for (i = 0; i < np; i = j) {
-		for (j = i + 1; j < np && p[j].sn.name_len == p[i].sn.name_len &&
-		     memcmp(p[j].fname, p[i].fname, p[i].sn.name_len) == 0; j++)
-			;
-		dir->ngroups++;
-		nbytes += p[i].sn.name_len + 1;
+			if (sn.name_len > UINT32_MAX)
+				goto fail;
+			s = &dir->slots[sl];
+			s->group = (uint32_t)g + 1;
+			s->tag = (uint32_t)(h >> 32);
+			dir->groups[g] = (struct store_group){ .name = (char *)name };
+			len[g] = sn.name_len;
+			nbytes += sn.name_len + 1;
+		}
+		dir->groups[s->group - 1].nlayers++;
+		gof[i] = s->group;
+		nlayers++;
 	}
-	dir->groups = calloc(dir->ngroups ? dir->ngroups : 1, sizeof(*dir->groups));
-	dir->layers = calloc(np ? np : 1, sizeof(*dir->layers));
+
+	/* The NAMEs copied out, each group's stretch of the layer array. */
 	dir->group_names = malloc(nbytes ? nbytes : 1);
-	if (!dir->groups || !dir->layers || !dir->group_names)
+	dir->layers = malloc((nlayers ? nlayers : 1) * sizeof(*dir->layers));
+	if (!dir->group_names || !dir->layers)
 		goto fail;
-
-	nbytes = 0;
-	for (i = 0, g = 0; i < np; i = j, g++) {
+	nbytes = nlayers = 0;
+	for (size_t g = 0; g < dir->ngroups; g++) {
 		struct store_group *grp = &dir->groups[g];
-		size_t len = p[i].sn.name_len;
 
-		for (j = i + 1; j < np && p[j].sn.name_len == len &&
-		     memcmp(p[j].fname, p[i].fname, len) == 0; j++)
-			;
+		memcpy(dir->group_names + nbytes, grp->name, len[g]);
+		dir->group_names[nbytes + len[g]] = '\0';
 		grp->name = dir->group_names + nbytes;
-		memcpy(grp->name, p[i].fname, len);
-		grp->name[len] = '\0';
-		nbytes += len + 1;
-		grp->layers = dir->layers + i;
-		grp->nlayers = j - i;
-		for (size_t k = i; k < j; k++) {
-			struct store_layer *ly = &dir->layers[k];
-
-			ly->fname = (char *)p[k].fname;
-			ly->seq = p[k].sn.seq;
-			ly->kind = p[k].sn.kind;
-			ly->overflow = p[k].sn.overflow;
-			ly->d_type = p[k].d_type;
-		}
-		grp->shadows_plain = bsearch(&grp->name, plain, nplain,
-					     sizeof(*plain), str_cmp) != NULL;
+		nbytes += len[g] + 1;
+		grp->layers = dir->layers + nlayers;
+		nlayers += grp->nlayers;
+		grp->nlayers = 0;	/* counts again as they are laid out */
 	}
-	/* parsed_cmp orders NAMEs as strcmp() would (memcmp of the common
-	 * prefix, then the shorter first), so groups are already sorted. */
-	ret = hash_names(dir);
-	if (ret)
-		goto fail;
+	for (i = 0; i < dir->nentries; i++) {
+		const struct store_entry *e = &dir->entries[i];
+		struct store_group *grp;
+		struct store_name sn;
+
+		if (!gof[i])
+			continue;
+		grp = &dir->groups[gof[i] - 1];
+		store_parse_name(e->name, &sn);
+		grp->layers[grp->nlayers++] = (struct store_layer){
+			.fname = (char *)e->name, .seq = sn.seq, .kind = sn.kind,
+			.overflow = sn.overflow, .d_type = e->d_type,
+		};
+	}
+	for (size_t g = 0; g < dir->ngroups; g++)
+		sort_layers(dir->groups[g].layers, dir->groups[g].nlayers);
+
+	/* An entry called like a NAME is hidden by it. A layer file can be
+	 * only where a NAME looks like a layer file ("m.1.base" of
+	 * "m.1.base.2.diff"): without such NAMEs, layer files are not looked
+	 * up. */
+	bool layer_like = false;
+
+	for (size_t g = 0; g < dir->ngroups && !layer_like; g++) {
+		const char *end = dir->groups[g].name + len[g];
+
+		layer_like = len[g] >= 5 && (memcmp(end - 5, ".base", 5) == 0 ||
+					     memcmp(end - 5, ".diff", 5) == 0);
+	}
+	for (i = 0; i < dir->nentries; i++) {
+		struct store_entry *e = &dir->entries[i];
+		struct store_slot *s;
+		size_t n;
+
+		if ((gof[i] && !layer_like) || !dir->ngroups)
+			continue;
+		n = strlen(e->name);
+		s = slot_of(dir, e->name, n, XXH64(e->name, n, 0));
+		if (!s->group)
+			continue;
+		e->named = true;
+		if (!gof[i])
+			dir->groups[s->group - 1].shadows_plain = true;
+	}
+
+	/* The table was sized for every entry being a group: where layers
+	 * share groups (deep chains), it is made again at its right size. */
+	if (dir->mask + 1 > 8 * dir->ngroups && dir->mask + 1 > 16) {
+		struct store_slot *big = dir->slots;
+		size_t big_mask = dir->mask;
+
+		dir->slots = slots_alloc(dir->ngroups, &dir->mask);
+		if (!dir->slots) {
+			dir->slots = big;
+			dir->mask = big_mask;
+			goto fail;
+		}
+		free(big);
+		for (size_t g = 0; g < dir->ngroups; g++) {
+			const char *name = dir->groups[g].name;
+			uint64_t h = XXH64(name, len[g], 0);
+			struct store_slot *s = slot_of(dir, name, len[g], h);
+
+			s->group = (uint32_t)g + 1;
+			s->tag = (uint32_t)(h >> 32);
+		}
+	}
+	if (dir->ngroups < dir->nentries) {	/* give the tail back */
+		struct store_group *gs = realloc(dir->groups, (dir->ngroups ? dir->ngroups : 1) *
+						 sizeof(*gs));
+
+		if (gs)
+			dir->groups = gs;
+	}
+	ret = 0;
 	*out = dir;
 	dir = NULL;
 fail:
-	free(plain);
-	free(p);
+	free(len);
+	free(gof);
 	store_dir_free(dir);
 	return ret;
 }
 
+struct store_dir *store_dir_get(struct store_dir *dir)
+{
+	__atomic_add_fetch(&dir->refs, 1, __ATOMIC_RELAXED);
+	return dir;
+}
+
 void store_dir_free(struct store_dir *dir)
 {
-	if (!dir)
+	if (!dir || __atomic_sub_fetch(&dir->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
 	free(dir->entries);
 	free(dir->names);

@@ -63,6 +63,7 @@ struct store_entry {
 	const char *name;
 	uint64_t ino;		/* d_ino (0 from store_dir_from_names()) */
 	unsigned char d_type;
+	bool named;		/* a NAME of the index is called this: it is hidden */
 };
 
 struct store_dir {
@@ -79,6 +80,7 @@ struct store_dir {
 	 * group's layers. */
 	char *names, *group_names;
 	struct store_layer *layers;
+	unsigned refs;		/* store_dir_get(), store_dir_free() */
 };
 
 /*
@@ -94,6 +96,10 @@ int store_dir_scan(int dirfd, struct store_dir **out);
 int store_dir_from_names(const char *const *names, const unsigned char *d_types,
 			 size_t n, struct store_dir **out);
 
+/* Another reference to dir (a listing keeps the index it was taken from,
+ * while the directory's own moves on); store_dir_free() drops one and
+ * frees the index with the last. Atomic. */
+struct store_dir *store_dir_get(struct store_dir *dir);
 void store_dir_free(struct store_dir *dir);
 
 /* The hash of a name (XXH64) for the indexes by name: a directory's

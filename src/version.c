@@ -396,24 +396,29 @@ static int group_layer_names(const struct store_group *g, const char ***names,
 int version_listed_ino_locked(struct node_table *t, struct node *dir,
 			      const struct store_group *g, uint64_t *ino)
 {
-	const char **names;
-	size_t n, gi = (size_t)(g - dir->index->groups);
+	const char **names = NULL;
+	size_t n = 0, gi = (size_t)(g - dir->index->groups);
 	struct node *v;
-	bool bad, same;
+	bool bad = false, same;
 	int ret;
 
-	ret = group_layer_names(g, &names, &n, &bad);
-	if (ret)
-		return ret;
 	if (!dir->index_ino) {
 		dir->index_ino = calloc(dir->index->ngroups, sizeof(*dir->index_ino));
-		if (!dir->index_ino) {
-			free(names);
+		if (!dir->index_ino)
 			return -ENOMEM;
-		}
 	}
+	/* Most names of a big directory have no version yet: their number is
+	 * the promise, without working out their chains. */
 	pthread_mutex_lock(&t->lock);
 	v = vindex_find_locked(dir, g->name);
+	if (v) {
+		pthread_mutex_unlock(&t->lock);
+		ret = group_layer_names(g, &names, &n, &bad);
+		if (ret)
+			return ret;
+		pthread_mutex_lock(&t->lock);
+		v = vindex_find_locked(dir, g->name);
+	}
 	same = v && v->nlayers == n && (v->error != NULL) == bad;
 	for (size_t i = 0; same && i < n; i++)
 		same = strcmp(v->layer_names[i], names[i]) == 0;

@@ -220,21 +220,35 @@ static void test_unlink_rules(void **state)
 	node_forget(f->t, n, 1);
 }
 
-static bool listed(struct node_dirent *d, size_t n, const char *name)
+/* How many times l shows name; its entry in *de. */
+static size_t listed_as(const struct node_listing *l, const char *name,
+			struct node_dirent *de)
 {
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(d[i].name, name) == 0)
-			return true;
-	return false;
+	struct node_dirent e;
+	size_t seen = 0;
+
+	for (size_t i = 0; i < l->count; i++) {
+		if (node_listing_get(l, i, &e) && strcmp(e.name, name) == 0) {
+			seen++;
+			if (de)
+				*de = e;
+		}
+	}
+	return seen;
+}
+
+static bool listed(const struct node_listing *l, const char *name)
+{
+	return listed_as(l, name, NULL) > 0;
 }
 
 static void test_listing(void **state)
 {
 	struct fix *f = *state;
-	struct node_dirent *d;
+	struct node_listing l;
+	struct node_dirent de;
 	struct node *n;
 	struct stat st;
-	size_t count;
 	int fd;
 
 	layer(f, "disk.0.base", 1, NULL, 0);
@@ -243,25 +257,37 @@ static void test_listing(void **state)
 	close(fd);
 	fd = openat(f->sfd, ".snapfs-compact.notes", O_CREAT | O_WRONLY, 0600);
 	close(fd);
-	assert_int_equal(node_list_dir(f->t, node_root(f->t), &d, &count), 0);
-	assert_true(listed(d, count, "disk"));
-	assert_true(listed(d, count, "disk.0.base"));
-	assert_true(listed(d, count, ".snapfs-compact.notes"));
-	assert_false(listed(d, count, ".snapfs-compact.0123456789abcdef.77"));
+	assert_int_equal(node_list_dir(f->t, node_root(f->t), &l), 0);
+	assert_true(listed(&l, "disk"));
+	assert_true(listed(&l, "disk.0.base"));
+	assert_true(listed(&l, ".snapfs-compact.notes"));
+	assert_false(listed(&l, ".snapfs-compact.0123456789abcdef.77"));
 	/* . and .. as STORE lists them; plain entries with STORE's inode
 	 * numbers and types */
-	assert_true(listed(d, count, "."));
-	assert_true(listed(d, count, ".."));
+	assert_true(listed(&l, "."));
+	assert_true(listed(&l, ".."));
 	assert_int_equal(fstatat(f->sfd, "disk.0.base", &st, AT_SYMLINK_NOFOLLOW), 0);
-	for (size_t i = 0, seen = 0; i < count; i++) {
-		if (strcmp(d[i].name, "disk") == 0)
-			assert_int_equal(++seen, 1);	/* once, as the view */
-		if (strcmp(d[i].name, "disk.0.base") == 0) {
-			assert_int_equal(d[i].ino, st.st_ino);
-			assert_true(d[i].d_type == DT_REG || d[i].d_type == DT_UNKNOWN);
-		}
+	assert_int_equal(listed_as(&l, "disk", &de), 1);	/* once, as the view */
+	assert_int_equal(de.d_type, DT_REG);
+	assert_int_equal(listed_as(&l, "disk.0.base", &de), 1);
+	assert_int_equal(de.ino, st.st_ino);
+	assert_true(de.d_type == DT_REG || de.d_type == DT_UNKNOWN);
+	{
+		/* A listing stays as taken while the directory's index moves
+		 * on: it keeps the index it lists (ASan checks the names). */
+		struct node_listing l2;
+
+		layer(f, "late.0.base", 2, NULL, 0);
+		assert_int_equal(node_list_dir(f->t, node_root(f->t), &l2), 0);
+		assert_ptr_not_equal(l2.idx, l.idx);
+		assert_true(listed(&l2, "late"));
+		assert_false(listed(&l, "late"));
+		assert_false(listed(&l, "late.0.base"));
+		node_listing_free(&l2);
+		assert_int_equal(listed_as(&l, "disk", NULL), 1);
+		assert_true(listed(&l, "disk.0.base"));
 	}
-	node_dirents_free(d, count);
+	node_listing_free(&l);
 	/* The leftover staging file went at the first look; the user's
 	 * file stayed. */
 	assert_int_equal(fstatat(f->sfd, ".snapfs-compact.0123456789abcdef.77", &st, 0), -1);
@@ -276,17 +302,14 @@ static void test_listing(void **state)
 /* The inode number dir's listing shows for name. */
 static uint64_t listed_ino(struct fix *f, struct node *dir, const char *name)
 {
-	struct node_dirent *d;
-	size_t count;
-	uint64_t ino = 0;
+	struct node_listing l;
+	struct node_dirent de = { 0 };
 
-	assert_int_equal(node_list_dir(f->t, dir, &d, &count), 0);
-	for (size_t i = 0; i < count; i++)
-		if (strcmp(d[i].name, name) == 0)
-			ino = d[i].ino;
-	node_dirents_free(d, count);
-	assert_true(ino != 0);
-	return ino;
+	assert_int_equal(node_list_dir(f->t, dir, &l), 0);
+	assert_int_equal(listed_as(&l, name, &de), 1);
+	node_listing_free(&l);
+	assert_true(de.ino != 0);
+	return de.ino;
 }
 
 /* A listing gives layered names the inode numbers their versions have,
@@ -366,9 +389,8 @@ static void test_moved_out(void **state)
 	static const unsigned d[] = { 1 };
 	char sub[PATH_MAX + 32], out[PATH_MAX + 32];
 	struct node *dir, *n;
-	struct node_dirent *de;
+	struct node_listing l;
 	struct stat st;
-	size_t count;
 	int dfd;
 
 	snprintf(sub, sizeof(sub), "%s/vm1", f->store);
@@ -390,7 +412,7 @@ static void test_moved_out(void **state)
 	node_forget(f->t, n, 1);
 	assert_int_equal(rename(sub, out), 0);
 	assert_int_equal(node_lookup(f->t, dir, "m", 0, &n, &st), -ESTALE);
-	assert_int_equal(node_list_dir(f->t, dir, &de, &count), -ESTALE);
+	assert_int_equal(node_list_dir(f->t, dir, &l), -ESTALE);
 	assert_int_equal(node_unlink(f->t, dir, "m.1.diff"), -ESTALE);
 	assert_int_equal(fstatat(dfd, "m.1.diff", &st, 0), 0);	/* still there */
 	close(dfd);

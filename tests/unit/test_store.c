@@ -103,6 +103,120 @@ static struct store_dir *dir_of(const char *const *names,
 	return d;
 }
 
+/*
+ * A directory of many NAMEs, their layers and plain entries shuffled:
+ * every group holds exactly its layers, in order, is found by its hash,
+ * and knows whether a plain entry of its NAME is hidden. Deep chains (few
+ * groups for many entries) make the index shrink its hash table.
+ */
+static void check_many(size_t ngroups, size_t max_diffs)
+{
+	size_t cap = ngroups * (max_diffs + 3), n = 0, total = 0;
+	const char **names = calloc(cap, sizeof(*names));
+	char *block = calloc(cap, 32);
+	struct store_dir *d;
+	uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+	assert_non_null(names);
+	assert_non_null(block);
+	for (size_t i = 0; i < ngroups; i++) {
+		size_t diffs = i % (max_diffs + 1);
+
+		for (size_t s = 0; s <= diffs; s++) {
+			snprintf(block + 32 * n, 32, "g%zu.%zu.%s", i, s, s ? "diff" : "base");
+			names[n] = block + 32 * n;
+			n++;
+		}
+		total += diffs + 1;
+		if (i % 11 == 0) {		/* hidden by NAME g<i> */
+			snprintf(block + 32 * n, 32, "g%zu", i);
+			names[n] = block + 32 * n;
+			n++;
+		}
+		snprintf(block + 32 * n, 32, "p%zu", i);	/* no NAME */
+		names[n] = block + 32 * n;
+		n++;
+	}
+	for (size_t i = n; i > 1; i--) {	/* Fisher-Yates, xorshift */
+		size_t j;
+		const char *t;
+
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		j = (size_t)(rng % i);
+		t = names[i - 1];
+		names[i - 1] = names[j];
+		names[j] = t;
+	}
+	d = dir_of(names, NULL, n);
+	assert_int_equal(d->ngroups, ngroups);
+	assert_int_equal(d->nentries, n);
+	for (size_t i = 0; i < ngroups; i++) {
+		char nm[32];
+		const struct store_group *g;
+
+		snprintf(nm, sizeof(nm), "g%zu", i);
+		g = store_dir_find(d, nm);
+		assert_non_null(g);
+		assert_string_equal(g->name, nm);
+		assert_int_equal(g->nlayers, i % (max_diffs + 1) + 1);
+		assert_int_equal(g->shadows_plain, i % 11 == 0);
+		for (size_t s = 0; s < g->nlayers; s++) {
+			assert_int_equal(g->layers[s].seq, s);
+			assert_int_equal(g->layers[s].kind, s ? STORE_DIFF : STORE_BASE);
+		}
+		total -= g->nlayers;
+		snprintf(nm, sizeof(nm), "p%zu", i);
+		assert_null(store_dir_find(d, nm));
+	}
+	assert_int_equal(total, 0);
+	assert_null(store_dir_find(d, "g"));
+	/* the plain entries called like a NAME, and only they, are hidden */
+	for (size_t i = 0; i < d->nentries; i++) {
+		const char *nm = d->entries[i].name;
+		bool hidden = nm[0] == 'g' && !strchr(nm, '.') &&
+			      strtoul(nm + 1, NULL, 10) % 11 == 0;
+
+		assert_int_equal(d->entries[i].named, hidden);
+	}
+	/* the table is never more than half full, nor far too big */
+	assert_true(d->mask + 1 >= 2 * d->ngroups);
+	assert_true(d->mask + 1 <= 16 || d->mask + 1 <= 8 * d->ngroups);
+	store_dir_free(d);
+	free(block);
+	free(names);
+}
+
+/* A layer file is hidden where a NAME is called like it (the NAME of
+ * "m.1.base.2.diff" is "m.1.base"); no other entry is. */
+static void test_dir_layer_like_name(void **state)
+{
+	static const char *const names[] = {
+		"m.0.base", "m.1.base", "m.1.base.0.base", "m.1.base.2.diff",
+		"n.0.base", "m.1.base.2",
+	};
+	static const bool named[] = { false, true, false, false, false, false };
+	struct store_dir *d;
+
+	(void)state;
+	d = dir_of(names, NULL, sizeof(names) / sizeof(names[0]));
+	assert_int_equal(d->ngroups, 3);
+	for (size_t i = 0; i < d->nentries; i++)
+		assert_int_equal(d->entries[i].named, named[i]);
+	assert_false(store_dir_find(d, "m")->shadows_plain);
+	assert_int_equal(store_dir_find(d, "m.1.base")->nlayers, 2);
+	store_dir_free(d);
+}
+
+static void test_dir_large(void **state)
+{
+	(void)state;
+	check_many(20000, 3);
+	check_many(40, 300);	/* deep: the hash table is made again smaller */
+	check_many(1, 0);
+}
+
 static void test_dir_grouping(void **state)
 {
 	static const char *const names[] = {
@@ -111,8 +225,9 @@ static void test_dir_grouping(void **state)
 		"a-b.0.base", "a.0.base", "a.b.0.base", "\xc3\xa9t\xc3\xa9.0.base",
 		"x.1.bas", "vm.memory.bin",
 	};
+	/* in the order of each NAME's first layer in the directory */
 	static const char *const want_groups[] = {
-		"a", "a-b", "a.b", "vm", "vm.memory.bin", "x",
+		"vm.memory.bin", "x", "vm", "a-b", "a", "a.b",
 		"\xc3\xa9t\xc3\xa9",
 	};
 	struct store_dir *d;
@@ -123,9 +238,7 @@ static void test_dir_grouping(void **state)
 	assert_int_equal(d->ngroups, sizeof(want_groups) / sizeof(want_groups[0]));
 	for (size_t i = 0; i < d->ngroups; i++) {
 		assert_string_equal(d->groups[i].name, want_groups[i]);
-		if (i)
-			assert_true(strcmp(d->groups[i - 1].name, d->groups[i].name) < 0);
-		/* every group is found by binary search */
+		/* every group is found by its hash */
 		assert_ptr_equal(store_dir_find(d, want_groups[i]), &d->groups[i]);
 	}
 	assert_null(store_dir_find(d, "notes.txt"));
@@ -454,10 +567,16 @@ static void test_dir_scan(void **state)
 	}
 	assert_int_equal(store_dir_scan(ud->fd, &d), 0);
 	assert_int_equal(d->ngroups, 4);
-	assert_string_equal(d->groups[0].name, "link");
-	assert_string_equal(d->groups[1].name, "mem");
-	assert_string_equal(d->groups[2].name, "old");
-	assert_string_equal(d->groups[3].name, "sub");
+	{	/* in the directory's order, which the filesystem picks */
+		static const char *const want[] = { "link", "mem", "old", "sub" };
+
+		for (size_t i = 0; i < 4; i++) {
+			const struct store_group *w = store_dir_find(d, want[i]);
+
+			assert_non_null(w);
+			assert_string_equal(w->name, want[i]);
+		}
+	}
 	assert_null(store_dir_find(d, "."));
 	assert_null(store_dir_find(d, ".."));
 
@@ -554,6 +673,8 @@ int main(void)
 		cmocka_unit_test(test_parse_overflow),
 		cmocka_unit_test(test_parse_garbage),
 		cmocka_unit_test(test_dir_grouping),
+		cmocka_unit_test(test_dir_large),
+		cmocka_unit_test(test_dir_layer_like_name),
 		cmocka_unit_test(test_dir_types_and_empty),
 		cmocka_unit_test(test_dir_many),
 		cmocka_unit_test(test_chain_simple),
