@@ -266,6 +266,7 @@ static int build_dir(struct entry_list *l, struct store_dir **out)
 	uint32_t *gof = NULL;		/* entry i's group + 1, 0 if plain */
 	uint32_t *len = NULL;		/* group g's NAME length, while building */
 	size_t nlayers = 0, nbytes = 0, i;
+	bool layer_like = false;	/* a NAME looks like a layer file */
 	int ret = -ENOMEM;
 
 	dir = calloc(1, sizeof(*dir));
@@ -297,6 +298,7 @@ static int build_dir(struct entry_list *l, struct store_dir **out)
 		struct store_name sn;
 		struct store_slot *s;
 		uint64_t h;
+		size_t sl;
 
 		gof[i] = 0;
 		if (!store_parse_name(name, &sn))
@@ -304,8 +306,7 @@ static int build_dir(struct entry_list *l, struct store_dir **out)
 		h = XXH64(name, sn.name_len, 0);
 		/* slot_of() compares with NUL-terminated group NAMEs: until the
 		 * copy, compare the prefixes by hand. */
-		size_t sl = (size_t)h & dir->mask;
-
+		sl = (size_t)h & dir->mask;
 		for (s = NULL; dir->slots[sl].group; sl = (sl + 1) & dir->mask) {
 			uint32_t g = dir->slots[sl].group - 1;
 
@@ -317,10 +318,11 @@ static int build_dir(struct entry_list *l, struct store_dir **out)
 			}
 		}
 		if (!s) {
-			size_t g = dir->ngroups++;
+			size_t g;
 
 			if (sn.name_len > UINT32_MAX)
 				goto fail;
+			g = dir->ngroups++;
 			s = &dir->slots[sl];
 			s->group = (uint32_t)g + 1;
 			s->tag = (uint32_t)(h >> 32);
@@ -371,8 +373,6 @@ static int build_dir(struct entry_list *l, struct store_dir **out)
 	 * only where a NAME looks like a layer file ("m.1.base" of
 	 * "m.1.base.2.diff"): without such NAMEs, layer files are not looked
 	 * up. */
-	bool layer_like = false;
-
 	for (size_t g = 0; g < dir->ngroups && !layer_like; g++) {
 		const char *end = dir->groups[g].name + len[g];
 
