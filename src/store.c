@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -70,16 +71,48 @@ bool store_parse_name(const char *fname, struct store_name *out)
 	return true;
 }
 
-/* The entries of a directory as read: names packed in one block (one
- * allocation for a directory of any size, where a strdup() per name made
- * a big directory's first listing mostly malloc). Until the block is
- * final, an entry's .name holds its name's offset in it. */
-struct entry_list {
+/*
+ * An index being built (store_dir_scan(), store_dir_from_names()): the
+ * entries as they come, and each layer file put in its NAME's group at
+ * once, by a hash of the NAMEs, so that building it costs a pass over
+ * the entries while a big directory is still being read (below), and no
+ * sort of the whole directory: a sort of the parsed names was most of a
+ * 100,000-name directory's first listing. Groups come in the order of
+ * their NAME's first layer in the directory.
+ *
+ * Names are packed in one block (one allocation for a directory of any
+ * size). It moves as it grows, so until the index is final an entry's
+ * .name and a group's NAME are offsets into it.
+ */
+struct bgroup {
+	size_t name;		/* offset of its first layer's name */
+	uint32_t len;		/* NAME's length */
+	uint32_t nlayers;
+};
+
+struct builder {
 	char *names;
 	size_t used, room;
 	struct store_entry *ents;
+	uint32_t *gof;		/* entry i's group + 1, 0 if not a layer */
 	size_t n, cap;
+	struct bgroup *groups;
+	size_t ngroups, gcap;
+	struct store_slot *slots;	/* at most half full */
+	size_t mask;
+	size_t nlayers, nbytes;	/* layers, and NAMEs' bytes with their NULs */
 };
+
+/* A slot table of at least 2 * n slots (at most half full), or NULL. */
+static struct store_slot *slots_alloc(size_t n, size_t *mask)
+{
+	size_t cap = 16;
+
+	while (cap < 2 * n)
+		cap *= 2;
+	*mask = cap - 1;
+	return calloc(cap, sizeof(struct store_slot));
+}
 
 /* Makes room for one more element in *arr, of *cap elements of size. */
 static int grow(void **arr, size_t *cap, size_t n, size_t size)
@@ -97,88 +130,119 @@ static int grow(void **arr, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
-static int entry_list_add(struct entry_list *l, const char *name,
-			  unsigned char type, uint64_t ino)
+/* The table made again for n groups (n >= b->ngroups). */
+static int builder_rehash(struct builder *b, size_t n)
 {
-	size_t len = strlen(name) + 1;
+	size_t mask;
+	struct store_slot *slots = slots_alloc(n, &mask);
 
-	if (grow((void **)&l->ents, &l->cap, l->n, sizeof(*l->ents)))
+	if (!slots)
 		return -ENOMEM;
-	if (l->room - l->used < len) {
-		size_t room = l->room ? l->room : 4096;
-		char *nn;
+	for (size_t g = 0; g < b->ngroups; g++) {
+		uint64_t h = XXH64(b->names + b->groups[g].name, b->groups[g].len, 0);
+		size_t s = (size_t)h & mask;
 
-		while (room - l->used < len)
-			room *= 2;
-		nn = realloc(l->names, room);
-		if (!nn)
-			return -ENOMEM;
-		l->names = nn;
-		l->room = room;
+		while (slots[s].group)
+			s = (s + 1) & mask;
+		slots[s] = (struct store_slot){ .group = (uint32_t)g + 1,
+						.tag = (uint32_t)(h >> 32) };
 	}
-	memcpy(l->names + l->used, name, len);
-	l->ents[l->n++] = (struct store_entry){ .name = (const char *)(uintptr_t)l->used,
-						.ino = ino, .d_type = type };
-	l->used += len;
+	free(b->slots);
+	b->slots = slots;
+	b->mask = mask;
 	return 0;
 }
 
-static void entry_list_free(struct entry_list *l)
+/* The group of a layer file named name with sn parsed from it, added if
+ * new. Returns its index + 1, or 0 if memory ran out. */
+static uint32_t builder_group(struct builder *b, const char *name,
+			      const struct store_name *sn, size_t off)
 {
-	free(l->names);
-	free(l->ents);
+	uint64_t h = XXH64(name, sn->name_len, 0);
+	size_t s;
+
+	for (s = (size_t)h & b->mask; b->slots[s].group; s = (s + 1) & b->mask) {
+		const struct bgroup *g = &b->groups[b->slots[s].group - 1];
+
+		if (b->slots[s].tag == (uint32_t)(h >> 32) && g->len == sn->name_len &&
+		    memcmp(b->names + g->name, name, sn->name_len) == 0)
+			return b->slots[s].group;
+	}
+	if (sn->name_len > UINT32_MAX || b->ngroups >= UINT32_MAX / 2)
+		return 0;
+	if (2 * (b->ngroups + 1) > b->mask + 1) {
+		if (builder_rehash(b, b->ngroups + 1))
+			return 0;
+		for (s = (size_t)h & b->mask; b->slots[s].group; s = (s + 1) & b->mask)
+			;
+	}
+	if (grow((void **)&b->groups, &b->gcap, b->ngroups, sizeof(*b->groups)))
+		return 0;
+	b->groups[b->ngroups++] = (struct bgroup){ .name = off, .len = (uint32_t)sn->name_len };
+	b->slots[s] = (struct store_slot){ .group = (uint32_t)b->ngroups,
+					   .tag = (uint32_t)(h >> 32) };
+	b->nbytes += sn->name_len + 1;
+	return (uint32_t)b->ngroups;
 }
 
-static int build_dir(struct entry_list *l, struct store_dir **out);
-
-int store_dir_scan(int dirfd, struct store_dir **out)
+static int builder_add(struct builder *b, const char *name, unsigned char type,
+		       uint64_t ino)
 {
-	struct entry_list l = { 0 };
-	struct dirent *de;
-	DIR *d;
-	int fd, ret = 0;
+	size_t len = strlen(name) + 1, off = b->used;
+	struct store_name sn;
+	uint32_t g = 0;
 
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		ret = -errno;
-		close(fd);
-		return ret;
+	if (b->n == b->cap) {
+		size_t cap = b->cap;
+
+		if (grow((void **)&b->ents, &cap, b->n, sizeof(*b->ents)))
+			return -ENOMEM;
+		cap = b->cap;
+		if (grow((void **)&b->gof, &cap, b->n, sizeof(*b->gof)))
+			return -ENOMEM;
+		b->cap = cap;
 	}
-	for (;;) {
-		errno = 0;
-		de = readdir(d);
-		if (!de) {
-			ret = -errno;
-			break;
-		}
-		ret = entry_list_add(&l, de->d_name, de->d_type, de->d_ino);
-		if (ret)
-			break;
+	if (b->room - b->used < len) {
+		size_t room = b->room ? b->room : 4096;
+		char *nn;
+
+		while (room - b->used < len)
+			room *= 2;
+		nn = realloc(b->names, room);
+		if (!nn)
+			return -ENOMEM;
+		b->names = nn;
+		b->room = room;
 	}
-	closedir(d);
-	if (ret == 0)
-		return build_dir(&l, out);
-	entry_list_free(&l);
-	return ret;
+	memcpy(b->names + off, name, len);
+	b->used += len;
+	if (store_parse_name(name, &sn)) {
+		g = builder_group(b, name, &sn, off);
+		if (!g)
+			return -ENOMEM;
+		b->groups[g - 1].nlayers++;
+		b->nlayers++;
+	}
+	b->gof[b->n] = g;
+	b->ents[b->n++] = (struct store_entry){ .name = (const char *)(uintptr_t)off,
+						.ino = ino, .d_type = type };
+	return 0;
 }
 
-int store_dir_from_names(const char *const *names, const unsigned char *d_types,
-			 size_t n, struct store_dir **out)
+static int builder_init(struct builder *b, size_t hint)
 {
-	struct entry_list l = { 0 };
+	*b = (struct builder){ 0 };
+	b->slots = slots_alloc(hint, &b->mask);
+	return b->slots ? 0 : -ENOMEM;
+}
 
-	for (size_t i = 0; i < n; i++) {
-		int ret = entry_list_add(&l, names[i], d_types ? d_types[i] : DT_UNKNOWN, 0);
-
-		if (ret) {
-			entry_list_free(&l);
-			return ret;
-		}
-	}
-	return build_dir(&l, out);
+static void builder_free(struct builder *b)
+{
+	free(b->names);
+	free(b->ents);
+	free(b->gof);
+	free(b->groups);
+	free(b->slots);
 }
 
 /* The order of a group's layers: seq, then bases first, then the file
@@ -219,147 +283,70 @@ uint64_t store_name_hash(const char *name)
 	return XXH64(name, strlen(name), 0);
 }
 
-/* A slot table of at least 2 * n slots (at most half full), or NULL. */
-static struct store_slot *slots_alloc(size_t n, size_t *mask)
-{
-	size_t cap = 16;
-
-	while (cap < 2 * n)
-		cap *= 2;
-	*mask = cap - 1;
-	return calloc(cap, sizeof(struct store_slot));
-}
-
-/* The slot of the group called name[0..len) with hash h in dir's table:
- * either that group's or the empty one where it would go. len is the
- * group NAME's length: name may go on (a layer file's name). */
-static struct store_slot *slot_of(const struct store_dir *dir, const char *name,
-				  size_t len, uint64_t h)
-{
-	size_t s = (size_t)h & dir->mask;
-
-	for (; dir->slots[s].group; s = (s + 1) & dir->mask) {
-		const struct store_group *g = &dir->groups[dir->slots[s].group - 1];
-
-		if (dir->slots[s].tag == (uint32_t)(h >> 32) &&
-		    strncmp(g->name, name, len) == 0 && g->name[len] == '\0')
-			return &dir->slots[s];
-	}
-	return &dir->slots[s];
-}
-
 /*
- * The index of the entries in l, which it takes (freed either way): the
- * groups' NAMEs in one more block, their layers in one array, the layers'
- * and the entries' names pointing into l's block.
- *
- * One pass over the entries parses each name and finds or adds its NAME's
- * group in the hash, a second lays the layers out group by group, and
- * each group's few layers are then sorted: no sort of the whole
- * directory, which made a directory of 100,000 names spend most of its
- * first listing comparing names. Groups come in the order of their first
- * layer in the directory.
+ * The index b built, which it takes (freed either way): the groups'
+ * NAMEs copied into one more block, their layers laid out group by group
+ * in one array and sorted within each group, the entries named like a
+ * NAME marked.
  */
-static int build_dir(struct entry_list *l, struct store_dir **out)
+static int builder_finish(struct builder *b, struct store_dir **out)
 {
 	struct store_dir *dir;
-	uint32_t *gof = NULL;		/* entry i's group + 1, 0 if plain */
-	uint32_t *len = NULL;		/* group g's NAME length, while building */
-	size_t nlayers = 0, nbytes = 0, i;
 	bool layer_like = false;	/* a NAME looks like a layer file */
+	size_t nlayers = 0, nbytes = 0, i;
 	int ret = -ENOMEM;
 
+	/* The table was sized by a guess at the entries; where deep chains
+	 * share few NAMEs, it is made again at its right size. */
+	if (b->mask + 1 > 16 && b->mask + 1 > 8 * b->ngroups && builder_rehash(b, b->ngroups)) {
+		builder_free(b);
+		return -ENOMEM;
+	}
 	dir = calloc(1, sizeof(*dir));
 	if (!dir) {
-		entry_list_free(l);
+		builder_free(b);
 		return -ENOMEM;
 	}
 	dir->refs = 1;
-	dir->names = l->names;
-	dir->entries = l->ents;
-	dir->nentries = l->n;
-	for (i = 0; i < l->n; i++)
+	dir->names = b->names;
+	dir->entries = b->ents;
+	dir->nentries = b->n;
+	dir->slots = b->slots;
+	dir->mask = b->mask;
+	b->names = NULL;
+	b->ents = NULL;
+	b->slots = NULL;
+	for (i = 0; i < dir->nentries; i++)
 		dir->entries[i].name = dir->names + (uintptr_t)dir->entries[i].name;
-	*l = (struct entry_list){ 0 };
-	if (dir->nentries > UINT32_MAX / 2)
+
+	dir->groups = calloc(b->ngroups ? b->ngroups : 1, sizeof(*dir->groups));
+	dir->group_names = malloc(b->nbytes ? b->nbytes : 1);
+	dir->layers = malloc((b->nlayers ? b->nlayers : 1) * sizeof(*dir->layers));
+	if (!dir->groups || !dir->group_names || !dir->layers)
 		goto fail;
-
-	/* Room for every entry being a group of its own: the arrays' untouched
-	 * tails cost address space only. Group NAMEs point into the entries
-	 * until they are copied out, with their lengths in len[]. */
-	gof = malloc((dir->nentries ? dir->nentries : 1) * sizeof(*gof));
-	len = malloc((dir->nentries ? dir->nentries : 1) * sizeof(*len));
-	dir->groups = malloc((dir->nentries ? dir->nentries : 1) * sizeof(*dir->groups));
-	dir->slots = slots_alloc(dir->nentries, &dir->mask);
-	if (!gof || !len || !dir->groups || !dir->slots)
-		goto fail;
-	for (i = 0; i < dir->nentries; i++) {
-		const char *name = dir->entries[i].name;
-		struct store_name sn;
-		struct store_slot *s;
-		uint64_t h;
-		size_t sl;
-
-		gof[i] = 0;
-		if (!store_parse_name(name, &sn))
-			continue;
-		h = XXH64(name, sn.name_len, 0);
-		/* slot_of() compares with NUL-terminated group NAMEs: until the
-		 * copy, compare the prefixes by hand. */
-		sl = (size_t)h & dir->mask;
-		for (s = NULL; dir->slots[sl].group; sl = (sl + 1) & dir->mask) {
-			uint32_t g = dir->slots[sl].group - 1;
-
-			if (dir->slots[sl].tag == (uint32_t)(h >> 32) &&
-			    len[g] == sn.name_len &&
-			    memcmp(dir->groups[g].name, name, sn.name_len) == 0) {
-				s = &dir->slots[sl];
-				break;
-			}
-		}
-		if (!s) {
-			size_t g;
-
-			if (sn.name_len > UINT32_MAX)
-				goto fail;
-			g = dir->ngroups++;
-			s = &dir->slots[sl];
-			s->group = (uint32_t)g + 1;
-			s->tag = (uint32_t)(h >> 32);
-			dir->groups[g] = (struct store_group){ .name = (char *)name };
-			len[g] = sn.name_len;
-			nbytes += sn.name_len + 1;
-		}
-		dir->groups[s->group - 1].nlayers++;
-		gof[i] = s->group;
-		nlayers++;
-	}
-
-	/* The NAMEs copied out, each group's stretch of the layer array. */
-	dir->group_names = malloc(nbytes ? nbytes : 1);
-	dir->layers = malloc((nlayers ? nlayers : 1) * sizeof(*dir->layers));
-	if (!dir->group_names || !dir->layers)
-		goto fail;
-	nbytes = nlayers = 0;
+	dir->ngroups = b->ngroups;
 	for (size_t g = 0; g < dir->ngroups; g++) {
 		struct store_group *grp = &dir->groups[g];
+		const struct bgroup *bg = &b->groups[g];
 
-		memcpy(dir->group_names + nbytes, grp->name, len[g]);
-		dir->group_names[nbytes + len[g]] = '\0';
+		memcpy(dir->group_names + nbytes, dir->names + bg->name, bg->len);
+		dir->group_names[nbytes + bg->len] = '\0';
 		grp->name = dir->group_names + nbytes;
-		nbytes += len[g] + 1;
+		nbytes += bg->len + 1;
 		grp->layers = dir->layers + nlayers;
-		nlayers += grp->nlayers;
-		grp->nlayers = 0;	/* counts again as they are laid out */
+		nlayers += bg->nlayers;
+		layer_like = layer_like || (bg->len >= 5 &&
+			(memcmp(grp->name + bg->len - 5, ".base", 5) == 0 ||
+			 memcmp(grp->name + bg->len - 5, ".diff", 5) == 0));
 	}
 	for (i = 0; i < dir->nentries; i++) {
 		const struct store_entry *e = &dir->entries[i];
 		struct store_group *grp;
 		struct store_name sn;
 
-		if (!gof[i])
+		if (!b->gof[i])
 			continue;
-		grp = &dir->groups[gof[i] - 1];
+		grp = &dir->groups[b->gof[i] - 1];
 		store_parse_name(e->name, &sn);
 		grp->layers[grp->nlayers++] = (struct store_layer){
 			.fname = (char *)e->name, .seq = sn.seq, .kind = sn.kind,
@@ -373,65 +360,222 @@ static int build_dir(struct entry_list *l, struct store_dir **out)
 	 * only where a NAME looks like a layer file ("m.1.base" of
 	 * "m.1.base.2.diff"): without such NAMEs, layer files are not looked
 	 * up. */
-	for (size_t g = 0; g < dir->ngroups && !layer_like; g++) {
-		const char *end = dir->groups[g].name + len[g];
-
-		layer_like = len[g] >= 5 && (memcmp(end - 5, ".base", 5) == 0 ||
-					     memcmp(end - 5, ".diff", 5) == 0);
-	}
 	for (i = 0; i < dir->nentries; i++) {
 		struct store_entry *e = &dir->entries[i];
-		struct store_slot *s;
-		size_t n;
+		const struct store_group *g;
 
-		if ((gof[i] && !layer_like) || !dir->ngroups)
+		if (b->gof[i] && !layer_like)
 			continue;
-		n = strlen(e->name);
-		s = slot_of(dir, e->name, n, XXH64(e->name, n, 0));
-		if (!s->group)
+		g = store_dir_find(dir, e->name);
+		if (!g)
 			continue;
 		e->named = true;
-		if (!gof[i])
-			dir->groups[s->group - 1].shadows_plain = true;
-	}
-
-	/* The table was sized for every entry being a group: where layers
-	 * share groups (deep chains), it is made again at its right size. */
-	if (dir->mask + 1 > 8 * dir->ngroups && dir->mask + 1 > 16) {
-		struct store_slot *big = dir->slots;
-		size_t big_mask = dir->mask;
-
-		dir->slots = slots_alloc(dir->ngroups, &dir->mask);
-		if (!dir->slots) {
-			dir->slots = big;
-			dir->mask = big_mask;
-			goto fail;
-		}
-		free(big);
-		for (size_t g = 0; g < dir->ngroups; g++) {
-			const char *name = dir->groups[g].name;
-			uint64_t h = XXH64(name, len[g], 0);
-			struct store_slot *s = slot_of(dir, name, len[g], h);
-
-			s->group = (uint32_t)g + 1;
-			s->tag = (uint32_t)(h >> 32);
-		}
-	}
-	if (dir->ngroups < dir->nentries) {	/* give the tail back */
-		struct store_group *gs = realloc(dir->groups, (dir->ngroups ? dir->ngroups : 1) *
-						 sizeof(*gs));
-
-		if (gs)
-			dir->groups = gs;
+		if (!b->gof[i])
+			dir->groups[g - dir->groups].shadows_plain = true;
 	}
 	ret = 0;
 	*out = dir;
 	dir = NULL;
 fail:
-	free(len);
-	free(gof);
+	builder_free(b);
 	store_dir_free(dir);
 	return ret;
+}
+
+/*
+ * Reading a big directory: getdents64 waits on the disk block by block
+ * when the directory is cold, and the index's own work (copying names,
+ * parsing them, the hash, first touches of its arrays) waited for it
+ * before. From SCAN_THREAD_MIN bytes of directory, a reader thread calls
+ * getdents64 and hands over each buffer, and the caller adds the entries
+ * of one while the next is read. Smaller directories are read by the
+ * caller, in the same buffers.
+ */
+#define SCAN_BUF (64u << 10)
+#define SCAN_THREAD_MIN (128 << 10)
+
+struct scan_buf {
+	struct scan_buf *next;
+	size_t len;
+	char data[SCAN_BUF];
+};
+
+struct scan_reader {
+	int fd;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct scan_buf *head, **tail;	/* read, not yet taken */
+	bool done, stop;
+	int err;			/* the read's -errno */
+};
+
+/* Reads the next buffer of fd: its length (0 at the end), or -errno. */
+static ssize_t scan_read(int fd, struct scan_buf *sb)
+{
+	ssize_t n = getdents64(fd, sb->data, sizeof(sb->data));
+
+	return n < 0 ? -errno : n;
+}
+
+static int scan_add(struct builder *b, const struct scan_buf *sb)
+{
+	for (size_t off = 0; off < sb->len;) {
+		const struct dirent64 *de = (const struct dirent64 *)(sb->data + off);
+		int ret = builder_add(b, de->d_name, de->d_type, de->d_ino);
+
+		if (ret)
+			return ret;
+		off += de->d_reclen;
+	}
+	return 0;
+}
+
+static void *reader_main(void *arg)
+{
+	struct scan_reader *r = arg;
+	int err = 0;
+
+	for (;;) {
+		struct scan_buf *sb;
+		bool stop;
+		ssize_t n;
+
+		pthread_mutex_lock(&r->lock);
+		stop = r->stop;
+		pthread_mutex_unlock(&r->lock);
+		if (stop)
+			break;
+		sb = malloc(sizeof(*sb));
+		if (!sb) {
+			err = -ENOMEM;
+			break;
+		}
+		n = scan_read(r->fd, sb);
+		if (n <= 0) {
+			err = (int)n;
+			free(sb);
+			break;
+		}
+		sb->len = (size_t)n;
+		sb->next = NULL;
+		pthread_mutex_lock(&r->lock);
+		*r->tail = sb;
+		r->tail = &sb->next;
+		pthread_cond_signal(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+	}
+	pthread_mutex_lock(&r->lock);
+	r->done = true;
+	r->err = err;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* The scan with a reader thread; -EAGAIN if none could be started. */
+static int scan_threaded(int fd, struct builder *b)
+{
+	struct scan_reader r = { .fd = fd };
+	pthread_t th;
+	int ret = 0;
+
+	r.tail = &r.head;
+	pthread_mutex_init(&r.lock, NULL);
+	pthread_cond_init(&r.cond, NULL);
+	if (pthread_create(&th, NULL, reader_main, &r) != 0) {
+		pthread_cond_destroy(&r.cond);
+		pthread_mutex_destroy(&r.lock);
+		return -EAGAIN;
+	}
+	for (;;) {
+		struct scan_buf *sb;
+
+		pthread_mutex_lock(&r.lock);
+		while (!r.head && !r.done)
+			pthread_cond_wait(&r.cond, &r.lock);
+		sb = r.head;
+		if (sb) {
+			r.head = sb->next;
+			if (!r.head)
+				r.tail = &r.head;
+		}
+		if (ret)
+			r.stop = true;	/* the rest is read only to be freed */
+		pthread_mutex_unlock(&r.lock);
+		if (!sb)
+			break;
+		if (!ret)
+			ret = scan_add(b, sb);
+		free(sb);
+	}
+	pthread_join(th, NULL);
+	pthread_cond_destroy(&r.cond);
+	pthread_mutex_destroy(&r.lock);
+	return ret ? ret : r.err;
+}
+
+int store_dir_scan(int dirfd, struct store_dir **out)
+{
+	struct builder b;
+	struct stat st;
+	int fd, ret;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	/* About 32 bytes of directory per entry on ext4 and XFS: a hint for
+	 * the hash, which grows past it. */
+	ret = builder_init(&b, st.st_size > 0 ? (size_t)st.st_size / 32 : 0);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	ret = -EAGAIN;
+	if (st.st_size >= SCAN_THREAD_MIN)
+		ret = scan_threaded(fd, &b);
+	if (ret == -EAGAIN) {
+		struct scan_buf *sb = malloc(sizeof(*sb));
+		ssize_t n;
+
+		ret = sb ? 0 : -ENOMEM;
+		while (sb && (n = scan_read(fd, sb)) != 0) {
+			if (n < 0) {
+				ret = (int)n;
+				break;
+			}
+			sb->len = (size_t)n;
+			ret = scan_add(&b, sb);
+			if (ret)
+				break;
+		}
+		free(sb);
+	}
+	close(fd);
+	if (ret) {
+		builder_free(&b);
+		return ret;
+	}
+	return builder_finish(&b, out);
+}
+
+int store_dir_from_names(const char *const *names, const unsigned char *d_types,
+			 size_t n, struct store_dir **out)
+{
+	struct builder b;
+	int ret = builder_init(&b, n);
+
+	for (size_t i = 0; !ret && i < n; i++)
+		ret = builder_add(&b, names[i], d_types ? d_types[i] : DT_UNKNOWN, 0);
+	if (ret) {
+		builder_free(&b);
+		return ret;
+	}
+	return builder_finish(&b, out);
 }
 
 struct store_dir *store_dir_get(struct store_dir *dir)

@@ -478,6 +478,64 @@ static void touch(int dirfd, const char *name)
 	close(fd);
 }
 
+/*
+ * A directory big enough to be read by a reader thread (store.c: from 128
+ * KiB of directory) indexes as the same names given as a list do: every
+ * NAME with its layers in order, plain entries named like a NAME hidden.
+ */
+static void test_dir_scan_big(void **state)
+{
+	struct unit_dir *ud = *state;
+	enum { N = 9000 };
+	const char **names = calloc(2 * N, sizeof(*names));
+	char *block = calloc(2 * N, 24);
+	struct store_dir *d, *ref;
+	struct stat st;
+	size_t n = 0;
+
+	assert_non_null(names);
+	assert_non_null(block);
+	for (size_t i = 0; i < N; i++) {
+		char *nm = block + 24 * n;
+
+		if (i % 3 == 2)		/* the diff of NAME i - 1 */
+			snprintf(nm, 24, "b%zu.%zu.diff", i - 1, i % 7 + 1);
+		else if (i % 97 == 0)	/* a plain entry hidden by NAME i - 3 */
+			snprintf(nm, 24, "b%zu", i - 3);
+		else
+			snprintf(nm, 24, "b%zu.0.base", i);
+		touch(ud->fd, nm);
+		names[n++] = nm;
+	}
+	assert_int_equal(fstat(ud->fd, &st), 0);
+	if (st.st_size < (128 << 10))
+		print_message("directory of %lld bytes: read without the thread\n",
+			      (long long)st.st_size);
+	assert_int_equal(store_dir_scan(ud->fd, &d), 0);
+	ref = dir_of(names, NULL, n);
+	assert_int_equal(d->nentries, n + 2);	/* . and .. */
+	assert_int_equal(d->ngroups, ref->ngroups);
+	for (size_t g = 0; g < ref->ngroups; g++) {
+		const struct store_group *want = &ref->groups[g];
+		const struct store_group *got = store_dir_find(d, want->name);
+
+		assert_non_null(got);
+		assert_int_equal(got->nlayers, want->nlayers);
+		assert_int_equal(got->shadows_plain, want->shadows_plain);
+		for (size_t l = 0; l < want->nlayers; l++)
+			assert_string_equal(got->layers[l].fname, want->layers[l].fname);
+	}
+	for (size_t i = 0; i < d->nentries; i++) {
+		const char *nm = d->entries[i].name;
+
+		assert_int_equal(d->entries[i].named, store_dir_find(d, nm) != NULL);
+	}
+	store_dir_free(ref);
+	store_dir_free(d);
+	free(block);
+	free(names);
+}
+
 static void test_dir_scan(void **state)
 {
 	struct unit_dir *ud = *state;
@@ -631,6 +689,8 @@ int main(void)
 		cmocka_unit_test(test_chain_duplicates),
 		cmocka_unit_test(test_chain_types),
 		cmocka_unit_test(test_chain_from_names),
+		cmocka_unit_test_setup_teardown(test_dir_scan_big, unit_dir_setup,
+						unit_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_dir_scan, unit_dir_setup,
 						unit_dir_teardown),
 	};
