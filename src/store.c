@@ -82,13 +82,13 @@ bool store_parse_name(const char *fname, struct store_name *out)
  *
  * Names are packed in one block (one allocation for a directory of any
  * size). It moves as it grows, so until the index is final an entry's
- * .name and a group's NAME are offsets into it.
+ * .name and a group's .name are offsets into it (a group's: its first
+ * layer's name, of which NAME is the first .name_len bytes). The groups
+ * array becomes the index's: its pages were touched while the directory
+ * was being read.
  */
-struct bgroup {
-	size_t name;		/* offset of its first layer's name */
-	uint32_t len;		/* NAME's length */
-	uint32_t nlayers;
-};
+#define OFFSET_OF(p) ((uintptr_t)(p))
+#define AS_OFFSET(off) ((char *)(uintptr_t)(off))
 
 struct builder {
 	char *names;
@@ -96,7 +96,7 @@ struct builder {
 	struct store_entry *ents;
 	uint32_t *gof;		/* entry i's group + 1, 0 if not a layer */
 	size_t n, cap;
-	struct bgroup *groups;
+	struct store_group *groups;
 	size_t ngroups, gcap;
 	struct store_slot *slots;	/* at most half full */
 	size_t mask;
@@ -139,7 +139,8 @@ static int builder_rehash(struct builder *b, size_t n)
 	if (!slots)
 		return -ENOMEM;
 	for (size_t g = 0; g < b->ngroups; g++) {
-		uint64_t h = XXH64(b->names + b->groups[g].name, b->groups[g].len, 0);
+		uint64_t h = XXH64(b->names + OFFSET_OF(b->groups[g].name),
+				   b->groups[g].name_len, 0);
 		size_t s = (size_t)h & mask;
 
 		while (slots[s].group)
@@ -162,10 +163,10 @@ static uint32_t builder_group(struct builder *b, const char *name,
 	size_t s;
 
 	for (s = (size_t)h & b->mask; b->slots[s].group; s = (s + 1) & b->mask) {
-		const struct bgroup *g = &b->groups[b->slots[s].group - 1];
+		const struct store_group *g = &b->groups[b->slots[s].group - 1];
 
-		if (b->slots[s].tag == (uint32_t)(h >> 32) && g->len == sn->name_len &&
-		    memcmp(b->names + g->name, name, sn->name_len) == 0)
+		if (b->slots[s].tag == (uint32_t)(h >> 32) && g->name_len == sn->name_len &&
+		    memcmp(b->names + OFFSET_OF(g->name), name, sn->name_len) == 0)
 			return b->slots[s].group;
 	}
 	if (sn->name_len > UINT32_MAX || b->ngroups >= UINT32_MAX / 2)
@@ -178,7 +179,8 @@ static uint32_t builder_group(struct builder *b, const char *name,
 	}
 	if (grow((void **)&b->groups, &b->gcap, b->ngroups, sizeof(*b->groups)))
 		return 0;
-	b->groups[b->ngroups++] = (struct bgroup){ .name = off, .len = (uint32_t)sn->name_len };
+	b->groups[b->ngroups++] = (struct store_group){ .name = AS_OFFSET(off),
+							.name_len = (uint32_t)sn->name_len };
 	b->slots[s] = (struct store_slot){ .group = (uint32_t)b->ngroups,
 					   .tag = (uint32_t)(h >> 32) };
 	b->nbytes += sn->name_len + 1;
@@ -224,7 +226,7 @@ static int builder_add(struct builder *b, const char *name, unsigned char type,
 		b->nlayers++;
 	}
 	b->gof[b->n] = g;
-	b->ents[b->n++] = (struct store_entry){ .name = (const char *)(uintptr_t)off,
+	b->ents[b->n++] = (struct store_entry){ .name = AS_OFFSET(off),
 						.ino = ino, .d_type = type };
 	return 0;
 }
@@ -317,28 +319,33 @@ static int builder_finish(struct builder *b, struct store_dir **out)
 	b->ents = NULL;
 	b->slots = NULL;
 	for (i = 0; i < dir->nentries; i++)
-		dir->entries[i].name = dir->names + (uintptr_t)dir->entries[i].name;
+		dir->entries[i].name = dir->names + OFFSET_OF(dir->entries[i].name);
 
-	dir->groups = calloc(b->ngroups ? b->ngroups : 1, sizeof(*dir->groups));
 	dir->group_names = malloc(b->nbytes ? b->nbytes : 1);
 	dir->layers = malloc((b->nlayers ? b->nlayers : 1) * sizeof(*dir->layers));
-	if (!dir->groups || !dir->group_names || !dir->layers)
+	if (!dir->group_names || !dir->layers)
 		goto fail;
-	dir->ngroups = b->ngroups;
-	for (size_t g = 0; g < dir->ngroups; g++) {
-		struct store_group *grp = &dir->groups[g];
-		const struct bgroup *bg = &b->groups[g];
+	for (size_t g = 0; g < b->ngroups; g++) {
+		struct store_group *grp = &b->groups[g];
+		uint32_t len = grp->name_len;
 
-		memcpy(dir->group_names + nbytes, dir->names + bg->name, bg->len);
-		dir->group_names[nbytes + bg->len] = '\0';
+		memcpy(dir->group_names + nbytes, dir->names + OFFSET_OF(grp->name), len);
+		dir->group_names[nbytes + len] = '\0';
 		grp->name = dir->group_names + nbytes;
-		nbytes += bg->len + 1;
+		nbytes += len + 1;
 		grp->layers = dir->layers + nlayers;
-		nlayers += bg->nlayers;
-		layer_like = layer_like || (bg->len >= 5 &&
-			(memcmp(grp->name + bg->len - 5, ".base", 5) == 0 ||
-			 memcmp(grp->name + bg->len - 5, ".diff", 5) == 0));
+		nlayers += grp->nlayers;
+		grp->nlayers = 0;	/* counts again as they are laid out */
+		layer_like = layer_like || (len >= 5 &&
+			(memcmp(grp->name + len - 5, ".base", 5) == 0 ||
+			 memcmp(grp->name + len - 5, ".diff", 5) == 0));
 	}
+	/* The builder's groups become the index's (never NULL, even empty). */
+	dir->groups = b->groups ? b->groups : calloc(1, sizeof(*dir->groups));
+	dir->ngroups = b->ngroups;
+	b->groups = NULL;
+	if (!dir->groups)
+		goto fail;
 	for (i = 0; i < dir->nentries; i++) {
 		const struct store_entry *e = &dir->entries[i];
 		struct store_group *grp;

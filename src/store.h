@@ -48,6 +48,7 @@ struct store_group {
 	size_t nlayers;
 	struct store_layer *layers;
 	bool shadows_plain;	/* a plain entry called NAME is hidden by it */
+	uint32_t name_len;	/* strlen(name) */
 };
 
 /* A directory's layered files, sorted by name, and a hash of the names
