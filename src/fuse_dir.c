@@ -89,19 +89,19 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	for (size_t i = (size_t)off; i < d->l.count; i++) {
-		struct node_dirent ent, *de = &ent;
+		struct node_dirent de;
 		struct stat st;
 		size_t len;
 
-		if (!node_listing_get(&d->l, i, de))
+		if (!node_listing_get(&d->l, i, &de))
 			continue;	/* hidden */
-		st = (struct stat){ .st_ino = de->ino, .st_mode = (mode_t)de->d_type << 12 };
-		if (stats_file_name(ino, de->name))
+		st = (struct stat){ .st_ino = de.ino, .st_mode = (mode_t)de.d_type << 12 };
+		if (stats_file_name(ino, de.name))
 			continue;	/* shadowed by the counters file, unlisted */
-		if (plus && !bare && !is_dot(de->name)) {
+		if (plus && !bare && !is_dot(de.name)) {
 			struct node *n;
 			struct fuse_entry_param e = { 0 };
-			int ret = node_lookup(fs->nodes, dir, de->name,
+			int ret = node_lookup(fs->nodes, dir, de.name,
 					      (uint32_t)fuse_req_ctx(req)->pid, &n, &st);
 
 			if (ret == -ENOENT)
@@ -118,7 +118,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			e.attr = st;
 			e.attr_timeout = attr_timeout_of(fs, n);
 			e.entry_timeout = entry_timeout_of(fs, dir);
-			len = fuse_add_direntry_plus(req, p, rem, de->name, &e, (off_t)i + 1);
+			len = fuse_add_direntry_plus(req, p, rem, de.name, &e, (off_t)i + 1);
 			if (len > rem) {
 				node_forget(fs->nodes, n, 1);
 				break;
@@ -126,11 +126,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		} else if (plus) {
 			struct fuse_entry_param e = { .attr = st };
 
-			len = fuse_add_direntry_plus(req, p, rem, de->name, &e, (off_t)i + 1);
+			len = fuse_add_direntry_plus(req, p, rem, de.name, &e, (off_t)i + 1);
 			if (len > rem)
 				break;
 		} else {
-			len = fuse_add_direntry(req, p, rem, de->name, &st, (off_t)i + 1);
+			len = fuse_add_direntry(req, p, rem, de.name, &st, (off_t)i + 1);
 			if (len > rem)
 				break;
 		}

@@ -186,7 +186,6 @@ int node_getattr(struct node_table *t, struct node *n, struct stat *st)
 void node_listing_free(struct node_listing *l)
 {
 	store_dir_free(l->idx);
-	free(l->hidden);
 	free(l->ino);
 	*l = (struct node_listing){ 0 };
 }
@@ -198,7 +197,8 @@ bool node_listing_get(const struct node_listing *l, size_t pos, struct node_dire
 	if (pos < idx->nentries) {
 		const struct store_entry *e = &idx->entries[pos];
 
-		if (l->hidden[pos])
+		/* hidden: named like a NAME, a staging file, the lock file */
+		if (e->named || compact_is_tmp(e->name) || dirlock_is_lockfile(e->name))
 			return false;
 		*de = (struct node_dirent){ .name = e->name, .d_type = e->d_type,
 					    .ino = e->ino };
@@ -230,17 +230,10 @@ int node_list_dir(struct node_table *t, struct node *n, struct node_listing *out
 	 * it; compaction staging files and the lock file are not shown at
 	 * all. */
 	idx = l.idx = store_dir_get(n->index);
-	l.hidden = malloc(idx->nentries ? idx->nentries : 1);
 	l.ino = malloc((idx->ngroups ? idx->ngroups : 1) * sizeof(*l.ino));
-	if (!l.hidden || !l.ino) {
+	if (!l.ino) {
 		ret = -ENOMEM;
 		goto out;
-	}
-	for (size_t i = 0; i < idx->nentries; i++) {
-		const struct store_entry *e = &idx->entries[i];
-
-		l.hidden[i] = e->named || compact_is_tmp(e->name) ||
-			      dirlock_is_lockfile(e->name);
 	}
 	/* Layered names come after the real entries, with the inode numbers
 	 * their versions have or will have: no layer is looked at, so a

@@ -36,12 +36,11 @@ struct node_dirent {
  * A directory's listing as it was when taken: positions 0..count-1, first
  * the entries of the directory's index (those shown), then its layered
  * NAMEs. It keeps a reference to that index, whose names it lists, and
- * adds a flag per entry and an inode number per NAME: a listing of a
- * directory of 100,000 names copies no name.
+ * adds an inode number per NAME: a listing of a directory of 100,000
+ * names copies no name. Which entries are hidden is read off the index.
  */
 struct node_listing {
 	struct store_dir *idx;
-	unsigned char *hidden;	/* idx->nentries flags: 1 if not shown */
 	uint64_t *ino;		/* idx->ngroups inode numbers */
 	size_t count;		/* idx->nentries + idx->ngroups */
 };

@@ -94,7 +94,6 @@ struct builder {
 	char *names;
 	size_t used, room;
 	struct store_entry *ents;
-	uint32_t *gof;		/* entry i's group + 1, 0 if not a layer */
 	size_t n, cap;
 	struct store_group *groups;
 	size_t ngroups, gcap;
@@ -194,16 +193,8 @@ static int builder_add(struct builder *b, const char *name, unsigned char type,
 	struct store_name sn;
 	uint32_t g = 0;
 
-	if (b->n == b->cap) {
-		size_t cap = b->cap;
-
-		if (grow((void **)&b->ents, &cap, b->n, sizeof(*b->ents)))
-			return -ENOMEM;
-		cap = b->cap;
-		if (grow((void **)&b->gof, &cap, b->n, sizeof(*b->gof)))
-			return -ENOMEM;
-		b->cap = cap;
-	}
+	if (grow((void **)&b->ents, &b->cap, b->n, sizeof(*b->ents)))
+		return -ENOMEM;
 	if (b->room - b->used < len) {
 		size_t room = b->room ? b->room : 4096;
 		char *nn;
@@ -225,9 +216,8 @@ static int builder_add(struct builder *b, const char *name, unsigned char type,
 		b->groups[g - 1].nlayers++;
 		b->nlayers++;
 	}
-	b->gof[b->n] = g;
-	b->ents[b->n++] = (struct store_entry){ .name = AS_OFFSET(off),
-						.ino = ino, .d_type = type };
+	b->ents[b->n++] = (struct store_entry){ .name = AS_OFFSET(off), .ino = ino,
+						.d_type = type, .group = g };
 	return 0;
 }
 
@@ -242,7 +232,6 @@ static void builder_free(struct builder *b)
 {
 	free(b->names);
 	free(b->ents);
-	free(b->gof);
 	free(b->groups);
 	free(b->slots);
 }
@@ -351,9 +340,9 @@ static int builder_finish(struct builder *b, struct store_dir **out)
 		struct store_group *grp;
 		struct store_name sn;
 
-		if (!b->gof[i])
+		if (!e->group)
 			continue;
-		grp = &dir->groups[b->gof[i] - 1];
+		grp = &dir->groups[e->group - 1];
 		store_parse_name(e->name, &sn);
 		grp->layers[grp->nlayers++] = (struct store_layer){
 			.fname = (char *)e->name, .seq = sn.seq, .kind = sn.kind,
@@ -371,13 +360,13 @@ static int builder_finish(struct builder *b, struct store_dir **out)
 		struct store_entry *e = &dir->entries[i];
 		const struct store_group *g;
 
-		if (b->gof[i] && !layer_like)
+		if (e->group && !layer_like)
 			continue;
 		g = store_dir_find(dir, e->name);
 		if (!g)
 			continue;
 		e->named = true;
-		if (!b->gof[i])
+		if (!e->group)
 			dir->groups[g - dir->groups].shadows_plain = true;
 	}
 	ret = 0;

@@ -65,6 +65,7 @@ struct store_entry {
 	uint64_t ino;		/* d_ino (0 from store_dir_from_names()) */
 	unsigned char d_type;
 	bool named;		/* a NAME of the index is called this: it is hidden */
+	uint32_t group;		/* a layer file: its NAME's group + 1; else 0 */
 };
 
 struct store_dir {

@@ -174,6 +174,17 @@ static void check_many(size_t ngroups, size_t max_diffs)
 			      strtoul(nm + 1, NULL, 10) % 11 == 0;
 
 		assert_int_equal(d->entries[i].named, hidden);
+		/* a layer file names its group, a plain entry none */
+		if (strchr(nm, '.')) {
+			const struct store_group *g;
+
+			assert_true(d->entries[i].group > 0);
+			g = &d->groups[d->entries[i].group - 1];
+			assert_int_equal(strncmp(g->name, nm, g->name_len), 0);
+			assert_int_equal(nm[g->name_len], '.');
+		} else {
+			assert_int_equal(d->entries[i].group, 0);
+		}
 	}
 	/* the table is never more than half full, nor far too big */
 	assert_true(d->mask + 1 >= 2 * d->ngroups);
