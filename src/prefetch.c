@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The prefetch push (doc/design.md §18).
+ * The prefetch push (doc/design.md §18): its jobs and its thread; what a
+ * job pushes, in which order, is prefetch_plan.c's.
  *
  * A job is one version being pushed. It is made by the version's first open
  * and holds a reference on the version's node (so its node id stays the
@@ -49,15 +50,8 @@
 #include "monotime.h"
 #include "node_priv.h"
 #include "prefetch.h"
+#include "prefetch_priv.h"
 #include "version.h"
-
-/* The push goes by windows of this many bytes, aligned: a window that
- * holds a diff's data is pushed whole, in the first phase. A fault's
- * read-around (snapfs asks the kernel for 1 MiB) fetches the window's
- * other pages anyway; pushed with the diffs' pages, they come in large
- * pushes instead of the many small reads that cached pages cut a
- * read-around into. */
-#define WINDOW (1u << 20)
 
 /* How often the thread looks for versions nobody holds any more while it
  * has jobs (a publish or a forget does not wake it). */
@@ -78,13 +72,6 @@
 #define UNIT_BITS (8 * sizeof(unsigned long))
 
 enum pjob_state { PJ_PUSHING, PJ_WAITING, PJ_DONE, PJ_STOPPED };
-
-/* Where a job's push stands: phase 0 the windows with diff data, phase 1
- * the rest; off the next byte of the phase. */
-struct pcursor {
-	int phase;
-	uint64_t off;
-};
 
 struct pjob {
 	struct node *n;		/* referenced */
@@ -136,92 +123,6 @@ struct prefetch {
 	struct view_piece *pieces;	/* thread only */
 	size_t npieces;
 };
-
-int prefetch_parse_mode(const char *s, enum prefetch_mode *mode)
-{
-	if (strcmp(s, "off") == 0)
-		*mode = PREFETCH_OFF;
-	else if (strcmp(s, "diffs") == 0)
-		*mode = PREFETCH_DIFFS;
-	else if (strcmp(s, "all") == 0)
-		*mode = PREFETCH_ALL;
-	else
-		return -EINVAL;
-	return 0;
-}
-
-/* ---- what to push, in which order ---- */
-
-static bool seg_is_diff(const struct view *v, size_t i)
-{
-	return v->seg[i].layer > 0;	/* 0 is the base, VIEW_ZERO a hole */
-}
-
-/* Whether window w of v holds data of a diff: it is pushed in phase 0. */
-static bool window_first(const struct view *v, uint64_t w)
-{
-	uint64_t start = w * WINDOW, end = start + WINDOW;
-
-	for (size_t i = view_find(v, start); i < v->nseg && v->seg[i].off < end; i++)
-		if (seg_is_diff(v, i))
-			return true;
-	return false;
-}
-
-/*
- * The next range to push after cursor c, at most PREFETCH_CHUNK bytes:
- * the windows of the phase that follow each other. Phase 0 is the windows
- * that hold a diff's data, phase 1 (PREFETCH_ALL) the others, so no byte
- * is pushed twice. Returns false when the plan is done.
- */
-static bool next_chunk(const struct view *v, enum prefetch_mode mode,
-		       struct pcursor *c, uint64_t *off, uint64_t *len)
-{
-	for (;;) {
-		uint64_t w, end;
-
-		if (c->off >= v->size) {
-			if (c->phase == 1 || mode != PREFETCH_ALL)
-				return false;
-			*c = (struct pcursor){ .phase = 1 };
-			continue;
-		}
-		w = c->off / WINDOW;
-		if (window_first(v, w) != (c->phase == 0)) {
-			c->off = (w + 1) * WINDOW;
-			continue;
-		}
-		end = (w + 1) * WINDOW;
-		while (end - c->off < PREFETCH_CHUNK && end < v->size &&
-		       window_first(v, end / WINDOW) == (c->phase == 0))
-			end += WINDOW;
-		if (end > v->size)
-			end = v->size;
-		if (end - c->off > PREFETCH_CHUNK)
-			end = c->off + PREFETCH_CHUNK;
-		*off = c->off;
-		*len = end - c->off;
-		c->off = end;
-		return true;
-	}
-}
-
-uint64_t prefetch_plan(const struct view *v, enum prefetch_mode mode,
-		       void (*fn)(void *arg, uint64_t off, uint64_t len),
-		       void *arg)
-{
-	struct pcursor c = { 0 };
-	uint64_t off, len, sum = 0;
-
-	if (mode == PREFETCH_OFF)
-		return 0;
-	while (next_chunk(v, mode, &c, &off, &len)) {
-		if (fn)
-			fn(arg, off, len);
-		sum += len;
-	}
-	return sum;
-}
 
 /* ---- jobs ---- */
 
@@ -608,7 +509,7 @@ static void read_ahead(struct prefetch *pf, struct pjob *j, uint64_t upto)
 {
 	uint64_t off, len;
 
-	while (j->ra_sum < upto + READ_AHEAD && next_chunk(j->v, pf->o.mode, &j->ra, &off, &len)) {
+	while (j->ra_sum < upto + READ_AHEAD && prefetch_next_chunk(j->v, pf->o.mode, &j->ra, &off, &len)) {
 		size_t n = map_range(pf, j, off, len);
 
 		for (size_t i = 0; i < n; i++)
@@ -668,7 +569,7 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 		pthread_mutex_unlock(&pf->lock);
 	}
 	c = j->cur;
-	if (!next_chunk(j->v, pf->o.mode, &c, &off, &len)) {
+	if (!prefetch_next_chunk(j->v, pf->o.mode, &c, &off, &len)) {
 		/* Its bitmap is only read by this thread, so it can go now:
 		 * a read finds it NULL under the lock. */
 		pthread_mutex_lock(&pf->lock);
