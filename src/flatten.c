@@ -18,7 +18,11 @@
  * user.snapfs.flat offers (flatten_offer()): a view owns its layer fds and
  * is freed by its last reference, whichever thread drops it. An entry is
  * dropped when the next version of the same name is made (a publish, a
- * rollback): the hook marks it, the thread closes it.
+ * rollback): the hook marks it, the thread closes it. What a superseded
+ * entry holds (its offered view, its directory's fd) is let go sooner by
+ * the next offer, unless the thread is building it: under a fast
+ * publisher the thread may lag behind, and the layers of superseded
+ * versions must not pile up meanwhile.
  *
  * Crash safety needs no step of its own: the flat file is an O_TMPFILE,
  * never linked into the directory, so a crash or a kill at any point
@@ -26,8 +30,10 @@
  *
  * Lock order: node_table.lock, then flatten.lock. The version_made hook
  * runs with the table lock held and only touches memory; every close,
- * unref and build happens on the flattener's thread with no lock held.
- * Only that thread removes entries, so it may use one without the lock.
+ * unref and build happens with no lock held, on the flattener's thread
+ * or in an offer. Only that thread removes entries, and an offer never
+ * touches the one it builds (flatten.busy), so the thread may use that
+ * one without the lock.
  */
 #include "config.h"
 
@@ -86,6 +92,8 @@ struct flatten {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;	/* new entries, a sweep, or stop */
 	struct flat *list;	/* protected by lock */
+	struct flat *busy;	/* the entry being built, else NULL;
+				   protected by lock */
 	bool kick;		/* protected by lock: sweep for superseded */
 	int stop;		/* atomic; also protected by lock */
 	dev_t noreflink_dev;	/* last device logged as unable to reflink;
@@ -414,9 +422,11 @@ static void *flatten_thread(void *arg)
 
 			if (!e || f->stop)
 				continue;
+			f->busy = e;
 			pthread_mutex_unlock(&f->lock);
 			flatten_one(f, e);
 			pthread_mutex_lock(&f->lock);
+			f->busy = NULL;
 		}
 	}
 	pthread_mutex_unlock(&f->lock);
@@ -491,16 +501,43 @@ static struct flat *wants_offer_locked(struct flatten *f, const struct node *v)
 	return NULL;
 }
 
+/* Takes the views and directory fds of superseded entries that the
+ * thread is not building, for the caller to let go outside the lock;
+ * returns how many were taken (at most max). flatten.lock held. */
+static size_t take_dead_locked(struct flatten *f, struct view **views,
+			       int *fds, size_t max)
+{
+	size_t n = 0;
+
+	for (struct flat *e = f->list; e && n < max; e = e->next) {
+		if (!e->dead || e == f->busy || (!e->view && e->dirfd < 0))
+			continue;
+		views[n] = e->view;
+		fds[n++] = e->dirfd;
+		e->view = NULL;
+		e->dirfd = -1;
+	}
+	return n;
+}
+
 void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 {
+	struct view *views[8];
 	struct flat *e;
-	int dfd, dup_fd;
+	int dfd, dup_fd, fds[8];
+	size_t ndead;
 
 	if (!f)
 		return;
 	pthread_mutex_lock(&f->lock);
+	ndead = take_dead_locked(f, views, fds, 8);
 	e = wants_offer_locked(f, v);
 	pthread_mutex_unlock(&f->lock);
+	for (size_t i = 0; i < ndead; i++) {
+		view_put(views[i]);
+		if (fds[i] >= 0)
+			close(fds[i]);
+	}
 	if (!e)
 		return;
 	/* The directory's fd comes from the table (it may have been closed

@@ -11,7 +11,11 @@
 #     on rollback, and nothing of it is ever named in STORE nor left after
 #     a restart;
 #  4. a filesystem without the room: failed: not enough free space, one
-#     line, and the FUSE path serves.
+#     line, and the FUSE path serves;
+#  5. while the flattener is held on one build (fault-injection builds),
+#     40 versions published and opened one after another leave no pile of
+#     offered views: each offer lets go of the superseded versions'
+#     directory fds and layers, and the newest still gets its flat file.
 . ./tests/mount/lib.sh
 require_passthrough
 setup_loops
@@ -131,4 +135,34 @@ wait_for 10000 no_room ||
 [ "$(reads)" -gt 0 ] || fail "the view without a flat file was not read through the daemon"
 [ "$(log_count "no flat file")" -eq 1 ] || fail "want one line for the failure"
 umount_snapfs "$M"
+
+# 5. A fast publisher while the flattener is held on one build.
+if [ "$FAULTS" = 1 ]; then
+	S=$T/x/store5
+	mkdir -p "$S"
+	cp "$T/x/store/vm.0.base" "$S/"
+	cp "$S/vm.0.base" "$R/v5"
+	layer_pages "$S/vm.1.diff" "$R/v5" 0:1
+	: >"$gate"
+	SNAPFS_FLATTEN_GATE=$gate mount_snapfs "$S" "$M"
+	cmp -n 4096 "$M/vm" "$R/v5" || fail "the first version reads wrong"
+	flat_is pending || fail "flat: $(xattr "$M/vm" user.snapfs.flat), want pending"
+	store_fds() {	# the daemon's fds of STORE's directory itself
+		find "/proc/$SNAPFS_PID/fd" -lname "$S" 2>/dev/null | wc -l
+	}
+	for i in $(seq 2 41); do
+		layer_pages "$S/.vm.$i.diff.tmp" "$R/v5" "$i:$i"
+		mv "$S/.vm.$i.diff.tmp" "$S/vm.$i.diff"
+		wait_for 3000 cmp -s -n $(((i + 1) * PAGE)) "$M/vm" "$R/v5" ||
+			fail "version $i is not served"
+	done
+	n=$(store_fds)
+	# the table's own fd, the build held at the gate, the newest version's offer
+	[ "$n" -le 3 ] || fail "the daemon holds $n fds of STORE after 40 publishes (want at most 3)"
+	rm "$gate"
+	wait_for 10000 flat_is ready || fail "the newest version has no flat file: $(xattr "$M/vm" user.snapfs.flat)"
+	"$VIEWCHECK" -m seq,mmap "$M/vm" "$R/v5" "$R/holes" >/dev/null || fail "the newest flat view differs"
+	umount_snapfs "$M"
+	log "40 publishes with the flattener held: at most $n fds of STORE"
+fi
 log "ok"
