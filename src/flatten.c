@@ -58,6 +58,12 @@
 #include "stats.h"
 #include "version.h"
 
+/* Offered views waiting for the thread, at most: each holds its layers'
+ * fds, which count against the fd budget (doc/design.md §9.6), while the
+ * thread builds one file at a time. An offer past it is not taken; the
+ * version's next open offers again. */
+#define FLAT_QUEUE 4
+
 /* Free space kept beyond a flat file's own data: a flat file must never
  * be what fills the store's filesystem. */
 #define FLAT_SLACK (64ULL << 20)
@@ -97,7 +103,8 @@ struct flatten {
 	bool kick;		/* protected by lock: sweep for superseded */
 	int stop;		/* atomic; also protected by lock */
 	dev_t noreflink_dev;	/* last device logged as unable to reflink;
-				   flattener thread only */
+				   atomic: written by the thread, read by
+				   offers too */
 };
 
 int flatten_mode_parse(const char *s)
@@ -299,8 +306,9 @@ static int build_flat(struct flatten *f, int dirfd, const char *path,
 	}
 	shared = reflink_base(out, vw->layers[0].fd);
 	if (!shared && f->mode == FLATTEN_AUTO) {
-		if (fstat(out, &st) == 0 && st.st_dev != f->noreflink_dev) {
-			f->noreflink_dev = st.st_dev;
+		if (fstat(out, &st) == 0 &&
+		    st.st_dev != __atomic_load_n(&f->noreflink_dev, __ATOMIC_RELAXED)) {
+			__atomic_store_n(&f->noreflink_dev, st.st_dev, __ATOMIC_RELAXED);
 			log_info("flatten: the filesystem of %s cannot reflink its "
 				 "bases; its versions are not flattened "
 				 "(-o flatten=always copies them)", path);
@@ -347,6 +355,17 @@ static void fault_gate(struct flatten *f)
 #endif
 }
 
+/* True if vw's base lies on the filesystem already found unable to
+ * reflink, with -o flatten=auto: nothing would be built for it. */
+static bool not_to_flatten(struct flatten *f, const struct view *vw)
+{
+	dev_t dev = __atomic_load_n(&f->noreflink_dev, __ATOMIC_RELAXED);
+	struct stat st;
+
+	return f->mode == FLATTEN_AUTO && dev && vw->nlayers > 0 &&
+	       fstat(vw->layers[0].fd, &st) == 0 && st.st_dev == dev;
+}
+
 /* Builds e's flat file from its offered view and records the outcome. No
  * lock held. */
 static void flatten_one(struct flatten *f, struct flat *e)
@@ -354,15 +373,13 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	char cause[sizeof(e->cause)] = "";
 	enum flat_state state = FLAT_NONE;
 	struct view *vw = e->view;	/* only this thread clears it */
-	struct stat st;
 	int fd = -1, dirfd, ret;
 
 	if (f->usable && !f->usable(f->usable_ctx))
 		goto out;	/* nothing could serve it */
 	if (vw->nlayers < 2)
 		goto out;	/* compacted to one layer: served as it is */
-	if (f->mode == FLATTEN_AUTO && f->noreflink_dev &&
-	    fstat(vw->layers[0].fd, &st) == 0 && st.st_dev == f->noreflink_dev)
+	if (not_to_flatten(f, vw))
 		goto out;	/* known not to reflink: no need for its map */
 	if (view_wait(vw) != 0)
 		goto out;	/* unusable: its build said why */
@@ -520,6 +537,17 @@ static size_t take_dead_locked(struct flatten *f, struct view **views,
 	return n;
 }
 
+/* Entries offered a view and waiting for the thread. flatten.lock held. */
+static size_t offered_locked(const struct flatten *f)
+{
+	size_t n = 0;
+
+	for (const struct flat *e = f->list; e; e = e->next)
+		if (e->view && !e->dead && e != f->busy)
+			n++;
+	return n;
+}
+
 void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 {
 	struct view *views[8];
@@ -553,6 +581,14 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 	pthread_mutex_lock(&f->lock);
 	/* found again: the entry may be gone, or offered by another open */
 	e = wants_offer_locked(f, v);
+	if (e && (vw->nlayers < 2 || not_to_flatten(f, vw))) {
+		e->state = FLAT_NONE;	/* nothing to build: hold nothing */
+		e = NULL;
+	}
+	if (e && offered_locked(f) >= FLAT_QUEUE) {
+		e = NULL;	/* stays pending: the next offer tries again */
+		stats_add(STAT_FLAT_DEFERRED, 1);
+	}
 	if (e) {
 		view_get(vw);
 		e->view = vw;

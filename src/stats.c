@@ -41,6 +41,7 @@ static const char *const names[STAT_COUNT] = {
 	[STAT_HANDLES_OPEN] = "handles_open",
 	[STAT_LAYERS_OPEN] = "layers_open",
 	[STAT_FLAT_ENTRIES] = "flat_entries",
+	[STAT_FLAT_DEFERRED] = "flat_offers_deferred",
 	[STAT_COMPACT_DONE] = "compactions_done",
 	[STAT_COMPACT_ABANDONED] = "compactions_abandoned",
 	[STAT_COMPACT_REFUSED] = "compactions_refused",
