@@ -71,7 +71,10 @@ for b in "$SNAPFS" "$READBENCH" "$EAGER_MERGE" "$TOUCH"; do
 	[ -x "$b" ] || die "$b not built (make bench-restore builds it)"
 done
 HAVE_QSD=1
-case " $RB_WARM $RB_COLD " in
+asked=
+case " $RB_TEMPS " in *" warm "*) asked+=" $RB_WARM" ;; esac
+case " $RB_TEMPS " in *" cold "*) asked+=" $RB_COLD" ;; esac
+case " $asked " in
 *" qsd "*)
 	if ! command -v qemu-storage-daemon >/dev/null || ! command -v qemu-img >/dev/null; then
 		note "qemu-storage-daemon or qemu-img not found: the qsd rows are left out"
