@@ -58,10 +58,10 @@
 #include "stats.h"
 #include "version.h"
 
-/* Offered views waiting for the thread, at most: each holds its layers'
- * fds, which count against the fd budget (doc/design.md §9.6), while the
- * thread builds one file at a time. An offer past it is not taken; the
- * version's next open offers again. */
+/* Offered views waiting for the thread, at most, once half the fd budget
+ * is in use: each holds its layers' fds, which count against the budget
+ * (doc/design.md §9.6), while the thread builds one file at a time. An
+ * offer past it is not taken; the version's next open offers again. */
 #define FLAT_QUEUE 4
 
 /* Free space kept beyond a flat file's own data: a flat file must never
@@ -554,6 +554,7 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 	struct flat *e;
 	int dfd, dup_fd, fds[8];
 	size_t ndead;
+	bool plenty;
 
 	if (!f)
 		return;
@@ -578,6 +579,7 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 	node_fd_put(f->t, v->parent);
 	if (dup_fd < 0)
 		return;
+	plenty = view_env_fds_plenty(f->t->env);	/* its own lock: not under ours */
 	pthread_mutex_lock(&f->lock);
 	/* found again: the entry may be gone, or offered by another open */
 	e = wants_offer_locked(f, v);
@@ -585,7 +587,7 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 		e->state = FLAT_NONE;	/* nothing to build: hold nothing */
 		e = NULL;
 	}
-	if (e && offered_locked(f) >= FLAT_QUEUE) {
+	if (e && !plenty && offered_locked(f) >= FLAT_QUEUE) {
 		e = NULL;	/* stays pending: the next offer tries again */
 		stats_add(STAT_FLAT_DEFERRED, 1);
 	}

@@ -127,6 +127,10 @@ size_t view_env_open_layers(struct view_env *env);
 void view_env_set_fd_budget(struct view_env *env, size_t budget);
 int view_env_take_fd(struct view_env *env);
 void view_env_drop_fd(struct view_env *env);
+/* True if at most half the budget is in use (or there is none): room
+ * for fds that are only nice to hold, such as views waiting to be
+ * flattened. */
+bool view_env_fds_plenty(struct view_env *env);
 
 /*
  * Opens every layer of chain (entries of directory dirfd; never through a

@@ -168,6 +168,16 @@ void view_env_drop_fd(struct view_env *env)
 	pthread_mutex_unlock(&env->lock);
 }
 
+bool view_env_fds_plenty(struct view_env *env)
+{
+	bool plenty;
+
+	pthread_mutex_lock(&env->lock);
+	plenty = !env->fd_budget || (env->nlayers + env->nplain) * 2 <= env->fd_budget;
+	pthread_mutex_unlock(&env->lock);
+	return plenty;
+}
+
 /* -EMFILE, with the cause in why, if n more layers would not fit. */
 int view_env_check_budget(struct view_env *env, size_t n, char *why, size_t len)
 {

@@ -15,7 +15,10 @@
 #  5. while the flattener is held on one build (fault-injection builds),
 #     40 versions published and opened one after another leave no pile of
 #     offered views: each offer lets go of the superseded versions'
-#     directory fds and layers, and the newest still gets its flat file.
+#     directory fds and layers, and the newest still gets its flat file;
+#  6. eight versions opened once each while the flattener is held (eight
+#     VMs restored at once) all wait for it, none is deferred (the fd
+#     budget has room), and all eight get their flat files.
 . ./tests/mount/lib.sh
 require_passthrough
 setup_loops
@@ -164,5 +167,29 @@ if [ "$FAULTS" = 1 ]; then
 	"$VIEWCHECK" -m seq,mmap "$M/vm" "$R/v5" "$R/holes" >/dev/null || fail "the newest flat view differs"
 	umount_snapfs "$M"
 	log "40 publishes with the flattener held: at most $n fds of STORE"
+
+	# 6. Eight VMs restored at once.
+	S=$T/x/store6
+	mkdir -p "$S"
+	for i in 0 1 2 3 4 5 6 7; do
+		head -c $((4 << 20)) /dev/urandom >"$S/n$i.0.base"
+		cp "$S/n$i.0.base" "$R/n$i"
+		layer_pages "$S/n$i.1.diff" "$R/n$i" "$i:$((i + 1))" 700:9
+	done
+	: >"$gate"
+	SNAPFS_FLATTEN_GATE=$gate mount_snapfs "$S" "$M"
+	for i in 0 1 2 3 4 5 6 7; do
+		cmp "$M/n$i" "$R/n$i" || fail "n$i reads wrong before its flat file"
+	done
+	deferred=$(awk '$1 == "flat_offers_deferred" { print $2 }' "$M/.snapfs-stats")
+	[ "$deferred" = 0 ] || fail "$deferred offers deferred with the budget mostly free"
+	rm "$gate"
+	for i in 0 1 2 3 4 5 6 7; do
+		wait_for 10000 eval '[ "$(xattr "$M/n$i" user.snapfs.flat 2>/dev/null)" = ready ]' ||
+			fail "n$i has no flat file: $(xattr "$M/n$i" user.snapfs.flat)"
+		cmp "$M/n$i" "$R/n$i" || fail "the flat view of n$i differs"
+	done
+	umount_snapfs "$M"
+	log "8 versions opened while the flattener was held: all 8 flattened, none deferred"
 fi
 log "ok"
