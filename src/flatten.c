@@ -93,6 +93,7 @@ struct flatten {
 	bool (*usable)(void *ctx);
 	void *usable_ctx;
 	void (*prev_hook)(struct node_table *t, struct node *v);
+	unsigned (*prev_shed)(struct node_table *t);
 	pthread_t thread;
 	bool running;
 	pthread_mutex_t lock;
@@ -450,6 +451,47 @@ static void *flatten_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * The table's views_shed hook (node_priv.h), chained after the one it
+ * found (prefetch's): out of fds for open files, the views offered to the
+ * thread and not being built are handed back, with their directory fds
+ * (their layers close if nothing else holds them). Their entries stay
+ * pending: the versions' next opens offer again. No lock held; only the
+ * FUSE path calls it, so never after flatten_stop(). Returns how many
+ * views were let go, the chained hook's too.
+ */
+static unsigned flatten_shed(struct node_table *t)
+{
+	struct view *views[16];
+	int fds[16];
+	struct flatten *f;
+	unsigned n = 0, total;
+
+	pthread_mutex_lock(&t->lock);
+	f = t->flatten;
+	pthread_mutex_unlock(&t->lock);
+	if (!f)
+		return 0;
+	total = f->prev_shed ? f->prev_shed(t) : 0;
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e && n < 16; e = e->next) {
+		if (!e->view || e == f->busy)
+			continue;
+		views[n] = e->view;
+		fds[n++] = e->dirfd;
+		e->view = NULL;
+		e->dirfd = -1;
+	}
+	pthread_mutex_unlock(&f->lock);
+	for (unsigned i = 0; i < n; i++) {
+		view_put(views[i]);
+		if (fds[i] >= 0)
+			close(fds[i]);
+	}
+	stats_add(STAT_FLAT_DEFERRED, n);
+	return total + n;
+}
+
 int flatten_start(struct node_table *t, enum flatten_mode mode,
 		  bool (*usable)(void *ctx), void *ctx, struct flatten **out)
 {
@@ -478,6 +520,8 @@ int flatten_start(struct node_table *t, enum flatten_mode mode,
 	f->prev_hook = t->hooks.version_made_locked;
 	t->hooks.version_made_locked = flatten_made_locked;
 	t->hooks.version_released_locked = flatten_released_locked;
+	f->prev_shed = t->hooks.views_shed;
+	t->hooks.views_shed = flatten_shed;
 	pthread_mutex_unlock(&t->lock);
 	return 0;
 }
@@ -492,6 +536,7 @@ void flatten_stop(struct flatten *f)
 		pthread_mutex_lock(&f->t->lock);
 		f->t->hooks.version_made_locked = f->prev_hook;
 		f->t->hooks.version_released_locked = NULL;
+		f->t->hooks.views_shed = f->prev_shed;
 		f->t->flatten = NULL;
 		pthread_mutex_unlock(&f->t->lock);
 		pthread_mutex_lock(&f->lock);

@@ -39,8 +39,8 @@ enum stat_id {
 				   many views share it (gauge) */
 	STAT_FLAT_ENTRIES,	/* versions the flattener keeps a record of:
 				   pending, ready or failed (gauge) */
-	STAT_FLAT_DEFERRED,	/* offers not taken: the flattener had
-				   FLAT_QUEUE views waiting already */
+	STAT_FLAT_DEFERRED,	/* offers not taken (FLAT_QUEUE views waited
+				   already) or handed back (out of fds) */
 	STAT_COMPACT_DONE,
 	STAT_COMPACT_ABANDONED,	/* a rollback came first, or its lock stayed
 				   held, or the directory left STORE */
