@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@
 #include "gather.h"
 #include "log.h"
 #include "memtrim.h"
+#include "names.h"
 #include "node.h"
 #include "prefetch.h"
 #include "passthrough.h"
@@ -419,6 +422,15 @@ static void signal_ready(int fd)
  * took has touched (a batch of 10,000 forgets: 160 KiB); past this many
  * idle ones they end, and the heap gives their memory back (memtrim.h).
  */
+/* The thread that indexes STORE's root at the start (main()). */
+static void *prime_root(void *arg)
+{
+	struct node_table *t = arg;
+
+	(void)node_dir_index(t, node_root(t));	/* a lookup says why, if it fails */
+	return NULL;
+}
+
 static unsigned idle_threads(const struct fuse_cmdline_opts *copts, unsigned max_threads)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -455,6 +467,8 @@ int main(int argc, char *argv[])
 	enum prefetch_mode prefetch = PREFETCH_DIFFS;
 	unsigned fd_budget, rings;
 	size_t file_budget;
+	pthread_t primer;
+	bool primed;
 	int ret = 1;
 
 	memtrim_setup();	/* before any thread: one malloc arena */
@@ -597,12 +611,20 @@ int main(int argc, char *argv[])
 			  passthrough_usable, fs.pt, &fs.flatten))
 		log_err("cannot start the flattener: out of memory");
 
+	/* STORE's root is indexed beside the session's start: its first
+	 * lookup would read all of it (doc/design.md §2), and a first open
+	 * should not wait for that. Lookups meanwhile wait for this one. */
+	primed = pthread_create(&primer, NULL, prime_root, fs.nodes) == 0;
+
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
 		loop = fuse_loop_cfg_create();
-		if (!loop)
+		if (!loop) {
+			if (primed)
+				pthread_join(primer, NULL);
 			goto out_unmount;
+		}
 		fuse_loop_cfg_set_clone_fd(loop, copts.clone_fd);
 		fuse_loop_cfg_set_max_threads(loop, o.max_threads);
 		fuse_loop_cfg_set_idle_threads(loop, idle_threads(&copts, o.max_threads));
@@ -612,6 +634,8 @@ int main(int argc, char *argv[])
 	if (ret < 0)
 		log_err("the FUSE session ended with an error: %s", strerror(-ret));
 	ret = ret < 0 ? 1 : 0;
+	if (primed)
+		pthread_join(primer, NULL);
 	prefetch_stop(fs.nodes);
 	flatten_stop(fs.flatten);
 	fs.flatten = NULL;

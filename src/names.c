@@ -251,6 +251,18 @@ out:
 	return 0;
 }
 
+int node_dir_index(struct node_table *t, struct node *n)
+{
+	int ret;
+
+	if (n->kind != NODE_DIR)
+		return -ENOTDIR;
+	pthread_mutex_lock(&n->lock);
+	ret = dir_refresh_locked(t, n, false);
+	pthread_mutex_unlock(&n->lock);
+	return ret;
+}
+
 int node_open_file(struct node_table *t, struct node *n, int flags)
 {
 	char path[PROC_FD_PATH_LEN];

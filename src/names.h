@@ -60,6 +60,14 @@ bool node_listing_get(const struct node_listing *l, size_t pos, struct node_dire
 void node_listing_free(struct node_listing *l);
 
 /*
+ * Builds (or refreshes) the index of directory n, as its first lookup or
+ * listing would: the daemon primes STORE's root with it at the start, so
+ * that the first open after a mount does not read the whole root. Returns
+ * 0 or -errno.
+ */
+int node_dir_index(struct node_table *t, struct node *n);
+
+/*
  * Opens the STORE file behind n for reading (never through a symlink).
  * Returns an fd or -errno.
  */

@@ -10,6 +10,9 @@
 #  3. once the map is there, every mode reads right, nothing more is
 #     probed, and no error was logged.
 # A dense diff is still refused at the open (EIO, one line naming it).
+# STORE's root is indexed as the daemon starts, before any lookup: the
+# staging file of an interrupted compaction left in it is removed with
+# nothing asked of the mount (the first look at a directory removes them).
 . ./tests/mount/lib.sh
 setup
 
@@ -70,4 +73,12 @@ expect_err "Input/output error" cat "$M/bad"
 umount_snapfs "$M"
 [ "$(grep -c 'bad.1.diff has no holes' "$T/snapfs.log")" = 1 ] ||
 	fail "want one line naming bad.1.diff: $(cat "$T/snapfs.log")"
+
+staging=$S/.snapfs-compact.0123456789abcdef.4242
+: >"$staging"
+mount_snapfs "$S" "$M"
+wait_for 5000 eval '[ ! -e "$staging" ]' ||
+	fail "the root was not indexed at the start: $staging is still there"
+umount_snapfs "$M"
+log "the root indexed at the start: its staging file went in $WAITED_MS ms, no lookup asked"
 log "ok"
