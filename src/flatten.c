@@ -367,6 +367,40 @@ static bool not_to_flatten(struct flatten *f, const struct view *vw)
 	       fstat(vw->layers[0].fd, &st) == 0 && st.st_dev == dev;
 }
 
+/* What offered entries hold (a view, and the directory's fd taken with
+ * it), taken from them to be let go outside the lock by let_go(). */
+struct held {
+	struct view *view[16];
+	int dirfd[16];
+	size_t n;
+};
+
+/* Takes what the entries hold, those of superseded versions only if
+ * dead_only, never the one the thread builds; at most 16. The entries
+ * stay (pending if they were). flatten.lock held. */
+static void take_held_locked(struct flatten *f, bool dead_only, struct held *h)
+{
+	h->n = 0;
+	for (struct flat *e = f->list; e && h->n < 16; e = e->next) {
+		if (!e->view || e == f->busy || (dead_only && !e->dead))
+			continue;
+		h->view[h->n] = e->view;
+		h->dirfd[h->n++] = e->dirfd;
+		e->view = NULL;
+		e->dirfd = -1;
+	}
+}
+
+/* Lets go of what take_held_locked() took. No lock held. */
+static void let_go(const struct held *h)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		view_put(h->view[i]);
+		if (h->dirfd[i] >= 0)
+			close(h->dirfd[i]);
+	}
+}
+
 /* Builds e's flat file from its offered view and records the outcome. No
  * lock held. */
 static void flatten_one(struct flatten *f, struct flat *e)
@@ -378,10 +412,8 @@ static void flatten_one(struct flatten *f, struct flat *e)
 
 	if (f->usable && !f->usable(f->usable_ctx))
 		goto out;	/* nothing could serve it */
-	if (vw->nlayers < 2)
-		goto out;	/* compacted to one layer: served as it is */
 	if (not_to_flatten(f, vw))
-		goto out;	/* known not to reflink: no need for its map */
+		goto out;	/* learnt since its offer: no need for its map */
 	if (view_wait(vw) != 0)
 		goto out;	/* unusable: its build said why */
 	fault_gate(f);
@@ -462,10 +494,9 @@ static void *flatten_thread(void *arg)
  */
 static unsigned flatten_shed(struct node_table *t)
 {
-	struct view *views[16];
-	int fds[16];
 	struct flatten *f;
-	unsigned n = 0, total;
+	struct held h;
+	unsigned total;
 
 	pthread_mutex_lock(&t->lock);
 	f = t->flatten;
@@ -474,22 +505,11 @@ static unsigned flatten_shed(struct node_table *t)
 		return 0;
 	total = f->prev_shed ? f->prev_shed(t) : 0;
 	pthread_mutex_lock(&f->lock);
-	for (struct flat *e = f->list; e && n < 16; e = e->next) {
-		if (!e->view || e == f->busy)
-			continue;
-		views[n] = e->view;
-		fds[n++] = e->dirfd;
-		e->view = NULL;
-		e->dirfd = -1;
-	}
+	take_held_locked(f, false, &h);
 	pthread_mutex_unlock(&f->lock);
-	for (unsigned i = 0; i < n; i++) {
-		view_put(views[i]);
-		if (fds[i] >= 0)
-			close(fds[i]);
-	}
-	stats_add(STAT_FLAT_DEFERRED, n);
-	return total + n;
+	let_go(&h);
+	stats_add(STAT_FLAT_DEFERRED, h.n);
+	return total + (unsigned)h.n;
 }
 
 int flatten_start(struct node_table *t, enum flatten_mode mode,
@@ -563,25 +583,6 @@ static struct flat *wants_offer_locked(struct flatten *f, const struct node *v)
 	return NULL;
 }
 
-/* Takes the views and directory fds of superseded entries that the
- * thread is not building, for the caller to let go outside the lock;
- * returns how many were taken (at most max). flatten.lock held. */
-static size_t take_dead_locked(struct flatten *f, struct view **views,
-			       int *fds, size_t max)
-{
-	size_t n = 0;
-
-	for (struct flat *e = f->list; e && n < max; e = e->next) {
-		if (!e->dead || e == f->busy || (!e->view && e->dirfd < 0))
-			continue;
-		views[n] = e->view;
-		fds[n++] = e->dirfd;
-		e->view = NULL;
-		e->dirfd = -1;
-	}
-	return n;
-}
-
 /* Entries offered a view and waiting for the thread. flatten.lock held. */
 static size_t offered_locked(const struct flatten *f)
 {
@@ -595,23 +596,24 @@ static size_t offered_locked(const struct flatten *f)
 
 void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 {
-	struct view *views[8];
+	struct held dead;
 	struct flat *e;
-	int dfd, dup_fd, fds[8];
-	size_t ndead;
-	bool plenty;
+	int dfd, dup_fd;
+	bool nothing, plenty;
 
 	if (!f)
 		return;
+	/* Nothing would be built: the entry holds nothing and says none. */
+	nothing = vw->nlayers < 2 || not_to_flatten(f, vw);
 	pthread_mutex_lock(&f->lock);
-	ndead = take_dead_locked(f, views, fds, 8);
+	take_held_locked(f, true, &dead);
 	e = wants_offer_locked(f, v);
-	pthread_mutex_unlock(&f->lock);
-	for (size_t i = 0; i < ndead; i++) {
-		view_put(views[i]);
-		if (fds[i] >= 0)
-			close(fds[i]);
+	if (e && nothing) {
+		e->state = FLAT_NONE;
+		e = NULL;
 	}
+	pthread_mutex_unlock(&f->lock);
+	let_go(&dead);
 	if (!e)
 		return;
 	/* The directory's fd comes from the table (it may have been closed
@@ -628,10 +630,6 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 	pthread_mutex_lock(&f->lock);
 	/* found again: the entry may be gone, or offered by another open */
 	e = wants_offer_locked(f, v);
-	if (e && (vw->nlayers < 2 || not_to_flatten(f, vw))) {
-		e->state = FLAT_NONE;	/* nothing to build: hold nothing */
-		e = NULL;
-	}
 	if (e && !plenty && offered_locked(f) >= FLAT_QUEUE) {
 		e = NULL;	/* stays pending: the next offer tries again */
 		stats_add(STAT_FLAT_DEFERRED, 1);

@@ -415,13 +415,6 @@ static void signal_ready(int fd)
 	close(fd);
 }
 
-/*
- * How many idle worker threads stay (-o max_idle_threads): by default
- * twice the CPUs, at least 4. libfuse keeps every thread it ever started,
- * each with a receive buffer of a megabyte that the largest request it
- * took has touched (a batch of 10,000 forgets: 160 KiB); past this many
- * idle ones they end, and the heap gives their memory back (memtrim.h).
- */
 /* The thread that indexes STORE's root at the start (main()). */
 static void *prime_root(void *arg)
 {
@@ -431,6 +424,13 @@ static void *prime_root(void *arg)
 	return NULL;
 }
 
+/*
+ * How many idle worker threads stay (-o max_idle_threads): by default
+ * twice the CPUs, at least 4. libfuse keeps every thread it ever started,
+ * each with a receive buffer of a megabyte that the largest request it
+ * took has touched (a batch of 10,000 forgets: 160 KiB); past this many
+ * idle ones they end, and the heap gives their memory back (memtrim.h).
+ */
 static unsigned idle_threads(const struct fuse_cmdline_opts *copts, unsigned max_threads)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -619,16 +619,16 @@ int main(int argc, char *argv[])
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
+		/* Without a loop, the threads started above still stop below. */
 		loop = fuse_loop_cfg_create();
 		if (!loop) {
-			if (primed)
-				pthread_join(primer, NULL);
-			goto out_unmount;
+			ret = -ENOMEM;
+		} else {
+			fuse_loop_cfg_set_clone_fd(loop, copts.clone_fd);
+			fuse_loop_cfg_set_max_threads(loop, o.max_threads);
+			fuse_loop_cfg_set_idle_threads(loop, idle_threads(&copts, o.max_threads));
+			ret = fuse_session_loop_mt(se, loop);
 		}
-		fuse_loop_cfg_set_clone_fd(loop, copts.clone_fd);
-		fuse_loop_cfg_set_max_threads(loop, o.max_threads);
-		fuse_loop_cfg_set_idle_threads(loop, idle_threads(&copts, o.max_threads));
-		ret = fuse_session_loop_mt(se, loop);
 	}
 	/* A signal (positive) or a clean unmount (0) is a normal stop. */
 	if (ret < 0)
@@ -645,7 +645,6 @@ int main(int argc, char *argv[])
 	stats_file_free_released();
 	snapfs_log_flush();	/* the counts of rate-limited lines */
 
-out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
