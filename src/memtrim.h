@@ -17,9 +17,17 @@
 void memtrim_setup(void);
 
 /* Much may just have been freed (forgets, a listing let go): a look at the
- * heap is due in a second, unless one is asked for already; one that is
- * due runs now (memtrim_run_due()). Thread-safe, cheap. */
+ * heap is due in a second, unless one is asked for already (the note that
+ * asks makes memtrim_wake_fd() readable); one that is due runs now
+ * (memtrim_run_due()). Thread-safe, cheap. */
 void memtrim_note(void);
+
+/* An eventfd that becomes readable when memtrim_note() asks for a look,
+ * so that a thread asleep in poll() with no timeout (none was due) takes
+ * the new one; -1 before memtrim_setup() or if none could be made. The
+ * thread reads it with memtrim_woken() before it polls again. */
+int memtrim_wake_fd(void);
+void memtrim_woken(void);
 
 /* Milliseconds until the look that memtrim_note() asked for is due (0 if
  * it is), or -1 if none was asked for: a poll() timeout. */

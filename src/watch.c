@@ -38,14 +38,17 @@ static void *watch_thread(void *arg)
 	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
 
 	for (;;) {
-		struct pollfd p[2] = {
+		struct pollfd p[3] = {
 			{ .fd = w->ifd, .events = POLLIN },
 			{ .fd = w->stopfd, .events = POLLIN },
+			{ .fd = memtrim_wake_fd(), .events = POLLIN },
 		};
 		ssize_t len;
+		int n;
 
-		int n = poll(p, 2, memtrim_wait_ms());
-
+		/* The timeout is the trim's, as it stood: a trim asked for
+		 * while this thread sleeps wakes it through the third fd. */
+		n = poll(p, 3, memtrim_wait_ms());
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -55,11 +58,13 @@ static void *watch_thread(void *arg)
 		/* This thread is the one that wakes when the daemon is quiet:
 		 * a second after a burst of frees, the heap gives back what
 		 * it holds free (memtrim.h). */
+		if (p[2].revents)
+			memtrim_woken();
 		memtrim_run_due();
-		if (n == 0)
-			continue;
 		if (p[1].revents)
 			break;
+		if (!p[0].revents)
+			continue;
 		len = read(w->ifd, buf, sizeof(buf));
 		if (len < 0) {
 			if (errno == EINTR || errno == EAGAIN)

@@ -10,7 +10,8 @@
 # no record of a version gone (flat_entries), and the daemon's RSS after
 # the last round stays within 1.25x the highest of rounds 2 to 4 (the
 # daemon gives free heap memory back a second after a burst of frees, so a
-# reading may come before or after that). ASan's quarantine is
+# reading may come before or after that). Last, a listing on a quiet
+# daemon is followed by a look at its heap. ASan's quarantine is
 # turned off for the daemon, so that freed memory is reused as it would
 # be in a normal build.
 . ./tests/mount/lib.sh
@@ -93,5 +94,32 @@ done
 if [ -n "$base_rss" ] && [ "$rss" -gt $((base_rss * 125 / 100)) ]; then
 	fail "RSS grew from $base_rss KiB (rounds 2-4) to $rss KiB (round $ROUNDS)"
 fi
+
+# A quiet daemon gives back what a burst freed (src/memtrim.h): the look
+# at the heap is due a second after the first free, and it must come with
+# nothing else going on. New names are made and the daemon falls quiet
+# (any look due runs, and the change watcher sleeps with no timeout);
+# then a listing's release asks for a look, and no change in STORE follows
+# to wake the watcher.
+stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$MNT/.snapfs-stats"; }
+mkdir -p "$STORE/q"
+python3 - "$STORE/q" "$NAMES" <<'EOF' || fail "cannot make the quiet round's names"
+import sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    with open(f"{d}/q{i}.0.base", "wb") as f:
+        f.write(b"\x11" * 4096)
+EOF
+sleep 2.5
+looks=$(stat_of heap_looks)
+ls -l "$MNT/q" >/dev/null
+for _ in $(seq 40); do
+	[ "$(stat_of heap_looks)" -gt "$looks" ] && break
+	sleep 0.1
+done
+[ "$(stat_of heap_looks)" -gt "$looks" ] ||
+	fail "a listing of $NAMES names on a quiet daemon asked for a look at the heap, and none came in 4 s"
+log "ok: a look at the heap followed the listing on a quiet daemon" \
+    "($(stat_of heap_looks) looks, $(stat_of heap_trims) trims in all)"
 umount_snapfs "$MNT"
 log "PASS"

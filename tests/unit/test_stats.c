@@ -7,6 +7,7 @@
  */
 #include "unit.h"
 
+#include <poll.h>
 #include <pthread.h>
 
 #include <unistd.h>
@@ -142,31 +143,51 @@ static void test_comm(void **state)
 	assert_string_equal(buf, "?");
 }
 
+static bool readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 /* A trim is due a second after the first note of a burst, not before, and
- * once: the note of a later free does not put it off. */
+ * once: the note of a later free does not put it off. The note that asks
+ * for it wakes the watcher. */
 static void test_memtrim_due(void **state)
 {
+	uint64_t looks;
 	int w, w2;
 
 	(void)state;
+	memtrim_setup();
+	assert_true(memtrim_wake_fd() >= 0);
 	memtrim_run_due();	/* whatever an earlier test left */
 	if (memtrim_wait_ms() >= 0) {
 		usleep((useconds_t)memtrim_wait_ms() * 1000 + 20000);
 		memtrim_run_due();
 	}
 	assert_int_equal(memtrim_wait_ms(), -1);
+	memtrim_woken();
+	assert_false(readable(memtrim_wake_fd()));
 	memtrim_note();
+	/* a watcher asleep with no timeout is woken to take the new one */
+	assert_true(readable(memtrim_wake_fd()));
+	memtrim_woken();
+	assert_false(readable(memtrim_wake_fd()));
 	w = memtrim_wait_ms();
 	assert_true(w > 500 && w <= 1000);
 	memtrim_run_due();	/* not due yet: still asked for */
 	usleep(100000);
-	memtrim_note();		/* does not put it off */
+	memtrim_note();		/* does not put it off, nor wake again */
+	assert_false(readable(memtrim_wake_fd()));
 	w2 = memtrim_wait_ms();
 	assert_true(w2 >= 0 && w2 < w);
 	usleep((useconds_t)w2 * 1000 + 20000);
 	assert_int_equal(memtrim_wait_ms(), 0);
+	looks = stats_get(STAT_HEAP_LOOKS);
 	memtrim_run_due();
 	assert_int_equal(memtrim_wait_ms(), -1);
+	assert_int_equal(stats_get(STAT_HEAP_LOOKS), looks + 1);
 }
 
 int main(void)
