@@ -16,7 +16,6 @@
  */
 #include "config.h"
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
