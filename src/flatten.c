@@ -599,23 +599,27 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 	struct held dead;
 	struct flat *e;
 	int dfd, dup_fd;
-	bool nothing, plenty;
+	bool plenty;
 
 	if (!f)
 		return;
-	/* Nothing would be built: the entry holds nothing and says none. */
-	nothing = vw->nlayers < 2 || not_to_flatten(f, vw);
 	pthread_mutex_lock(&f->lock);
 	take_held_locked(f, true, &dead);
 	e = wants_offer_locked(f, v);
-	if (e && nothing) {
-		e->state = FLAT_NONE;
-		e = NULL;
-	}
 	pthread_mutex_unlock(&f->lock);
 	let_go(&dead);
 	if (!e)
+		return;		/* every open but a version's first */
+	if (vw->nlayers < 2 || not_to_flatten(f, vw)) {
+		/* Nothing would be built: the entry holds nothing and says
+		 * none (found again: it may be gone meanwhile). */
+		pthread_mutex_lock(&f->lock);
+		e = wants_offer_locked(f, v);
+		if (e)
+			e->state = FLAT_NONE;
+		pthread_mutex_unlock(&f->lock);
 		return;
+	}
 	/* The directory's fd comes from the table (it may have been closed
 	 * for the fd budget), outside our lock: the table's lock comes
 	 * first. The kernel holds v, and v its directory, here. */
