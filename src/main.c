@@ -630,6 +630,21 @@ int main(int argc, char *argv[])
 			ret = fuse_session_loop_mt(se, loop);
 		}
 	}
+	/*
+	 * When the mount goes away the kernel ends the connection, and the
+	 * next read of /dev/fuse fails: with ENODEV, which libfuse takes for
+	 * the clean end it is, or with ECONNABORTED, which libfuse reports
+	 * as a read error. CI's kernel gave the latter once as the last user
+	 * of a lazily detached mount let go; an abort through fusectl gives it
+	 * where the connection asked for abort errors. Either way the kernel
+	 * has already answered every request still open: nothing is left to
+	 * serve, and the daemon stops as after an unmount.
+	 */
+	if (ret == -ECONNABORTED) {
+		log_info("the kernel ended the FUSE connection (%s): stopping",
+			 strerror(ECONNABORTED));
+		ret = 0;
+	}
 	/* A signal (positive) or a clean unmount (0) is a normal stop. */
 	if (ret < 0)
 		log_err("the FUSE session ended with an error: %s", strerror(-ret));
