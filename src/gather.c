@@ -20,6 +20,9 @@
 
 #ifdef HAVE_LIBURING
 #include <liburing.h>
+#ifdef __SANITIZE_THREAD__
+#include <sanitizer/tsan_interface.h>
+#endif
 
 /* A 1 MiB request of a depth-64 chain is about 220 pieces of data: one
  * submission holds them all (16 KiB of SQEs and 8 KiB of CQEs a thread). */
@@ -38,6 +41,45 @@ static bool gather_ok;
 static unsigned rings_max = UINT_MAX;	/* gather_set_max_rings() */
 static unsigned rings_live;		/* atomic */
 
+/*
+ * liburing maps and unmaps rings with raw system calls, which
+ * ThreadSanitizer does not see. A thread's ring is unmapped when the thread
+ * ends (gather_free), and the kernel may map the next thread's ring at the
+ * same address; the new ring's plain reads of its head were then checked
+ * against the old thread's last writes there (a race reported between two
+ * rings that never shared a byte). What orders them is the kernel: every
+ * unmap comes before the map that reuses its addresses. ring_unmapping()
+ * and ring_mapped() tell ThreadSanitizer so, through one address that every
+ * teardown releases and every new ring acquires.
+ */
+#ifdef __SANITIZE_THREAD__
+static char ring_order;
+
+static void ring_unmapping(void)
+{
+	__tsan_release(&ring_order);
+}
+
+static void ring_mapped(void)
+{
+	__tsan_acquire(&ring_order);
+}
+#else
+static void ring_unmapping(void)
+{
+}
+
+static void ring_mapped(void)
+{
+}
+#endif
+
+static void ring_exit(struct io_uring *ring)
+{
+	ring_unmapping();
+	io_uring_queue_exit(ring);
+}
+
 void gather_set_max_rings(unsigned n)
 {
 	rings_max = n;
@@ -47,7 +89,7 @@ static void gather_free(void *arg)
 {
 	struct gather *g = arg;
 
-	io_uring_queue_exit(&g->ring);
+	ring_exit(&g->ring);
 	free(g->buf);
 	free(g);
 	__atomic_sub_fetch(&rings_live, 1, __ATOMIC_RELAXED);
@@ -72,6 +114,8 @@ static int ring_init(struct io_uring *ring)
 	ret = io_uring_queue_init(RING_ENTRIES, ring, flags);
 	if (ret == -EINVAL && flags)	/* a kernel older than the flags */
 		ret = io_uring_queue_init(RING_ENTRIES, ring, 0);
+	if (ret == 0)
+		ring_mapped();
 	return ret;
 }
 
@@ -88,7 +132,7 @@ static void gather_probe(void)
 	gather_ok = probe && io_uring_opcode_supported(probe, IORING_OP_READ);
 	if (probe)
 		io_uring_free_probe(probe);
-	io_uring_queue_exit(&ring);
+	ring_exit(&ring);
 }
 
 bool gather_supported(void)
@@ -170,7 +214,7 @@ static int finish_short(const struct view_piece *p, char *dst, size_t done)
  * if no new ring can be made, the thread has none until its next read. */
 static void ring_reset(struct gather *g)
 {
-	io_uring_queue_exit(&g->ring);
+	ring_exit(&g->ring);
 	if (ring_init(&g->ring) < 0) {
 		pthread_setspecific(gather_key, NULL);
 		free(g->buf);
