@@ -339,6 +339,8 @@ void view_free(struct view *v)
 		free(v->layers[i].fname);
 	}
 	free(v->layers);
+	if (v->flat_fd >= 0)
+		close(v->flat_fd);
 	free(v->seg);
 	free(v->seg_index);
 	if (v->charged)
@@ -434,9 +436,14 @@ bool view_get_attached(struct view *v)
 	return ok;
 }
 
-/* Closes the layers of a view nobody reads (its map stays). */
+/* Closes the layers of a view nobody reads, and its flat file (its map
+ * stays). */
 void view_close_layers(struct view *v)
 {
+	int flat = __atomic_exchange_n(&v->flat_fd, -1, __ATOMIC_ACQ_REL);
+
+	if (flat >= 0)
+		close(flat);
 	for (unsigned i = 0; i < v->nlayers; i++) {
 		if (v->layers[i].lf)
 			layer_file_put(v->env, v->layers[i].lf);
@@ -444,6 +451,24 @@ void view_close_layers(struct view *v)
 		v->layers[i].fd = -1;
 		v->layers[i].map = NULL;
 	}
+}
+
+void view_adopt_flat(struct view *v, int fd)
+{
+	int none = -1;
+
+	if (fd < 0)
+		return;
+	/* The caller's reference keeps the layers, and so this, from
+	 * being closed meanwhile (view_put()). */
+	if (!__atomic_compare_exchange_n(&v->flat_fd, &none, fd, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		close(fd);	/* another open or the flattener was first */
+}
+
+int view_flat_fd(const struct view *v)
+{
+	return __atomic_load_n(&v->flat_fd, __ATOMIC_ACQUIRE);
 }
 
 static int attach_locked(struct view *v, int dirfd, char *why, size_t len)

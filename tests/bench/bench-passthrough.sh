@@ -20,6 +20,9 @@
 #                own page cache dropped (readbench evict) before each
 #                measurement: every read and fault a FUSE request (the
 #                layers stay warm)
+#   flat FUSE    the same, but with its flat file ready (flatten=auto): every
+#                read and fault a FUSE request answered by one splice from
+#                the flat file instead of a piece per layer run
 # (medians of PT_REPS rounds, the modes alternated within each round).
 # Targets: passthrough and flattened >= 0.9x direct on every pattern;
 # pushed >= 0.9x direct on seq and pread, <= 4x direct's us per fault.
@@ -184,6 +187,7 @@ cp --reflink=always "$X/ref/merged" "$X/one/$NAME.0.base" || die "reflink copy f
 mount_fuse "$X/chain" "$W/m-flat"
 mount_fuse "$X/one" "$W/m-one"
 mount_fuse "$X/chain" "$W/m-fuse" -o passthrough=off,flatten=off,prefetch=off
+mount_fuse "$X/chain" "$W/m-flatfuse" -o passthrough=off,prefetch=off
 # a budget above the view: the whole of it is pushed
 mount_fuse "$X/chain" "$W/m-push" -o passthrough=off,flatten=off,prefetch=all \
 	-o prefetch_mb=$((PT_SIZE_MB * 2))
@@ -193,6 +197,9 @@ note "flat file ready $ms ms after the first lookup"
 cmp "$W/m-flat/$NAME" "$X/ref/merged" || die "the flattened view differs from the merge"
 cmp "$W/m-one/$NAME" "$X/ref/merged" || die "the one-layer view differs from the merge"
 cmp "$W/m-fuse/$NAME" "$X/ref/merged" || die "the FUSE view differs from the merge"
+ms=$(wait_ready "$W/m-flatfuse/$NAME")
+note "flat file of the FUSE-path mount ready $ms ms after its first lookup"
+cmp "$W/m-flatfuse/$NAME" "$X/ref/merged" || die "the flat FUSE view differs from the merge"
 
 # The push starts at the first open and goes on after the close (the
 # version stays current and looked up); nothing reads the view meanwhile.
@@ -213,8 +220,9 @@ note "push done in $push_ms ms ($s)"
 declare -A FILE=(
 	[direct]=$X/ref/merged [passthrough]=$W/m-one/$NAME
 	[flattened]=$W/m-flat/$NAME [pushed]=$W/m-push/$NAME [fuse]=$W/m-fuse/$NAME
+	[flatfuse]=$W/m-flatfuse/$NAME
 )
-MODES="direct passthrough flattened pushed fuse"
+MODES="direct passthrough flattened pushed fuse flatfuse"
 # Warm: every file but the pushed view read once whole (the cmp above did,
 # too), which also warms the layers under the FUSE views.
 for m in $MODES; do
@@ -225,7 +233,11 @@ note "patterns: $PT_REPS rounds"
 for ((r = 1; r <= PT_REPS; r++)); do
 	for m in $MODES; do
 		f=${FILE[$m]}
-		evict() { [ "$m" != fuse ] || "$READBENCH" evict "$f" >/dev/null || die "evict $f"; }
+		evict() {
+			case $m in
+			fuse|flatfuse) "$READBENCH" evict "$f" >/dev/null || die "evict $f" ;;
+			esac
+		}
 		evict
 		"$READBENCH" seq "$f" | awk '{ print $2 }' >>"$W/seq.$m"
 		evict
@@ -317,8 +329,8 @@ fi
 	echo "Load average $load0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end;"
 	echo "page cache dropped $(($(awk '$1 == "drop_pagecache" { print $2 }' /proc/vmstat) - drops0)) time(s) by others (drop_caches) during the run."
 	echo
-	echo "| pattern | direct | passthrough (one layer) | flattened | pushed | plain FUSE | passthrough / direct | flattened / direct | pushed / direct | FUSE / direct |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| pattern | direct | passthrough (one layer) | flattened | pushed | plain FUSE | flat FUSE | passthrough / direct | flattened / direct | pushed / direct | FUSE / direct | flat FUSE / direct | flat FUSE / FUSE |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	declare -A v
 	for p in seq rand fault; do
 		for m in $MODES; do v[$m]=$(median <"$W/$p.$m"); done
@@ -330,7 +342,12 @@ fi
 			r() { echo "scale=2; ${v[$1]} / ${v[direct]}" | bc; }
 			[ "$p" = seq ] && unit="GB/s" || unit="IOPS"
 		fi
-		echo "| $p ($unit) | ${v[direct]} | ${v[passthrough]} | ${v[flattened]} | ${v[pushed]} | ${v[fuse]} | $(r passthrough) | $(r flattened) | $(r pushed) | $(r fuse) |"
+		if [ "$p" = fault ]; then
+			ff=$(echo "scale=2; ${v[fuse]} / ${v[flatfuse]}" | bc)
+		else
+			ff=$(echo "scale=2; ${v[flatfuse]} / ${v[fuse]}" | bc)
+		fi
+		echo "| $p ($unit) | ${v[direct]} | ${v[passthrough]} | ${v[flattened]} | ${v[pushed]} | ${v[fuse]} | ${v[flatfuse]} | $(r passthrough) | $(r flattened) | $(r pushed) | $(r fuse) | $(r flatfuse) | $ff |"
 	done
 	echo
 	echo "(Ratios are speed relative to direct, > 1 faster. Targets: ≥ 0.90 for passthrough and"
