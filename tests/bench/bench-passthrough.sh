@@ -105,10 +105,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# mkfs_mount FS MNT: a sparse image of 6x the base with FS, mounted on MNT.
+# mkfs_mount FS MNT: a sparse image of 6x the base with FS, and room for
+# the diffs of two chains and two flat files, mounted on MNT.
 mkfs_mount() {
 	local fs=$1 mnt=$2 img=$W/$1.img dev
-	truncate -s $((PT_SIZE_MB * 6 + 512))M "$img"
+	truncate -s $((PT_SIZE_MB * (6 + PT_DIFFS * PT_DIRTY_PCT / 25) + 512))M "$img"
 	case $fs in
 	xfs) mkfs.xfs -q -m reflink=1 "$img" ;;
 	btrfs) mkfs.btrfs -q "$img" >/dev/null ;;
@@ -130,13 +131,15 @@ make_chain() {
 	done
 }
 
-# mount_fuse STORE MNT [OPTIONS...]: snapfs in the foreground, ready fd.
+# mount_fuse STORE MNT [OPTIONS...]: snapfs in the foreground, ready fd;
+# compact=off, as the chains must keep their depth (PT_DIFFS may be past
+# the compaction threshold, and five daemons share one store).
 mount_fuse() {
 	local store=$1 mnt=$2 fifo=$W/ready.$RANDOM
 	shift 2
 	mkdir -p "$mnt"
 	mkfifo "$fifo"
-	"$SNAPFS" -f "$@" -o ready_fd=3 "$store" "$mnt" 3>"$fifo" >>"$W/snapfs.log" 2>&1 &
+	"$SNAPFS" -f -o compact=off "$@" -o ready_fd=3 "$store" "$mnt" 3>"$fifo" >>"$W/snapfs.log" 2>&1 &
 	PIDS+=($!)
 	FUSEMNTS+=("$mnt")
 	read -r -n 1 -t 20 _ <"$fifo" || die "snapfs did not start (see $W/snapfs.log)"

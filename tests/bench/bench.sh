@@ -17,9 +17,9 @@
 #   BENCH_OUT=$BUILDDIR/bench-results.md   the report (-o FILE)
 #   BENCH_KEEP=0           1 keeps the work directory and logs (-k)
 #   BENCH_SNAPFS_OPTS=     extra options for snapfs, e.g. "-o read_reply=mmap"
-#                          (-o compact=off -o prefetch=off are always given:
-#                          the chains keep their depth, and the read path is
-#                          measured alone)
+#                          (-o compact=off -o prefetch=off -o flatten=off are
+#                          always given: the chains keep their depth, and the
+#                          layered read path is measured alone)
 #   BENCH_READAHEAD_KB=1024  the read-ahead window of the second ceiling run
 #                          (snapfs's readahead_kb default)
 #   BENCH_STANDIN=0        1: passthrough_ro plays snapfs (harness smoke test)
@@ -70,9 +70,11 @@ if [ "$BENCH_STANDIN" = 1 ]; then
 	SNAPFS_OPTS=""
 else
 	SNAPFS=${SNAPFS:-$BUILDDIR/snapfs}
-	# The read path alone: no compaction, no pushes into the page cache
-	# (the restore benchmark measures those).
-	SNAPFS_OPTS="-o compact=off -o prefetch=off $BENCH_SNAPFS_OPTS"
+	# The layered read path alone: no compaction, no pushes into the page
+	# cache (the restore benchmark measures those), no flat files (on XFS
+	# or btrfs a ready one would answer the reads; bench-passthrough.sh
+	# measures those).
+	SNAPFS_OPTS="-o compact=off -o prefetch=off -o flatten=off $BENCH_SNAPFS_OPTS"
 fi
 FUSERMOUNT=${FUSERMOUNT:-fusermount3}
 NAME=memory.bin
