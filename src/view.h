@@ -212,7 +212,8 @@ int view_attach(struct view *v, int dirfd, char *why, size_t len);
 /*
  * The version's flat file (flatten.h), one file holding exactly the view's
  * bytes: view_adopt_flat() hands fd over to v (the caller holds a
- * reference; if v already has one, fd is closed), and from then on every
+ * reference; if v already has one, or the fd budget has no room for it,
+ * fd is closed), and from then on every
  * read of v, through any of its opens, is one splice from it instead of
  * pieces of the layers (doc/design.md §19). It is closed when the layers
  * are (nobody reads v) or with v. view_flat_fd() is the fd, or -1.
