@@ -25,14 +25,9 @@ mkfs_loop xfs 400 "$T/x"
 S=$T/x/store R=$T/ref M=$T/mnt
 mkdir -p "$S" "$R"
 
-# vm: 16 MiB, random but for its last 4 MiB (a hole), and three diffs.
-head -c $((12 << 20)) /dev/urandom >"$S/vm.0.base"
-truncate -s 16M "$S/vm.0.base"
-cp "$S/vm.0.base" "$R/v1"
-layer_pages "$S/vm.1.diff" "$R/v1" 0:17 5:0 1000:200 3071:33
+flat_vm "$S" "$R"	# vm: a 16 MiB base with a hole, and one diff
 layer_pages "$S/vm.2.diff" "$R/v1" 6:1 1000:201 1500:0 2999:7
 layer_pages "$S/vm.3.diff" "$R/v1" 7:2 8:3 2000:99
-printf '%s %s\n' $((12 << 20)) $((16 << 20)) >"$R/holes"
 state0=$(store_state "$S")
 
 counter() {	# counter NAME: its value in M/.snapfs-stats
@@ -40,15 +35,6 @@ counter() {	# counter NAME: its value in M/.snapfs-stats
 }
 layer_reads() {	# view reads answered from the layers, any reply path
 	echo $(($(counter reads_splice) + $(counter reads_mmap) + $(counter reads_gather)))
-}
-flat_is() {	# flat_is STATE: user.snapfs.flat of vm is STATE
-	[ "$(xattr "$M/vm" user.snapfs.flat 2>/dev/null)" = "$1" ]
-}
-flat_fds() {	# the daemon's open flat files: unnamed files in STORE
-	find "/proc/$SNAPFS_PID/fd" -lname "$S/#* (deleted)" 2>/dev/null | wc -l
-}
-flat_fds_are() {
-	[ "$(flat_fds)" -eq "$1" ]
 }
 # The view's pages stay cached between opens (keep_cache): dropped before
 # each count, so that the reads counted are the ones checked.

@@ -29,23 +29,9 @@ mkfs_loop xfs 400 "$T/x"
 S=$T/x/store R=$T/ref M=$T/mnt
 mkdir -p "$S" "$R"
 
-# vm: 16 MiB, random but for its last 4 MiB (a hole), and one diff.
-head -c $((12 << 20)) /dev/urandom >"$S/vm.0.base"
-truncate -s 16M "$S/vm.0.base"
-cp "$S/vm.0.base" "$R/v1"
-layer_pages "$S/vm.1.diff" "$R/v1" 0:17 5:0 1000:200 3071:33
-printf '%s %s\n' $((12 << 20)) $((16 << 20)) >"$R/holes"
+flat_vm "$S" "$R"	# vm: a 16 MiB base with a hole, and one diff
 state0=$(store_state "$S")
 
-flat_is() {	# flat_is STATE: user.snapfs.flat of vm is STATE
-	[ "$(xattr "$M/vm" user.snapfs.flat 2>/dev/null)" = "$1" ]
-}
-flat_fds() {	# the daemon's open flat files: unnamed files in STORE
-	find "/proc/$SNAPFS_PID/fd" -lname "$S/#* (deleted)" 2>/dev/null | wc -l
-}
-flat_fds_are() {
-	[ "$(flat_fds)" -eq "$1" ]
-}
 reads() {
 	log_count "opcode: READ "
 }
