@@ -396,9 +396,21 @@ int snapfs_push(void *ctx, uint64_t nodeid, struct view *v, uint64_t off,
 	struct read_sums sum;
 	char why[512];
 	bool first;
-	int ret;
+	int ret, flat;
 
 	sum_pieces(fs, p, n, &sum);
+	/* With the version's flat file, the pieces' bytes are one run of
+	 * it: one splice. */
+	flat = view_flat_fd(v);
+	if (flat >= 0) {
+		struct fuse_bufvec fbv = FUSE_BUFVEC_INIT(sum.bytes);
+
+		fbv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		fbv.buf[0].fd = flat;
+		fbv.buf[0].pos = (off_t)off;
+		return fuse_lowlevel_notify_store(fs->se, (fuse_ino_t)nodeid, (off_t)off,
+						  &fbv, 0);
+	}
 	/* Gathered unless read_reply=splice rules io_uring out: with
 	 * read_reply=mmap too, where writing from the maps would fault the
 	 * daemon's mappings of cold layers in one page after another. */

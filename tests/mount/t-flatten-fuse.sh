@@ -15,7 +15,10 @@
 #  3. after a publish and after a rollback, new opens read the new
 #     version's bytes, and an fd held from before keeps its version's;
 #  4. the flat file goes with the last open of its version (a version
-#     nobody reads holds no flat file), and STORE is as it was.
+#     nobody reads holds no flat file), and STORE is as it was;
+#  5. a push into the page cache (prefetch=all) of a version whose flat
+#     file is ready reads that file, and the pushed view equals the
+#     reference.
 . ./tests/mount/lib.sh
 setup_loops
 have_mkfs xfs || fail "mkfs.xfs is missing"
@@ -120,6 +123,20 @@ hold_cmd close v1
 holder_stop
 wait_for 5000 flat_fds_are 1 || fail "$(flat_fds) flat files open with nothing open, want 1"
 [ "$(counter read_errors)" = 0 ] || fail "$(counter read_errors) read errors"
+umount_snapfs "$M"
+[ "$(store_state "$S")" = "$state0" ] || fail "STORE changed: $(diff <(echo "$state0") <(store_state "$S"))"
+# 5. A push into the page cache (prefetch=all) of a version whose flat
+# file is ready takes its bytes from that file: they equal the reference.
+mount_snapfs "$S" "$M" -o passthrough=off,prefetch=all
+wait_for 10000 flat_is ready || fail "no flat file after a restart"
+exec 7<"$M/vm"
+pushed() {
+	[[ "$(xattr "$M/vm" user.snapfs.prefetch 2>/dev/null)" == done* ]]
+}
+wait_for 10000 pushed || fail "the push did not finish: $(xattr "$M/vm" user.snapfs.prefetch)"
+"$VIEWCHECK" -m seq,pread,mmap "$M/vm" "$R/v1" "$R/holes" >/dev/null ||
+	fail "the pushed view differs"
+exec 7<&-
 umount_snapfs "$M"
 [ "$(store_state "$S")" = "$state0" ] || fail "STORE changed: $(diff <(echo "$state0") <(store_state "$S"))"
 log "ok: flat files serve the FUSE path"
