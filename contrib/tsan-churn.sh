@@ -8,6 +8,8 @@
 #   1. churn, compact=off, steady pace      (readers that read, map, hold)
 #   2. churn, compact=off, as fast as it goes (quick readers: lookup,
 #      open, forget racing the watcher)
+#   (1 and 2 on a loop-mounted XFS where mkfs.xfs is installed, so that
+#   versions get flat files and the flattener's thread races the reads)
 #   3. rollrace, compact_threshold=2, keep_diffs=1, compact_rate=1:
 #      the compactor publishing small chains while producers roll back
 #
@@ -60,12 +62,17 @@ mkdir -p "$out" || die "cannot make $out"
 T=$(mktemp -d "${TMPDIR:-/var/tmp}/snapfs-tsan.XXXXXX") || die "mktemp failed"
 MNT=$T/mnt
 DAEMON=
+XFSDEV=
 cleanup() {
 	set +e
 	if [ -n "$DAEMON" ]; then
 		fusermount3 -u -z "$MNT" 2>/dev/null
 		kill "$DAEMON" 2>/dev/null
 		wait "$DAEMON" 2>/dev/null
+	fi
+	if [ -n "$XFSDEV" ]; then
+		umount "$T/store" 2>/dev/null || umount -l "$T/store"
+		losetup -d "$XFSDEV"
 	fi
 	rm -rf "$T"
 }
@@ -110,7 +117,15 @@ fails=0
 s1=$((secs * 2 / 5)) s2=$((secs / 5)) s3=$((secs - secs * 3 / 5))
 [ "$s2" -ge 1 ] || s2=1
 
-say "seed $seed; churn ${s1}s + ${s2}s (compact=off), rollrace ${s3}s (compaction on)"
+# The churn's store on XFS: versions get flat files (flatten=auto).
+mkdir -p "$T/store"
+where=$(df -P "$T" | awk 'NR == 2 { print $6 }')
+if command -v mkfs.xfs >/dev/null && truncate -s 1G "$T/xfs.img" &&
+	mkfs.xfs -q -m reflink=1 "$T/xfs.img" && XFSDEV=$(losetup -f --show "$T/xfs.img") &&
+	mount "$XFSDEV" "$T/store"; then
+	where="a loop XFS"
+fi
+say "seed $seed; churn ${s1}s + ${s2}s (compact=off, store on $where), rollrace ${s3}s (compaction on)"
 mount_tsan compact=off
 mkdir -p "$T/store/vm1" "$T/store/vm2"
 "$builddir/tests/tools/churn" -t "$s1" -r 4 -s "$seed" -u "$T/store/vm1" "$MNT/vm1" memory.bin \
@@ -119,9 +134,10 @@ say "churn steady: $(grep '^churn: [0-9]' "$out/churn.log"); TSan reports so far
 "$builddir/tests/tools/churn" -t "$s2" -r 2 -q 2 -s "$seed" -u -p 0 -S 1 "$T/store/vm2" "$MNT/vm2" memory.bin \
 	>"$out/churn-fast.log" 2>&1 || { say "churn (fast) failed: $(tail -n 3 "$out/churn-fast.log")"; fails=$((fails + 1)); }
 say "churn fast: $(grep '^churn: [0-9]' "$out/churn-fast.log"); TSan reports so far: $(reports)"
+say "reads from flat files: $(awk '$1 == "reads_flat" { print $2 }' "$MNT/.snapfs-stats")"
 umount_tsan
 
-rm -rf "$T/store"
+rm -rf "${T:?}/store/"*
 mount_tsan compact_threshold=2,keep_diffs=1,compact_rate=1
 mkdir -p "$T/store/race"
 "$builddir/tests/tools/rollrace" -t "$s3" -s "$seed" -R "$builddir/snapfs-rollback" -m tool,flock,mount \
