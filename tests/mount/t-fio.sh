@@ -22,7 +22,7 @@ mkdir -p "$S/vm"
 
 fio --name=stamp --filename="$REF" --rw=write --bs="$PAGE" --size="$SIZE" \
 	--ioengine=psync --verify=crc32c --do_verify=0 --randseed="$SEED" \
-	--output="$T/fio-write.log" || fail "fio could not write the reference"
+	--verify_state_save=0 --output="$T/fio-write.log" || fail "fio could not write the reference"
 [ "$(stat -c %s "$REF")" = "$SIZE" ] || fail "fio wrote $(stat -c %s "$REF") bytes"
 
 # For each page, the state of each layer: 0 hole, 1 good (the reference's
@@ -98,7 +98,7 @@ run_fio() {
 	local name=$1 engine=$2 bs=$3 out=$T/fio-$1.log terse
 	fio --name="$name" --filename="$V" --readonly --rw=randread --bs="$bs" \
 		--verify_interval="$PAGE" --size="$SIZE" --ioengine="$engine" \
-		--verify=crc32c --verify_fatal=1 --randseed="$SEED" \
+		--verify=crc32c --verify_fatal=1 --randseed="$SEED" --verify_state_save=0 \
 		--output-format=terse --terse-version=3 >"$out" 2>&1 ||
 		fail "fio $name failed: $(grep -m 3 -i -e verify -e error "$out")"
 	grep -qi 'verify' "$out" && fail "fio $name reported: $(grep -m 3 -i verify "$out")"
@@ -117,7 +117,7 @@ umount_snapfs "$M"
 # The check itself works: the garbled base alone fails verification.
 if fio --name=neg --filename="$S/vm/memory.bin.0.base" --readonly --rw=read \
 	--bs="$PAGE" --size="$SIZE" --ioengine=psync --verify=crc32c \
-	--output="$T/fio-neg.log" >/dev/null 2>&1; then
+	--verify_state_save=0 --output="$T/fio-neg.log" >/dev/null 2>&1; then
 	fail "fio did not notice the garbled base: the verification is not working"
 fi
 log "ok"
