@@ -421,8 +421,6 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	if (ret > 0) {
 		fd = ret;
 		state = FLAT_READY;
-		/* The opens the FUSE path serves read it from now on. */
-		view_adopt_flat(vw, fcntl(fd, F_DUPFD_CLOEXEC, 0));
 		log_debug("%s: flat file ready", e->path);
 	} else if (ret < 0 && ret != -ECANCELED) {
 		state = FLAT_FAILED;

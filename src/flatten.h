@@ -4,8 +4,7 @@
  * current and is first opened or asked about, a background thread builds
  * one flat file holding exactly its bytes (the base reflinked, the flattened diff ranges applied with the
  * compactor's copier), so that new opens of that version can be served by
- * kernel FUSE passthrough to it, and every read of it through the FUSE
- * path is one splice from it (view_adopt_flat()). The flat file is an unnamed O_TMPFILE in
+ * kernel FUSE passthrough to it. The flat file is an unnamed O_TMPFILE in
  * the version's directory: it is never part of the store, never a layer,
  * and a crash leaves nothing behind; the chain on disk is never changed.
  * It is dropped when its version stops being current (a new chain, a
@@ -31,9 +30,9 @@ struct flatten;
 /*
  * Starts the flattener for table t: it chains itself into the table's
  * version_made hook (call after compactd_start(), stop before
- * compactd_stop()). usable(ctx), if not NULL, tells before each flat
- * file is built whether anything could serve it; when it says no, nothing
- * is built (the daemon passes NULL: the FUSE path reads any). Returns 0 with *out set (also for FLATTEN_OFF, which
+ * compactd_stop()). usable(ctx) tells, before each flat file is built,
+ * whether anything could serve it (passthrough is on); when it says no,
+ * nothing is built. Returns 0 with *out set (also for FLATTEN_OFF, which
  * builds nothing), or -errno.
  */
 int flatten_start(struct node_table *t, enum flatten_mode mode,

@@ -253,16 +253,14 @@ static int passthrough_view(fuse_req_t req, fuse_ino_t ino, struct node *n,
 		}
 		return ret;
 	}
-	if (v->nlayers > 1) {
-		flatten_offer(fs->flatten, n, v);
+	if (passthrough_enabled(fs->pt)) {
+		if (v->nlayers > 1)
+			flatten_offer(fs->flatten, n, v);
 		flat = flatten_fd(fs->flatten, n);
-	}
-	if (passthrough_enabled(fs->pt))
 		fd = flat >= 0 ? flat : v->nlayers == 1 ? v->layers[0].fd : -1;
+	}
 	ret = passthrough_open(fs->pt, req, ino, fd, fi);
-	if (flat >= 0 && ret == 0)
-		view_adopt_flat(v, flat);	/* the FUSE path reads it */
-	else if (flat >= 0)
+	if (flat >= 0)
 		close(flat);	/* the kernel holds the backing file itself */
 	return ret;
 }

@@ -37,7 +37,7 @@ static size_t piece_bufs(const struct snapfs *fs, const struct view_piece *p)
 	return p->fd >= 0 ? 1 : (size_t)((p->len + fs->zero_len - 1) / fs->zero_len);
 }
 
-enum read_path { READ_SPLICED, READ_MAPPED, READ_GATHERED, READ_FLAT };
+enum read_path { READ_SPLICED, READ_MAPPED, READ_GATHERED };
 
 /* What a read's pieces add up to: taken once, for the choice of path
  * and the counters. */
@@ -127,7 +127,6 @@ static void count_read(const struct read_sums *sum, enum read_path path)
 		[READ_SPLICED] = STAT_READS_SPLICE,
 		[READ_MAPPED] = STAT_READS_MMAP,
 		[READ_GATHERED] = STAT_READS_GATHER,
-		[READ_FLAT] = STAT_READS_FLAT,
 	};
 
 	/* Each path's byte counter follows its read counter. */
@@ -259,35 +258,6 @@ static int reply_gathered(fuse_req_t req, struct snapfs *fs, struct view *v,
 	return -1;
 }
 
-/*
- * A read of a view whose version has a flat file (view_adopt_flat()): one
- * splice from it, as a one-layer view would be read. The flat file is the
- * daemon's own unnamed file of exactly the view's size, so nothing can cut
- * it short. Returns the bytes sent.
- */
-static size_t reply_flat(fuse_req_t req, const struct view *v, int fd,
-			 size_t size, off_t off)
-{
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
-	struct read_sums sum = { 0 };
-
-	if ((uint64_t)off >= v->size) {
-		fuse_reply_buf(req, NULL, 0);
-		return 0;
-	}
-	if (size > v->size - (uint64_t)off)
-		size = (size_t)(v->size - (uint64_t)off);
-	bv.buf[0] = (struct fuse_buf){
-		.size = size,
-		.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
-		.fd = fd,
-		.pos = off,
-	};
-	sum.bytes = size;
-	count_read(&sum, READ_FLAT);
-	return fuse_reply_data(req, &bv, 0) == 0 ? size : 0;
-}
-
 size_t fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 		      size_t size, off_t off)
 {
@@ -297,11 +267,8 @@ size_t fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 	size_t n, sent = 0;
 	char why[512];
 	bool first;
-	int ret, flat;
+	int ret;
 
-	flat = view_flat_fd(v);
-	if (flat >= 0)
-		return reply_flat(req, v, flat, size, off);
 	/* Before the view's map is built (a fresh open of a deep chain),
 	 * the pieces come from the layers' extents at off (view.h). */
 	ret = view_read_pieces(v, (uint64_t)off, size, stack_p, STACK_PIECES,
@@ -396,21 +363,9 @@ int snapfs_push(void *ctx, uint64_t nodeid, struct view *v, uint64_t off,
 	struct read_sums sum;
 	char why[512];
 	bool first;
-	int ret, flat;
+	int ret;
 
 	sum_pieces(fs, p, n, &sum);
-	/* With the version's flat file, the pieces' bytes are one run of
-	 * it: one splice. */
-	flat = view_flat_fd(v);
-	if (flat >= 0) {
-		struct fuse_bufvec fbv = FUSE_BUFVEC_INIT(sum.bytes);
-
-		fbv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		fbv.buf[0].fd = flat;
-		fbv.buf[0].pos = (off_t)off;
-		return fuse_lowlevel_notify_store(fs->se, (fuse_ino_t)nodeid, (off_t)off,
-						  &fbv, 0);
-	}
 	/* Gathered unless read_reply=splice rules io_uring out: with
 	 * read_reply=mmap too, where writing from the maps would fault the
 	 * daemon's mappings of cold layers in one page after another. */

@@ -399,6 +399,13 @@ static int add_fsname(struct fuse_args *args, const char *store)
 	return ret;
 }
 
+/* For the flattener: a flat file is only worth building if passthrough
+ * can serve it. */
+static bool passthrough_usable(void *pt)
+{
+	return passthrough_enabled(pt);
+}
+
 static void signal_ready(int fd)
 {
 	if (fd < 0)
@@ -601,7 +608,7 @@ int main(int argc, char *argv[])
 	}
 	/* After the compactor: it chains the hook the compactor installed. */
 	if (flatten_start(fs.nodes, (enum flatten_mode)flatten_mode_parse(o.flatten),
-			  NULL, NULL, &fs.flatten))
+			  passthrough_usable, fs.pt, &fs.flatten))
 		log_err("cannot start the flattener: out of memory");
 
 	/* STORE's root is indexed beside the session's start: its first

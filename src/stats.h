@@ -22,9 +22,6 @@ enum stat_id {
 	STAT_READS_GATHER,	/* view reads gathered in one io_uring
 				   submission (gather.h) */
 	STAT_BYTES_GATHER,
-	STAT_READS_FLAT,	/* view reads answered from the version's
-				   flat file (flatten.h) */
-	STAT_BYTES_FLAT,
 	STAT_BYTES_ZERO,	/* of those bytes, holes sent as zeros */
 	STAT_READS_PLAIN,	/* reads of ordinary files of STORE */
 	STAT_BYTES_PLAIN,

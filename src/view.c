@@ -339,10 +339,6 @@ void view_free(struct view *v)
 		free(v->layers[i].fname);
 	}
 	free(v->layers);
-	if (v->flat_fd >= 0) {
-		close(v->flat_fd);
-		view_env_drop_fd(v->env);
-	}
 	free(v->seg);
 	free(v->seg_index);
 	if (v->charged)
@@ -438,16 +434,9 @@ bool view_get_attached(struct view *v)
 	return ok;
 }
 
-/* Closes the layers of a view nobody reads, and its flat file (its map
- * stays). */
+/* Closes the layers of a view nobody reads (its map stays). */
 void view_close_layers(struct view *v)
 {
-	int flat = __atomic_exchange_n(&v->flat_fd, -1, __ATOMIC_ACQ_REL);
-
-	if (flat >= 0) {
-		close(flat);
-		view_env_drop_fd(v->env);
-	}
 	for (unsigned i = 0; i < v->nlayers; i++) {
 		if (v->layers[i].lf)
 			layer_file_put(v->env, v->layers[i].lf);
@@ -455,32 +444,6 @@ void view_close_layers(struct view *v)
 		v->layers[i].fd = -1;
 		v->layers[i].map = NULL;
 	}
-}
-
-void view_adopt_flat(struct view *v, int fd)
-{
-	int none = -1;
-
-	if (fd < 0)
-		return;
-	/* Counted as the open files' fds are (doc/design.md §9.6): past the
-	 * budget, the reads stay on the layers. */
-	if (view_env_take_fd(v->env) != 0) {
-		close(fd);
-		return;
-	}
-	/* The caller's reference keeps the layers, and so this, from
-	 * being closed meanwhile (view_put()). */
-	if (!__atomic_compare_exchange_n(&v->flat_fd, &none, fd, false,
-					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		close(fd);	/* another open or the flattener was first */
-		view_env_drop_fd(v->env);
-	}
-}
-
-int view_flat_fd(const struct view *v)
-{
-	return __atomic_load_n(&v->flat_fd, __ATOMIC_ACQUIRE);
 }
 
 static int attach_locked(struct view *v, int dirfd, char *why, size_t len)

@@ -82,9 +82,6 @@ struct view {
 	bool owned;		/* view_own(): protected by lock */
 	bool detached;		/* layers closed: fds -1; protected by
 				   lock */
-	int flat_fd;		/* atomic: the version's flat file once
-				   adopted (view_adopt_flat()), else -1;
-				   closed with the layers */
 };
 
 /*
@@ -208,18 +205,6 @@ void view_own(struct view *v);
 void view_put_owned(struct view *v);
 bool view_get_attached(struct view *v);
 int view_attach(struct view *v, int dirfd, char *why, size_t len);
-
-/*
- * The version's flat file (flatten.h), one file holding exactly the view's
- * bytes: view_adopt_flat() hands fd over to v (the caller holds a
- * reference; if v already has one, or the fd budget has no room for it,
- * fd is closed), and from then on every
- * read of v, through any of its opens, is one splice from it instead of
- * pieces of the layers (doc/design.md §19). It is closed when the layers
- * are (nobody reads v) or with v. view_flat_fd() is the fd, or -1.
- */
-void view_adopt_flat(struct view *v, int fd);
-int view_flat_fd(const struct view *v);
 
 /*
  * Names the view in log lines (the layered file's path in STORE): the

@@ -225,7 +225,6 @@ static int open_layers(struct view_env *env, int dirfd, const struct store_chain
 		return -ENOMEM;
 	v->refs = 1;
 	v->env = env;
-	v->flat_fd = -1;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->built, NULL);
 	stats_add(STAT_VIEWS_ALIVE, 1);	/* view_free() takes it back */

@@ -20,9 +20,6 @@
 #                own page cache dropped (readbench evict) before each
 #                measurement: every read and fault a FUSE request (the
 #                layers stay warm)
-#   flat FUSE    the same, but with its flat file ready (flatten=auto): every
-#                read and fault a FUSE request answered by one splice from
-#                the flat file instead of a piece per layer run
 # (medians of PT_REPS rounds, the modes alternated within each round).
 # Targets: passthrough and flattened >= 0.9x direct on every pattern;
 # pushed >= 0.9x direct on seq and pread, <= 4x direct's us per fault.
@@ -106,7 +103,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # mkfs_mount FS MNT: a sparse image of 6x the base with FS, and room for
-# the diffs of two chains and two flat files, mounted on MNT.
+# the diffs of two chains and their flat files, mounted on MNT.
 mkfs_mount() {
 	local fs=$1 mnt=$2 img=$W/$1.img dev
 	truncate -s $((PT_SIZE_MB * (6 + PT_DIFFS * PT_DIRTY_PCT / 25) + 512))M "$img"
@@ -133,7 +130,7 @@ make_chain() {
 
 # mount_fuse STORE MNT [OPTIONS...]: snapfs in the foreground, ready fd;
 # compact=off, as the chains must keep their depth (PT_DIFFS may be past
-# the compaction threshold, and five daemons share one store).
+# the compaction threshold, and four daemons share one store).
 mount_fuse() {
 	local store=$1 mnt=$2 fifo=$W/ready.$RANDOM
 	shift 2
@@ -190,7 +187,6 @@ cp --reflink=always "$X/ref/merged" "$X/one/$NAME.0.base" || die "reflink copy f
 mount_fuse "$X/chain" "$W/m-flat"
 mount_fuse "$X/one" "$W/m-one"
 mount_fuse "$X/chain" "$W/m-fuse" -o passthrough=off,flatten=off,prefetch=off
-mount_fuse "$X/chain" "$W/m-flatfuse" -o passthrough=off,prefetch=off
 # a budget above the view: the whole of it is pushed
 mount_fuse "$X/chain" "$W/m-push" -o passthrough=off,flatten=off,prefetch=all \
 	-o prefetch_mb=$((PT_SIZE_MB * 2))
@@ -200,9 +196,6 @@ note "flat file ready $ms ms after the first lookup"
 cmp "$W/m-flat/$NAME" "$X/ref/merged" || die "the flattened view differs from the merge"
 cmp "$W/m-one/$NAME" "$X/ref/merged" || die "the one-layer view differs from the merge"
 cmp "$W/m-fuse/$NAME" "$X/ref/merged" || die "the FUSE view differs from the merge"
-ms=$(wait_ready "$W/m-flatfuse/$NAME")
-note "flat file of the FUSE-path mount ready $ms ms after its first lookup"
-cmp "$W/m-flatfuse/$NAME" "$X/ref/merged" || die "the flat FUSE view differs from the merge"
 
 # The push starts at the first open and goes on after the close (the
 # version stays current and looked up); nothing reads the view meanwhile.
@@ -223,9 +216,8 @@ note "push done in $push_ms ms ($s)"
 declare -A FILE=(
 	[direct]=$X/ref/merged [passthrough]=$W/m-one/$NAME
 	[flattened]=$W/m-flat/$NAME [pushed]=$W/m-push/$NAME [fuse]=$W/m-fuse/$NAME
-	[flatfuse]=$W/m-flatfuse/$NAME
 )
-MODES="direct passthrough flattened pushed fuse flatfuse"
+MODES="direct passthrough flattened pushed fuse"
 # Warm: every file but the pushed view read once whole (the cmp above did,
 # too), which also warms the layers under the FUSE views.
 for m in $MODES; do
@@ -236,11 +228,7 @@ note "patterns: $PT_REPS rounds"
 for ((r = 1; r <= PT_REPS; r++)); do
 	for m in $MODES; do
 		f=${FILE[$m]}
-		evict() {
-			case $m in
-			fuse|flatfuse) "$READBENCH" evict "$f" >/dev/null || die "evict $f" ;;
-			esac
-		}
+		evict() { [ "$m" != fuse ] || "$READBENCH" evict "$f" >/dev/null || die "evict $f"; }
 		evict
 		"$READBENCH" seq "$f" | awk '{ print $2 }' >>"$W/seq.$m"
 		evict
@@ -332,8 +320,8 @@ fi
 	echo "Load average $load0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end;"
 	echo "page cache dropped $(($(awk '$1 == "drop_pagecache" { print $2 }' /proc/vmstat) - drops0)) time(s) by others (drop_caches) during the run."
 	echo
-	echo "| pattern | direct | passthrough (one layer) | flattened | pushed | plain FUSE | flat FUSE | passthrough / direct | flattened / direct | pushed / direct | FUSE / direct | flat FUSE / direct | flat FUSE / FUSE |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| pattern | direct | passthrough (one layer) | flattened | pushed | plain FUSE | passthrough / direct | flattened / direct | pushed / direct | FUSE / direct |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	declare -A v
 	for p in seq rand fault; do
 		for m in $MODES; do v[$m]=$(median <"$W/$p.$m"); done
@@ -345,12 +333,7 @@ fi
 			r() { echo "scale=2; ${v[$1]} / ${v[direct]}" | bc; }
 			[ "$p" = seq ] && unit="GB/s" || unit="IOPS"
 		fi
-		if [ "$p" = fault ]; then
-			ff=$(echo "scale=2; ${v[fuse]} / ${v[flatfuse]}" | bc)
-		else
-			ff=$(echo "scale=2; ${v[flatfuse]} / ${v[fuse]}" | bc)
-		fi
-		echo "| $p ($unit) | ${v[direct]} | ${v[passthrough]} | ${v[flattened]} | ${v[pushed]} | ${v[fuse]} | ${v[flatfuse]} | $(r passthrough) | $(r flattened) | $(r pushed) | $(r fuse) | $(r flatfuse) | $ff |"
+		echo "| $p ($unit) | ${v[direct]} | ${v[passthrough]} | ${v[flattened]} | ${v[pushed]} | ${v[fuse]} | $(r passthrough) | $(r flattened) | $(r pushed) | $(r fuse) |"
 	done
 	echo
 	echo "(Ratios are speed relative to direct, > 1 faster. Targets: ≥ 0.90 for passthrough and"

@@ -1,16 +1,16 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Flat files under churn (doc/design.md §19), on XFS (reflink): while one
-# thread publishes diffs and new bases and rolls diffs back (in STORE and
-# through the mount), readers open, read, map and close the view and check
-# every byte against the model of the version they opened (tests/tools/
-# churn). Versions get flat files as they are opened, and the readers'
-# reads move to them (the FUSE path; on 3.17 also passthrough opens):
-# zero wrong bytes, no read error, flat files actually read, no open
-# answered ESTALE, and once churn has closed everything the daemon holds
-# no flat file beyond the flattener's own (one per current version) and no
-# layer file.
+# Flat files under churn (doc/design.md §19), on XFS (reflink), with
+# libfuse >= 3.17: while one thread publishes diffs and new bases and rolls
+# diffs back (in STORE and through the mount), readers open, read, map and
+# close the view and check every byte against the model of the version
+# they opened (tests/tools/churn). Versions get flat files as they are
+# opened, and the opens after that are passthrough to them: zero wrong
+# bytes, no read error, flat files built, no open answered ESTALE, and once
+# churn has closed everything the daemon holds no flat file beyond the
+# flattener's own (one, of the current version) and no layer file.
 . ./tests/mount/lib.sh
+require_passthrough
 setup_loops
 have_mkfs xfs || fail "mkfs.xfs is missing"
 
@@ -29,30 +29,43 @@ counter() {	# counter NAME: its value in M/.snapfs-stats
 	awk -v n="$1" '$1 == n { print $2 }' "$M/.snapfs-stats"
 }
 
+flat_open() {	# the daemon's open flat files
+	find "/proc/$SNAPFS_PID/fd" -lname "$S/vm1/#* (deleted)" 2>/dev/null | wc -l
+}
+# The most flat files open at once while churn runs.
+flat_sampler() {
+	local max=0 n
+	while [ ! -e "$T/stop-sampler" ]; do
+		n=$(flat_open)
+		[ "$n" -gt "$max" ] && max=$n && echo "$max" >"$T/flat-max"
+		sleep 0.05
+	done
+}
+flat_sampler &
+PIDS+=("$!")
+sampler=$!
 # A change every 40 ms on average (5 in t-live-stress): most versions
-# live long enough for their flat file to be built and read.
+# live long enough for their flat file to be built and opened.
 "$CHURN" -t "$SECS" -r 3 -s "$SEED" -u -p 40 "$S/vm1" "$M/vm1" memory.bin >"$T/churn.log" 2>&1
 rc=$?
+touch "$T/stop-sampler"
+wait "$sampler"
 cat "$T/churn.log"
 [ "$rc" -eq 0 ] || fail "churn exited $rc (rerun with SNAPFS_SEED=$SEED)"
 grep -q ' 0 wrong bytes, 0 stale opens,.* 0 errors .* 0 opens answered ESTALE' "$T/churn.log" ||
 	fail "churn saw wrong bytes, stale opens, errors or ESTALE (rerun with SNAPFS_SEED=$SEED)"
-flat_reads=$(counter reads_flat)
-log "reads: $flat_reads from flat files, $(counter reads_gather) gathered," \
-	"$(counter reads_splice) spliced from layers; $(counter read_errors) errors"
-[ "$flat_reads" -gt 0 ] || fail "no read came from a flat file"
+flat_max=$(cat "$T/flat-max" 2>/dev/null || echo 0)
+log "at most $flat_max flat files open at once; $(counter read_errors) read errors"
+[ "$flat_max" -gt 0 ] || fail "no version got a flat file"
 [ "$(counter read_errors)" = 0 ] || fail "$(counter read_errors) read errors"
 
 # Releases reach the daemon asynchronously: give them a moment. Then only
 # the flattener's own flat files (at most one, of the current version)
 # are open, and no layer.
-flat_open() {
-	find "/proc/$SNAPFS_PID/fd" -lname "$S/vm1/#* (deleted)" 2>/dev/null | wc -l
-}
 settled() {
 	[ "$(counter layers_open)" = 0 ] && [ "$(flat_open)" -le 1 ]
 }
 wait_for 10000 settled ||
 	fail "with nothing open: $(counter layers_open) layer files, $(flat_open) flat files open"
 umount_snapfs "$M"
-log "ok: $flat_reads reads from flat files under churn, no wrong byte"
+log "ok: flat files under churn, no wrong byte"
