@@ -356,6 +356,49 @@ static void fault_gate(struct flatten *f)
 #endif
 }
 
+/*
+ * How long a version's view must go unread before its flat file is built:
+ * a build clones ranges of the layers that a restoring VM is faulting in,
+ * and on XFS those clones held the VM's reads up (a depth-64 version's
+ * first read waited 1.1 s, doc/performance.md). A restore faults without
+ * pauses of this length until its working set is in.
+ */
+#define FLAT_QUIET_MS 1000
+
+static int64_t quiet_ns(void)
+{
+#ifdef SNAPFS_FAULT_INJECTION
+	const char *q = getenv("SNAPFS_FLATTEN_QUIET_MS");
+
+	if (q && *q)
+		return strtoll(q, NULL, 10) * 1000000;
+#endif
+	return (int64_t)FLAT_QUIET_MS * 1000000;
+}
+
+/* Waits until vw has gone unread for quiet_ns() (its offer counts as a
+ * read). False if the flattener stops or e is superseded meanwhile. No
+ * lock held. */
+static bool wait_quiet(struct flatten *f, struct flat *e, const struct view *vw)
+{
+	const int64_t quiet = quiet_ns();
+
+	for (;;) {
+		int64_t idle = mono_ns() - view_last_read(vw), nap;
+		bool dead;
+
+		pthread_mutex_lock(&f->lock);
+		dead = e->dead || f->stop;
+		pthread_mutex_unlock(&f->lock);
+		if (dead)
+			return false;
+		if (idle >= quiet)
+			return true;
+		nap = quiet - idle < 50000000 ? quiet - idle : 50000000;
+		nanosleep(&(struct timespec){ .tv_nsec = nap }, NULL);
+	}
+}
+
 /* True if vw's base lies on the filesystem already found unable to
  * reflink, with -o flatten=auto: nothing would be built for it. */
 static bool not_to_flatten(struct flatten *f, const struct view *vw)
@@ -417,6 +460,8 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	if (view_wait(vw) != 0)
 		goto out;	/* unusable: its build said why */
 	fault_gate(f);
+	if (!wait_quiet(f, e, vw))
+		goto out;	/* stopped, or superseded: never built */
 	ret = build_flat(f, e->dirfd, e->path, vw, cause, sizeof(cause));
 	if (ret > 0) {
 		fd = ret;
@@ -640,6 +685,7 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 	}
 	if (e) {
 		view_get(vw);
+		view_note_read(vw);	/* its first reads come next */
 		e->view = vw;
 		e->dirfd = dup_fd;
 		dup_fd = -1;

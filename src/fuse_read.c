@@ -269,6 +269,7 @@ size_t fuse_read_view(fuse_req_t req, struct snapfs *fs, struct view *v,
 	bool first;
 	int ret;
 
+	view_note_read(v);	/* the flattener waits for quiet (flatten.h) */
 	/* Before the view's map is built (a fresh open of a deep chain),
 	 * the pieces come from the layers' extents at off (view.h). */
 	ret = view_read_pieces(v, (uint64_t)off, size, stack_p, STACK_PIECES,

@@ -21,6 +21,7 @@
 
 #include "cache.h"
 #include "extent.h"
+#include "monotime.h"
 #include "store.h"
 
 #define VIEW_ZERO (-1)
@@ -82,6 +83,8 @@ struct view {
 	bool owned;		/* view_own(): protected by lock */
 	bool detached;		/* layers closed: fds -1; protected by
 				   lock */
+	int64_t last_read;	/* atomic: mono_ns() of the last read
+				   through the daemon (view_note_read()) */
 };
 
 /*
@@ -205,6 +208,22 @@ void view_own(struct view *v);
 void view_put_owned(struct view *v);
 bool view_get_attached(struct view *v);
 int view_attach(struct view *v, int dirfd, char *why, size_t len);
+
+/*
+ * When v was last read (view_note_read(): a read through the daemon, or
+ * the offer of its first open to the flattener), in mono_ns(); 0 if never.
+ * The flattener builds a version's flat file only once its view has been
+ * quiet for a while (flatten.h).
+ */
+static inline void view_note_read(struct view *v)
+{
+	__atomic_store_n(&v->last_read, mono_ns(), __ATOMIC_RELAXED);
+}
+
+static inline int64_t view_last_read(const struct view *v)
+{
+	return __atomic_load_n(&v->last_read, __ATOMIC_RELAXED);
+}
 
 /*
  * Names the view in log lines (the layered file's path in STORE): the
