@@ -181,7 +181,7 @@ static int pieces_of(const struct view *v, bool probed, const struct view_seg *s
  * is decided by the same rule from the same answers, so the bytes are
  * those the finished map will serve.
  */
-static int probe_read(const struct view *v, uint64_t off, uint64_t len,
+static int probe_read(struct view *v, uint64_t off, uint64_t len,
 		      struct view_piece *stack, size_t max,
 		      struct view_piece **out, size_t *n, char *why, size_t whylen)
 {
@@ -203,6 +203,16 @@ static int probe_read(const struct view *v, uint64_t off, uint64_t len,
 				ret = -EIO;
 			goto out;
 		}
+	}
+	/* A layer cut short before its scan shows holes past the cut, which
+	 * would read as zeros: after the scans, every layer must still be
+	 * as long as the view. */
+	for (unsigned i = 0; i < v->nlayers; i++) {
+		bool first;
+
+		ret = view_layer_short(v, (int32_t)i, &first, why, whylen);
+		if (ret)
+			goto out;	/* why is set for the first only */
 	}
 	ret = view_flatten(v->size, (const struct extent_map *const *)maps,
 			   v->nlayers, &seg, &nseg);
@@ -230,6 +240,15 @@ int view_read_pieces(struct view *v, uint64_t off, uint64_t len,
 		return -EIO;	/* said when the build failed */
 	if (off >= v->size || len == 0)
 		return 0;
+	if (__atomic_load_n(&v->short_layer, __ATOMIC_ACQUIRE)) {
+		bool first;
+		int32_t l = __atomic_load_n(&v->short_layer, __ATOMIC_ACQUIRE) - 1;
+
+		/* The map holds holes where the layer was cut (its scan came
+		 * after the cut): never zeros for its bytes. */
+		if (view_layer_short(v, l, &first, why, whylen))
+			return -EIO;
+	}
 	if (state == VIEW_BUILDING)
 		return probe_read(v, off, len, stack, max, out, n, why, whylen);
 	return pieces_of(v, false, v->seg, v->nseg, off, len, stack, max, out, n);

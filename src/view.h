@@ -85,6 +85,10 @@ struct view {
 				   lock */
 	int64_t last_read;	/* atomic: mono_ns() of the last read
 				   through the daemon (view_note_read()) */
+	int short_layer;	/* atomic: 1 + a layer the map's build found
+				   shorter than the view, else 0: its
+				   scan saw holes past the cut
+				   (view_read_pieces() answers EIO) */
 };
 
 /*

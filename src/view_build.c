@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -391,6 +392,19 @@ static int finish_map(struct build *b, char *why, size_t len)
 			if (v->seg[i].layer != VIEW_ZERO)
 				v->data_bytes += v->seg[i + 1].off - v->seg[i].off;
 		view_build_index(v);
+		/* A layer cut short before its scan left holes past the cut
+		 * in the map: reads must answer EIO, not those zeros (the
+		 * first read says why). A cut after the scan shows in the
+		 * reads themselves (view_check_read()). */
+		for (unsigned i = 0; i < v->nlayers; i++) {
+			struct stat st;
+
+			if (fstat(v->layers[i].fd, &st) == 0 &&
+			    (uint64_t)st.st_size < v->size) {
+				__atomic_store_n(&v->short_layer, (int)i + 1, __ATOMIC_RELEASE);
+				break;
+			}
+		}
 	}
 	for (unsigned i = 0; i < v->nlayers; i++)
 		if (b->ents[i])
@@ -474,8 +488,8 @@ static void builders_add(struct view_env *env, int d)
 /*
  * Test builds (--enable-fault-injection): while the file that
  * SNAPFS_BUILD_GATE names exists, a map built on a thread of its own is
- * not published, so a test can read a view before its map is complete,
- * deterministically.
+ * neither scanned nor published, so a test can read a view before its map
+ * is complete, or change a layer before its scan, deterministically.
  */
 static void build_gate(void)
 {
@@ -541,6 +555,7 @@ static void *build_thread(void *arg)
 	char why[512] = "";
 	int ret;
 
+	build_gate();
 	helped = BUILD_SCANNERS > 1 && v->nlayers > 2 &&
 		 pthread_create(&helper, NULL, scan_layers, b) == 0;
 	scan_layers(b);
@@ -548,7 +563,6 @@ static void *build_thread(void *arg)
 		pthread_join(helper, NULL);
 	ret = finish_map(b, why, sizeof(why));
 	build_free(b);
-	build_gate();
 
 	/* Said here, once, as a failed open says it (the caller of
 	 * view_open(), node, would have); opens and reads then get EIO. */
