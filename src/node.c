@@ -60,6 +60,7 @@ void node_destroy(struct node *n)
 	free(n->build_error);
 	free(n->crefused);
 	free(n->cfailed);
+	free(n->stale_opens);
 	free(n->name);
 	free(n->path);
 	pthread_mutex_destroy(&n->lock);

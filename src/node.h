@@ -40,6 +40,10 @@ enum node_kind {
 
 struct node_table;
 
+/* Stale opens a directory remembers for the kernel's retries of them
+ * (version.c, node_version_check()). */
+#define NODE_STALE_OPENS 64
+
 struct node {
 	enum node_kind kind;
 	uint64_t nlookup;	/* protected by node_table.lock */
@@ -82,8 +86,9 @@ struct node {
 		uint32_t pid;	/* thread whose open got ESTALE */
 		uint64_t name_hash;
 		int64_t ns;	/* CLOCK_MONOTONIC */
-	} stale_opens[8];	/* the latest, a ring; protected by
-				   node_table.lock */
+	} *stale_opens;		/* the latest NODE_STALE_OPENS, a ring made
+				   at the directory's first stale open,
+				   else NULL; protected by node_table.lock */
 	unsigned stale_next;	/* protected by node_table.lock */
 	struct node *wdnext;	/* wd hash chain, protected by table lock */
 	char *path;		/* relative to STORE ("." for the root), for

@@ -326,7 +326,7 @@ static void note_retry_locked(struct node *dir, struct node *v, uint32_t pid)
 		return;
 	h = store_name_hash(v->name);
 	now = mono_ns();
-	for (size_t i = 0; i < sizeof(dir->stale_opens) / sizeof(dir->stale_opens[0]); i++) {
+	for (size_t i = 0; dir->stale_opens && i < NODE_STALE_OPENS; i++) {
 		const struct node_stale_open *so = &dir->stale_opens[i];
 
 		if (so->pid == pid && so->name_hash == h &&
@@ -590,12 +590,22 @@ int node_version_check(struct node_table *t, struct node *n, uint32_t pid)
 		r->pid = 0;	/* one open per retry */
 		ret = 0;
 	} else {
-		struct node_stale_open *so = &dir->stale_opens[dir->stale_next++ %
-			(sizeof(dir->stale_opens) / sizeof(dir->stale_opens[0]))];
+		/* Remembered for the kernel's retry (its lookup, then its
+		 * open): the ring must not wrap before a retry comes, also
+		 * when readers that churn through versions are descheduled
+		 * (one stale open in 14,211 reached an application under
+		 * make -j2 with a ring of 8). Without memory, the retry of
+		 * this open answers ESTALE too. */
+		if (!dir->stale_opens)
+			dir->stale_opens = calloc(NODE_STALE_OPENS, sizeof(*dir->stale_opens));
+		if (dir->stale_opens) {
+			struct node_stale_open *so =
+				&dir->stale_opens[dir->stale_next++ % NODE_STALE_OPENS];
 
-		so->pid = pid;
-		so->name_hash = store_name_hash(n->name);
-		so->ns = now;
+			so->pid = pid;
+			so->name_hash = store_name_hash(n->name);
+			so->ns = now;
+		}
 		ret = -ESTALE;
 	}
 	pthread_mutex_unlock(&t->lock);
