@@ -377,7 +377,7 @@ static int64_t quiet_ns(void)
 }
 
 /* Waits until vw has gone unread for quiet_ns() (its offer counts as a
- * read). False if the flattener stops or e is superseded meanwhile. No
+ * read; reads are noted to VIEW_READ_GRAIN_NS). False if the flattener stops or e is superseded meanwhile. No
  * lock held. */
 static bool wait_quiet(struct flatten *f, struct flat *e, const struct view *vw)
 {
@@ -473,6 +473,7 @@ static void flatten_one(struct flatten *f, struct flat *e)
 			    e->path, cause);
 	}
 out:
+	view_unwatch_reads(vw);	/* built or not, nobody waits for its quiet */
 	pthread_mutex_lock(&f->lock);
 	e->state = state;
 	e->fd = fd;
@@ -685,7 +686,7 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw)
 	}
 	if (e) {
 		view_get(vw);
-		view_note_read(vw);	/* its first reads come next */
+		view_watch_reads(vw);	/* its first reads come next */
 		e->view = vw;
 		e->dirfd = dup_fd;
 		dup_fd = -1;

@@ -48,35 +48,19 @@ static unsigned rings_live;		/* atomic */
  * same address; the new ring's plain reads of its head were then checked
  * against the old thread's last writes there (a race reported between two
  * rings that never shared a byte). What orders them is the kernel: every
- * unmap comes before the map that reuses its addresses. ring_unmapping()
- * and ring_mapped() tell ThreadSanitizer so, through one address that every
+ * unmap comes before the map that reuses its addresses: ring_exit() and
+ * ring_init() tell ThreadSanitizer so, through one address that every
  * teardown releases and every new ring acquires.
  */
 #ifdef __SANITIZE_THREAD__
-static char ring_order;
-
-static void ring_unmapping(void)
-{
-	__tsan_release(&ring_order);
-}
-
-static void ring_mapped(void)
-{
-	__tsan_acquire(&ring_order);
-}
-#else
-static void ring_unmapping(void)
-{
-}
-
-static void ring_mapped(void)
-{
-}
+static char ring_order;	/* what ring_exit() releases and ring_init() acquires */
 #endif
 
 static void ring_exit(struct io_uring *ring)
 {
-	ring_unmapping();
+#ifdef __SANITIZE_THREAD__
+	__tsan_release(&ring_order);
+#endif
 	io_uring_queue_exit(ring);
 }
 
@@ -114,8 +98,10 @@ static int ring_init(struct io_uring *ring)
 	ret = io_uring_queue_init(RING_ENTRIES, ring, flags);
 	if (ret == -EINVAL && flags)	/* a kernel older than the flags */
 		ret = io_uring_queue_init(RING_ENTRIES, ring, 0);
+#ifdef __SANITIZE_THREAD__
 	if (ret == 0)
-		ring_mapped();
+		__tsan_acquire(&ring_order);
+#endif
 	return ret;
 }
 

@@ -231,7 +231,8 @@ int view_read_pieces(struct view *v, uint64_t off, uint64_t len,
 		     struct view_piece *stack, size_t max,
 		     struct view_piece **out, size_t *n, char *why, size_t whylen)
 {
-	int state = __atomic_load_n(&v->state, __ATOMIC_ACQUIRE);
+	int state = __atomic_load_n(&v->state, __ATOMIC_ACQUIRE), short_layer;
+	bool first;
 
 	*out = stack;
 	*n = 0;
@@ -240,15 +241,11 @@ int view_read_pieces(struct view *v, uint64_t off, uint64_t len,
 		return -EIO;	/* said when the build failed */
 	if (off >= v->size || len == 0)
 		return 0;
-	if (__atomic_load_n(&v->short_layer, __ATOMIC_ACQUIRE)) {
-		bool first;
-		int32_t l = __atomic_load_n(&v->short_layer, __ATOMIC_ACQUIRE) - 1;
-
-		/* The map holds holes where the layer was cut (its scan came
-		 * after the cut): never zeros for its bytes. */
-		if (view_layer_short(v, l, &first, why, whylen))
-			return -EIO;
-	}
+	/* A map whose scan came after a layer was cut holds holes where the
+	 * layer was: never zeros for those bytes. */
+	short_layer = __atomic_load_n(&v->short_layer, __ATOMIC_ACQUIRE);
+	if (short_layer && view_layer_short(v, short_layer - 1, &first, why, whylen))
+		return -EIO;
 	if (state == VIEW_BUILDING)
 		return probe_read(v, off, len, stack, max, out, n, why, whylen);
 	return pieces_of(v, false, v->seg, v->nseg, off, len, stack, max, out, n);

@@ -84,7 +84,8 @@ struct view {
 	bool detached;		/* layers closed: fds -1; protected by
 				   lock */
 	int64_t last_read;	/* atomic: mono_ns() of the last read
-				   through the daemon (view_note_read()) */
+				   through the daemon once watched, else 0
+				   (view_watch_reads()) */
 	int short_layer;	/* atomic: 1 + a layer the map's build found
 				   shorter than the view, else 0: its
 				   scan saw holes past the cut
@@ -214,14 +215,36 @@ bool view_get_attached(struct view *v);
 int view_attach(struct view *v, int dirfd, char *why, size_t len);
 
 /*
- * When v was last read (view_note_read(): a read through the daemon, or
- * the offer of its first open to the flattener), in mono_ns(); 0 if never.
- * The flattener builds a version's flat file only once its view has been
- * quiet for a while (flatten.h).
+ * When v was last read through the daemon, in mono_ns(), for the
+ * flattener, which builds a version's flat file only once its view has
+ * gone unread for a while (flatten.h). view_watch_reads() starts the
+ * record (the offer of the view to the flattener) and view_unwatch_reads()
+ * ends it (the wait is over); outside it is 0 and a read pays one relaxed
+ * load. view_note_read(), on every read, moves it
+ * at most once per VIEW_READ_GRAIN_NS, so that readers of one view do not
+ * all write its line.
  */
-static inline void view_note_read(struct view *v)
+#define VIEW_READ_GRAIN_NS (10 * 1000000LL)
+
+static inline void view_watch_reads(struct view *v)
 {
 	__atomic_store_n(&v->last_read, mono_ns(), __ATOMIC_RELAXED);
+}
+
+static inline void view_unwatch_reads(struct view *v)
+{
+	__atomic_store_n(&v->last_read, 0, __ATOMIC_RELAXED);
+}
+
+static inline void view_note_read(struct view *v)
+{
+	int64_t last = __atomic_load_n(&v->last_read, __ATOMIC_RELAXED), now;
+
+	if (!last)
+		return;		/* nobody waits for this view's quiet */
+	now = mono_ns();
+	if (now - last >= VIEW_READ_GRAIN_NS)
+		__atomic_store_n(&v->last_read, now, __ATOMIC_RELAXED);
 }
 
 static inline int64_t view_last_read(const struct view *v)

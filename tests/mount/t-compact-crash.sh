@@ -22,8 +22,6 @@ command -v xfs_io >/dev/null || {
 	[ -n "${CI:-}" ] && fail "CI must have xfs_io (xfsprogs)"
 	skip "needs xfs_io (xfsprogs)"
 }
-FAULTS=0
-grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" && FAULTS=1
 
 SEED=${SNAPFS_SEED:-$RANDOM}
 log "seed $SEED (rerun with SNAPFS_SEED=$SEED)"

@@ -101,8 +101,7 @@ EOF
 # half the budget is in use) nor make an open fail (an open short of fds
 # has the waiting ones handed back first).
 gate=
-grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" &&
-	gate=$T/flatten-gate && : >"$gate"
+[ "$FAULTS" = 1 ] && gate=$T/flatten-gate && : >"$gate"
 SNAPFS_FLATTEN_GATE=$gate mount_snapfs "$STORE" "$MNT"
 step "daemon limit $LIMIT fds; $(nfds) open after mounting"
 

@@ -25,8 +25,6 @@ counter() {	# counter NAME: its value in MNT/.snapfs-stats
 	awk -v n="$1" '$1 == n { print $2 }' "$M/.snapfs-stats"
 }
 
-FAULTS=0
-grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" && FAULTS=1
 gate=$T/gate
 [ "$FAULTS" = 1 ] && : >"$gate"
 SNAPFS_BUILD_GATE=$gate mount_snapfs "$S" "$M"

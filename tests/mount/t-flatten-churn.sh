@@ -27,21 +27,16 @@ mkdir -p "$S/vm1"
 # version has gone unread for a second, which churn's readers never
 # leave it: fault-injection builds build at once (SNAPFS_FLATTEN_QUIET_MS),
 # so that builds race the reads.
-FAULTS=0
-grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" && FAULTS=1
 SNAPFS_FLATTEN_QUIET_MS=0 mount_snapfs "$S" "$M" -o compact=off
 counter() {	# counter NAME: its value in M/.snapfs-stats
 	awk -v n="$1" '$1 == n { print $2 }' "$M/.snapfs-stats"
 }
 
-flat_open() {	# the daemon's open flat files
-	find "/proc/$SNAPFS_PID/fd" -lname "$S/vm1/#* (deleted)" 2>/dev/null | wc -l
-}
 # The most flat files open at once while churn runs.
 flat_sampler() {
 	local max=0 n
 	while [ ! -e "$T/stop-sampler" ]; do
-		n=$(flat_open)
+		n=$(flat_fds "$S/vm1")
 		[ "$n" -gt "$max" ] && max=$n && echo "$max" >"$T/flat-max"
 		sleep 0.05
 	done
@@ -68,9 +63,9 @@ log "at most $flat_max flat files open at once; $(counter read_errors) read erro
 # the flattener's own flat files (at most one, of the current version)
 # are open, and no layer.
 settled() {
-	[ "$(counter layers_open)" = 0 ] && [ "$(flat_open)" -le 1 ]
+	[ "$(counter layers_open)" = 0 ] && [ "$(flat_fds "$S/vm1")" -le 1 ]
 }
 wait_for 10000 settled ||
-	fail "with nothing open: $(counter layers_open) layer files, $(flat_open) flat files open"
+	fail "with nothing open: $(counter layers_open) layer files, $(flat_fds "$S/vm1") flat files open"
 umount_snapfs "$M"
 log "ok: flat files under churn, no wrong byte"

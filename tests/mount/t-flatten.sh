@@ -39,8 +39,6 @@ pt_opens() {
 	log_count "passthrough open of inode"
 }
 
-FAULTS=0
-grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" && FAULTS=1
 gate=$T/gate
 [ "$FAULTS" = 1 ] && : >"$gate"
 SNAPFS_FLATTEN_GATE=$gate mount_snapfs "$S" "$M" -d

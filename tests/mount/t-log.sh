@@ -77,7 +77,7 @@ if [ "${SNAPFS_TEST_RATELIMITED:-1}" = 1 ]; then
 fi
 
 # ---- 3. a failed compaction ----
-if grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h"; then
+if [ "$FAULTS" = 1 ]; then
 	mk_sparse "$S/cf/disk.0.base" $((16 * PAGE))
 	write_page "$S/cf/disk.0.base" 0 1
 	for i in 1 2 3; do

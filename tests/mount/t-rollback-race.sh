@@ -21,8 +21,6 @@ ROLLBACK="$abs_top_builddir/snapfs-rollback"
 [ -x "$ROLLRACE" ] || fail "$ROLLRACE is not built (make check builds it)"
 [ -x "$ROLLBACK" ] || fail "$ROLLBACK is not built"
 command -v flock >/dev/null || fail "flock(1) is needed"
-FAULTS=0
-grep -q '^#define SNAPFS_FAULT_INJECTION 1' "$abs_top_builddir/config.h" && FAULTS=1
 
 SECS=${SNAPFS_RACE_SECONDS:-60}
 SEED=${SNAPFS_SEED:-$RANDOM}
