@@ -57,6 +57,7 @@
 #include "node_priv.h"
 #include "stats.h"
 #include "version.h"
+#include "warm.h"
 
 /* Offered views waiting for the thread, at most, once half the fd budget
  * is in use: each holds its layers' fds, which count against the budget
@@ -444,6 +445,69 @@ static void let_go(const struct held *h)
 	}
 }
 
+/* warm_read()'s go_on: the flattener runs and e is still current. */
+struct warm_ctx {
+	struct flatten *f;
+	struct flat *e;
+};
+
+static bool still_wanted(void *arg)
+{
+	struct warm_ctx *w = arg;
+	bool go;
+
+	pthread_mutex_lock(&w->f->lock);
+	go = !w->e->dead && !w->f->stop;
+	pthread_mutex_unlock(&w->f->lock);
+	return go;
+}
+
+/*
+ * Reads flat file fd into the page cache where vw's layers are cached
+ * (warm.h), at most half the memory available: else the first opens
+ * served by passthrough would read from the disk what the FUSE path
+ * reads from the page cache. -ECANCELED if e was superseded or the
+ * flattener stops meanwhile; any other failure only leaves the file
+ * colder (one debug line). No lock held.
+ */
+static int warm_flat(struct flatten *f, struct flat *e, const struct view *vw, int fd)
+{
+	struct warm_ctx w = { f, e };
+	uint8_t *warm = calloc(warm_chunks(vw->size) + 1, 1);
+	int *fds = calloc(vw->nlayers, sizeof(*fds));
+	uint64_t avail, done = 0;
+	int64_t want;
+	int ret = 0;
+
+	if (!warm || !fds)
+		goto out;
+	for (unsigned l = 0; l < vw->nlayers; l++)
+		fds[l] = vw->layers[l].fd;
+	want = warm_plan(vw->seg, vw->nseg, fds, vw->nlayers, vw->size, warm);
+	if (want <= 0) {
+		if (want < 0)
+			log_debug("%s: flat file not read in: %s", e->path, strerror((int)-want));
+		goto out;
+	}
+	avail = warm_mem_available();
+	if (avail && (uint64_t)want > avail / 2) {
+		log_debug("%s: flat file not read in: %" PRId64 " MiB of its layers "
+			  "are cached, over half the %" PRIu64 " MiB available",
+			  e->path, want >> 20, avail >> 20);
+		goto out;
+	}
+	ret = warm_read(fd, warm, vw->size, still_wanted, &w, &done);
+	stats_add(STAT_FLAT_WARMED, done);
+	if (ret && ret != -ECANCELED) {
+		log_debug("%s: flat file read in only in part: %s", e->path, strerror(-ret));
+		ret = 0;
+	}
+out:
+	free(warm);
+	free(fds);
+	return ret;
+}
+
 /* Builds e's flat file from its offered view and records the outcome. No
  * lock held. */
 static void flatten_one(struct flatten *f, struct flat *e)
@@ -463,7 +527,9 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	if (!wait_quiet(f, e, vw))
 		goto out;	/* stopped, or superseded: never built */
 	ret = build_flat(f, e->dirfd, e->path, vw, cause, sizeof(cause));
-	if (ret > 0) {
+	if (ret > 0 && warm_flat(f, e, vw, ret) == -ECANCELED) {
+		close(ret);	/* superseded while read in: never handed out */
+	} else if (ret > 0) {
 		fd = ret;
 		state = FLAT_READY;
 		log_debug("%s: flat file ready", e->path);

@@ -41,6 +41,9 @@ enum stat_id {
 				   pending, ready or failed (gauge) */
 	STAT_FLAT_DEFERRED,	/* offers not taken (FLAT_QUEUE views waited
 				   already) or handed back (out of fds) */
+	STAT_FLAT_WARMED,	/* bytes of flat files read into the page
+				   cache before they were handed to opens,
+				   as far as their layers were cached */
 	STAT_HEAP_LOOKS,	/* looks at the heap after bursts of frees
 				 * (memtrim.h) */
 	STAT_HEAP_TRIMS,	/* of those, the ones that gave memory back */

@@ -8,6 +8,10 @@
 # merge (eager_merge), then, page cache warm, measures seq 1 MiB reads,
 # random 4 KiB preads and random mmap faults (MAP_PRIVATE) of:
 #   direct       the merged file, read directly (the baseline)
+#   tmpfs        a copy of the merged file on a tmpfs, read directly: a
+#                page cache of single pages with no FUSE in it, as a FUSE
+#                inode's is on the kernels this runs on (the floor for
+#                pushed, whose pages live in the FUSE inode's page cache)
 #   passthrough  a one-layer view (a store whose base is a reflink of the
 #                merged file): kernel passthrough to the base
 #   flattened    the layered view once user.snapfs.flat is ready: passthrough
@@ -24,16 +28,19 @@
 # Targets: passthrough and flattened >= 0.9x direct on every pattern;
 # pushed >= 0.9x direct on seq and pread, <= 4x direct's us per fault.
 #
-# Clones: 8 processes each map the flattened view (and then the FUSE view,
-# its page cache dropped first) MAP_PRIVATE and touch every page in random order, as 8 VMs restored from
-# one snapshot; total wall time, and the page cache the view holds after
+# Clones: 8 processes each map the merged file, then the flattened view,
+# then the FUSE view (its page cache dropped first) MAP_PRIVATE and touch
+# every page in random order, as 8 VMs restored from one snapshot; total wall time, and the page cache the view holds after
 # (fincore of the files it is served from; free's buff/cache delta too, noisy
 # on a shared machine). Targets: >= 10x faster than FUSE, page cache <= 1.1x
 # one copy of the view.
 #
 # Publish to ready: on XFS and btrfs, the time from the rename of a new
 # diff into place (the chain then has PT_DIFFS diffs) to
-# user.snapfs.flat=ready, against an eager merge of the same chain.
+# user.snapfs.flat=ready, against an eager merge of the same chain; then
+# random faults and a seq read of the new flat view, as a restore started
+# then makes them (a flat file is read in as far as its layers are cached
+# before it is ready: these read the page cache, not the disk).
 #
 # Needs root, a snapfs built against libfuse >= 3.17 (kernel passthrough),
 # and an optimised build (no sanitizers). Run from the top build directory:
@@ -92,6 +99,7 @@ cleanup() {
 		wait "$p" 2>/dev/null
 	done
 	for ((i = ${#FSMNTS[@]} - 1; i >= 0; i--)); do
+		mountpoint -q "${FSMNTS[i]}" || continue
 		umount "${FSMNTS[i]}" 2>/dev/null || umount -l "${FSMNTS[i]}"
 	done
 	for d in "${LOOPS[@]}"; do
@@ -183,6 +191,11 @@ for ((i = 1; i <= PT_DIFFS; i++)); do diffs+=("$X/chain/$NAME.$i.diff"); done
 "$EAGER_MERGE" "$X/ref/merged" "$X/chain/$NAME.0.base" "${diffs[@]}" >"$W/eager.xfs" ||
 	die "eager_merge failed"
 cp --reflink=always "$X/ref/merged" "$X/one/$NAME.0.base" || die "reflink copy failed"
+T=$W/tmpfs
+mkdir -p "$T"
+mount -t tmpfs -o size=$((PT_SIZE_MB + 64))M,huge=never snapfs-ptbench "$T" || die "mounting tmpfs failed"
+FSMNTS+=("$T")
+cp "$X/ref/merged" "$T/merged" || die "copying the merge to tmpfs failed"
 
 mount_fuse "$X/chain" "$W/m-flat"
 mount_fuse "$X/one" "$W/m-one"
@@ -214,10 +227,10 @@ push_ms=$((($(date +%s%N) - t0) / 1000000))
 note "push done in $push_ms ms ($s)"
 
 declare -A FILE=(
-	[direct]=$X/ref/merged [passthrough]=$W/m-one/$NAME
+	[direct]=$X/ref/merged [tmpfs]=$T/merged [passthrough]=$W/m-one/$NAME
 	[flattened]=$W/m-flat/$NAME [pushed]=$W/m-push/$NAME [fuse]=$W/m-fuse/$NAME
 )
-MODES="direct passthrough flattened pushed fuse"
+MODES="direct tmpfs passthrough flattened pushed fuse"
 # Warm: every file but the pushed view read once whole (the cmp above did,
 # too), which also warms the layers under the FUSE views.
 for m in $MODES; do
@@ -261,6 +274,8 @@ clones() {
 flatfd=$(find "/proc/$FLATPID/fd" -lname "$X/chain/#* (deleted)" | head -n1)
 [ -n "$flatfd" ] || die "no flat file open in the flattening daemon"
 layers=("$X/chain/$NAME".*)
+note "clones: $PT_CLONES x $pages pages, direct"
+clone_direct=$(clones "$X/ref/merged")
 note "clones: $PT_CLONES x $pages pages, flattened"
 bc0=$(buffcache)
 clone_flat=$(clones "$W/m-flat/$NAME")
@@ -274,6 +289,16 @@ bc_fuse=$(($(buffcache) - bc0))
 # The FUSE view's own copy, plus the layers it was read from.
 cache_fuse=$(($(fincore_bytes "$W/m-fuse/$NAME") + $(fincore_bytes "${layers[@]}")))
 view_bytes=$((PT_SIZE_MB << 20))
+
+# The page cache the patterns and clones filled (the views' own copies,
+# the tmpfs copy) goes before the publishes, so that the new chains and
+# their flat files are measured without that memory pressure.
+for m in "${FUSEMNTS[@]}"; do
+	fusermount3 -u "$m" || die "unmounting $m failed"
+done
+for p in "${PIDS[@]}"; do wait "$p"; done
+PIDS=()
+umount "$T" || die "unmounting the tmpfs failed"
 
 # ---- publish to ready, XFS and btrfs ----
 # pub FS DIR: a chain of PT_DIFFS - 1 diffs mounted, the last diff renamed
@@ -293,22 +318,30 @@ pub() {
 	done
 	wait_ready "$mnt/$NAME" >/dev/null
 	ready=$((($(date +%s%N) - t0) / 1000000))
+	local ff
+	ff=$(find "/proc/${PIDS[-1]}/fd" -lname "$d/s/#* (deleted)" | head -n 1)
+	[ -n "$ff" ] || die "$fs: no flat file open in the daemon"
+	warm_mib=$(($(fincore_bytes "$ff") >> 20))
+	# the first reads of the new version once ready, as a restore started
+	# then makes them: passthrough to a flat file only just built
+	first_fault=$("$READBENCH" fault "$mnt/$NAME" -n "$PT_RAND" -s 7 | awk '{ print $2 }')
+	first_seq=$("$READBENCH" seq "$mnt/$NAME" | awk '{ print $2 }')
 	local ds=()
 	for ((i = 1; i <= PT_DIFFS; i++)); do ds+=("$d/s/$NAME.$i.diff"); done
 	eager=$("$EAGER_MERGE" "$d/merged" "$d/s/$NAME.0.base" "${ds[@]}" | awk '{ print $2 }')
 	cmp "$mnt/$NAME" "$d/merged" || die "$fs: the flat view differs from the merge"
 	rm -f "$d/merged"
-	PUB_MS=$ready EAGER_S=$eager
+	PUB_MS=$ready EAGER_S=$eager PUB_FAULT=$first_fault PUB_SEQ=$first_seq PUB_WARM=$warm_mib
 }
 note "publish to ready: XFS"
 pub xfs "$X/pub"
-pub_xfs=$PUB_MS eager_xfs=$EAGER_S
-pub_btrfs=- eager_btrfs=-
+pub_xfs=$PUB_MS eager_xfs=$EAGER_S fault_xfs=$PUB_FAULT seq_xfs=$PUB_SEQ warm_xfs=$PUB_WARM
+pub_btrfs=- eager_btrfs=- fault_btrfs=- seq_btrfs=- warm_btrfs=-
 if command -v mkfs.btrfs >/dev/null; then
 	note "publish to ready: btrfs"
 	mkfs_mount btrfs "$W/btrfs"
 	pub btrfs "$W/btrfs"
-	pub_btrfs=$PUB_MS eager_btrfs=$EAGER_S
+	pub_btrfs=$PUB_MS eager_btrfs=$EAGER_S fault_btrfs=$PUB_FAULT seq_btrfs=$PUB_SEQ warm_btrfs=$PUB_WARM
 fi
 
 # ---- report ----
@@ -320,8 +353,8 @@ fi
 	echo "Load average $load0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end;"
 	echo "page cache dropped $(($(awk '$1 == "drop_pagecache" { print $2 }' /proc/vmstat) - drops0)) time(s) by others (drop_caches) during the run."
 	echo
-	echo "| pattern | direct | passthrough (one layer) | flattened | pushed | plain FUSE | passthrough / direct | flattened / direct | pushed / direct | FUSE / direct |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| pattern | direct | tmpfs | passthrough (one layer) | flattened | pushed | plain FUSE | passthrough / direct | flattened / direct | pushed / direct | FUSE / direct | tmpfs / direct | pushed / tmpfs |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	declare -A v
 	for p in seq rand fault; do
 		for m in $MODES; do v[$m]=$(median <"$W/$p.$m"); done
@@ -333,21 +366,33 @@ fi
 			r() { echo "scale=2; ${v[$1]} / ${v[direct]}" | bc; }
 			[ "$p" = seq ] && unit="GB/s" || unit="IOPS"
 		fi
-		echo "| $p ($unit) | ${v[direct]} | ${v[passthrough]} | ${v[flattened]} | ${v[pushed]} | ${v[fuse]} | $(r passthrough) | $(r flattened) | $(r pushed) | $(r fuse) |"
+		if [ "$p" = fault ]; then
+			pt=$(echo "scale=2; ${v[tmpfs]} / ${v[pushed]}" | bc)
+		else
+			pt=$(echo "scale=2; ${v[pushed]} / ${v[tmpfs]}" | bc)
+		fi
+		echo "| $p ($unit) | ${v[direct]} | ${v[tmpfs]} | ${v[passthrough]} | ${v[flattened]} | ${v[pushed]} | ${v[fuse]} | $(r passthrough) | $(r flattened) | $(r pushed) | $(r fuse) | $(r tmpfs) | $pt |"
 	done
 	echo
 	echo "(Ratios are speed relative to direct, > 1 faster. Targets: ≥ 0.90 for passthrough and"
 	echo "flattened on every pattern; for pushed ≥ 0.90 on seq and rand and ≥ 0.25 on fault, i.e."
-	echo "at most 4× direct's µs. The push of the whole view took $push_ms ms.)"
+	echo "at most 4× direct's µs. The push of the whole view took $push_ms ms. tmpfs is the"
+	echo "merged file on a tmpfs: single-page folios and no FUSE, the kernel's floor for a page"
+	echo "cache like the FUSE inode's, which pushed pages live in.)"
 	echo
 	echo "| $PT_CLONES clones, every page, MAP_PRIVATE | total s | page cache of the view (fincore) | × one copy | buff/cache delta (free) |"
 	echo "|---|---:|---:|---:|---:|"
+	echo "| direct (the merged file) | $clone_direct | | | |"
 	echo "| flattened (passthrough) | $clone_flat | $((cache_flat >> 20)) MiB | $(echo "scale=2; $cache_flat / $view_bytes" | bc) | $((bc_flat >> 20)) MiB |"
 	echo "| plain FUSE | $clone_fuse | $((cache_fuse >> 20)) MiB | $(echo "scale=2; $cache_fuse / $view_bytes" | bc) | $((bc_fuse >> 20)) MiB |"
 	echo "| FUSE / flattened | $(echo "scale=1; $clone_fuse / $clone_flat" | bc)× | | | |"
+	echo "| flattened / direct | $(echo "scale=2; $clone_flat / $clone_direct" | bc)× | | | |"
 	echo
 	echo "| publish → user.snapfs.flat=ready | XFS | btrfs |"
 	echo "|---|---:|---:|"
 	echo "| flatten (ms) | $pub_xfs | $pub_btrfs |"
 	echo "| eager merge of the same chain (s) | $eager_xfs | $eager_btrfs |"
+	echo "| the flat file's page cache when ready (MiB) | $warm_xfs | $warm_btrfs |"
+	echo "| then $PT_RAND random faults of the new flat view (µs/fault) | $fault_xfs | $fault_btrfs |"
+	echo "| then a seq read of it (GB/s) | $seq_xfs | $seq_btrfs |"
 } | tee "$PT_OUT"

@@ -18,7 +18,10 @@
 #     directory fds and layers, and the newest still gets its flat file;
 #  6. eight versions opened once each while the flattener is held (eight
 #     VMs restored at once) all wait for it, none is deferred (the fd
-#     budget has room), and all eight get their flat files.
+#     budget has room), and all eight get their flat files;
+#  7. a flat file is read into the page cache before it is ready as far
+#     as its layers are cached: built over cold layers it stays cold (the
+#     disk is not read for it), built over warm ones it is ready warm.
 . ./tests/mount/lib.sh
 require_passthrough
 setup_loops
@@ -176,4 +179,41 @@ if [ "$FAULTS" = 1 ]; then
 	umount_snapfs "$M"
 	log "8 versions opened while the flattener was held: all 8 flattened, none deferred"
 fi
+
+# 7. Read in as far as the layers are cached.
+S=$T/x/store7 R7=$T/ref7
+mkdir -p "$S" "$R7"
+flat_vm "$S" "$R7"
+sync "$S"/vm.*
+for f in "$S"/vm.*; do
+	dd if="$f" iflag=nocache count=0 status=none || fail "cannot drop $f from the page cache"
+done
+flat_res() {	# bytes of the daemon's flat file in STORE in the page cache
+	local fd
+	fd=$(find "/proc/$SNAPFS_PID/fd" -lname "$S/#* (deleted)" 2>/dev/null | head -n 1)
+	[ -n "$fd" ] && fincore -b -n -o RES "$fd"
+}
+warmed() {
+	awk '$1 == "flat_warmed_bytes" { print $2 }' "$M/.snapfs-stats"
+}
+mount_snapfs "$S" "$M"
+wait_for 10000 flat_is ready || fail "no flat file over cold layers: $(xattr "$M/vm" user.snapfs.flat)"
+res=$(flat_res) || fail "no flat file open in the daemon"
+[ "$res" -lt $((1 << 20)) ] || fail "a flat file over cold layers was read in: $res bytes cached"
+[ "$(warmed)" = 0 ] || fail "flat_warmed_bytes $(warmed) over cold layers, want 0"
+cp "$R7/v1" "$R7/v2"
+layer_pages "$S/.vm.2.diff.tmp" "$R7/v2" 7:3 2000:9
+cat "$S/vm.0.base" "$S/vm.1.diff" >/dev/null
+mv "$S/.vm.2.diff.tmp" "$S/vm.2.diff"
+wait_for 10000 eval '[ "$(xattr "$M/vm" user.snapfs.depth 2>/dev/null)" = 2 ]' ||
+	fail "the publish is not seen"
+wait_for 10000 flat_is ready || fail "no flat file over warm layers: $(xattr "$M/vm" user.snapfs.flat)"
+wait_for 3000 flat_fds_are 1 || fail "$(flat_fds) flat files after the publish, want 1"
+res=$(flat_res) || fail "no flat file open in the daemon"
+# the base's 12 MiB of data and the diffs' pages; its 4 MiB hole is not read
+[ "$res" -ge $((12 << 20)) ] || fail "a flat file over warm layers is ready with only $res bytes cached"
+[ "$(warmed)" -ge $((12 << 20)) ] || fail "flat_warmed_bytes $(warmed), want at least 12 MiB"
+"$VIEWCHECK" -m all "$M/vm" "$R7/v2" "$R7/holes" >/dev/null || fail "the flat view read in differs"
+umount_snapfs "$M"
+log "a flat file over warm layers is ready with $((res >> 20)) MiB cached, over cold ones with none"
 log "ok"
