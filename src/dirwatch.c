@@ -9,6 +9,15 @@
  * invalidates every layered name. Directories on filesystems whose changes
  * can come from elsewhere (NFS, CephFS, FUSE, ...) are not watched: their
  * names live only `revalidate` seconds in the kernel.
+ *
+ * A layer file deleted or moved away also queues its directory for a
+ * sweep, a second later, on the watcher's thread (dirwatch_tick()): the
+ * hook dir_sweep (names.c's node_dir_sweep(), given to dirwatch_start())
+ * reads the directory again and retires the versions of names left with
+ * no layer, as the next lookup or listing there would. Without it a
+ * deleted name's version, and the flat file that shares its layers'
+ * blocks, stayed until something looked in that directory again, which
+ * for a deleted directory is never (doc/design.md §19.6).
  */
 #include "config.h"
 
@@ -20,6 +29,8 @@
 
 #include "dirwatch.h"
 #include "log.h"
+#include "memtrim.h"
+#include "monotime.h"
 #include "node_priv.h"
 #include "store.h"
 #include "watch.h"
@@ -192,6 +203,62 @@ static void add_version_item(struct node *v, void *arg)
 		c->n++;
 }
 
+/* How long after a layer file goes its directory is swept: the rest of a
+ * burst (rm -rf, a compaction's prune) goes in the same sweep. */
+#define SWEEP_DELAY_MS 1000
+
+/* Queues dir for a sweep (at most one queued per directory, referenced
+ * while queued). Table lock held. */
+static void sweep_queue_locked(struct node_table *t, struct node *dir)
+{
+	if (dir->sweep_at)
+		return;
+	dir->sweep_at = mono_ns() + SWEEP_DELAY_MS * 1000000LL;
+	dir->refs++;
+	dir->sweepnext = t->sweeps;
+	t->sweeps = dir;
+}
+
+/* The watcher's tick: sweeps the directories that are due; returns the
+ * milliseconds until the next one is, or -1. */
+static int dirwatch_tick(void *ctx)
+{
+	struct node_table *t = ctx;
+	struct node *due = NULL, **pp;
+	int64_t now = mono_ns(), next = -1;
+	bool swept;
+
+	pthread_mutex_lock(&t->lock);
+	for (pp = &t->sweeps; *pp;) {
+		struct node *d = *pp;
+
+		if (d->sweep_at <= now) {
+			*pp = d->sweepnext;
+			d->sweep_at = 0;
+			d->sweepnext = due;
+			due = d;
+			continue;
+		}
+		if (next < 0 || d->sweep_at - now < next)
+			next = d->sweep_at - now;
+		pp = &d->sweepnext;
+	}
+	pthread_mutex_unlock(&t->lock);
+	swept = due != NULL;
+	while (due) {
+		struct node *d = due;
+
+		due = d->sweepnext;
+		d->sweepnext = NULL;
+		if (t->hooks.dir_sweep)
+			t->hooks.dir_sweep(t, d);
+		node_unref(t, d);
+	}
+	if (swept)
+		memtrim_note();	/* versions and views may have gone */
+	return next < 0 ? -1 : (int)(next / 1000000) + 1;
+}
+
 static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 {
 	struct node_table *t = ctx;
@@ -245,6 +312,8 @@ static void watch_event(void *ctx, int wd, const char *name, uint32_t mask)
 		if (items[n].name)
 			n++;
 		if (store_parse_name(name, &sn)) {
+			if (mask & (IN_DELETE | IN_MOVED_FROM))
+				sweep_queue_locked(t, d);
 			items[n].parent = node_id(t, d);
 			items[n].name = strndup(name, sn.name_len);
 			if (items[n].name)
@@ -265,15 +334,16 @@ out_locked:
 	free(items);
 }
 
-int dirwatch_start(struct node_table *t)
+int dirwatch_start(struct node_table *t, void (*sweep)(struct node_table *t, struct node *dir))
 {
 	int ret;
 
 	if (!t->inval)
 		return -EINVAL;
+	t->hooks.dir_sweep = sweep;
 	t->hooks.dir_released_locked = dir_released_locked;
 	t->hooks.dir_destroyed = dir_destroyed;
-	ret = watch_start(watch_event, t, &t->watch);
+	ret = watch_start(watch_event, dirwatch_tick, t, &t->watch);
 	if (ret)
 		log_warn("cannot watch STORE for changes: %s; names are "
 			 "revalidated by timeout", strerror(-ret));
@@ -283,7 +353,21 @@ int dirwatch_start(struct node_table *t)
 void dirwatch_stop(struct node_table *t)
 {
 	struct watch *w = t->watch;
+	struct node *d;
 
 	t->watch = NULL;	/* before stopping: destroy paths test it */
 	watch_stop(w);
+	/* Sweeps still queued: their references go, the sweeps with them. */
+	pthread_mutex_lock(&t->lock);
+	d = t->sweeps;
+	t->sweeps = NULL;
+	pthread_mutex_unlock(&t->lock);
+	while (d) {
+		struct node *next = d->sweepnext;
+
+		d->sweep_at = 0;
+		d->sweepnext = NULL;
+		node_unref(t, d);
+		d = next;
+	}
 }

@@ -18,8 +18,12 @@
  * first look on; changes are reported through the table's inval callback.
  * Returns 0 or -errno (-EINVAL: the table has no inval callback); on
  * error, logged, nothing is watched and names are revalidated by timeout.
+ * sweep (may be NULL) is called on the watcher's thread, no lock held, a
+ * second after layer files of directory dir were deleted or moved away
+ * (names.h: node_dir_sweep()).
  */
-int dirwatch_start(struct node_table *t);
+int dirwatch_start(struct node_table *t,
+		   void (*sweep)(struct node_table *t, struct node *dir));
 
 /* Stops the watch thread; call before the FUSE session goes away. */
 void dirwatch_stop(struct node_table *t);

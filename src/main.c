@@ -582,7 +582,8 @@ int main(int argc, char *argv[])
 	/* Threads only now: fuse_daemonize() forks, and threads do not
 	 * survive a fork. */
 	if (!o.nowatch)
-		dirwatch_start(fs.nodes);	/* failure: logged, timeouts only */
+		/* failure: logged, timeouts only */
+		dirwatch_start(fs.nodes, node_dir_sweep);
 	if (!o.compact || strcmp(o.compact, "off") != 0) {
 		struct compact_opts co = {
 			.threshold = o.compact_threshold,

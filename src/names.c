@@ -263,6 +263,32 @@ int node_dir_index(struct node_table *t, struct node *n)
 	return ret;
 }
 
+void node_dir_sweep(struct node_table *t, struct node *n)
+{
+	struct stat st;
+	bool gone;
+	int fd;
+
+	if (n->kind != NODE_DIR)
+		return;
+	pthread_mutex_lock(&n->lock);
+	fd = node_fd_get(t, n);
+	gone = fd == -ESTALE || fd == -ENOENT ||
+	       (fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink == 0);
+	if (fd >= 0)
+		node_fd_put(t, n);
+	if (!gone && fd >= 0) {
+		int ret = dir_refresh_locked(t, n, false);
+
+		if (ret == 0)
+			version_retire_gone_locked(t, n);
+		gone = ret == -ESTALE;	/* moved out of STORE */
+	}
+	if (gone)
+		version_retire_all_locked(t, n);
+	pthread_mutex_unlock(&n->lock);
+}
+
 int node_open_file(struct node_table *t, struct node *n, int flags)
 {
 	char path[PROC_FD_PATH_LEN];

@@ -68,6 +68,17 @@ void node_listing_free(struct node_listing *l);
 int node_dir_index(struct node_table *t, struct node *n);
 
 /*
+ * Reads directory n again and retires the versions of its names that have
+ * no layer left; all of its versions where the directory itself was
+ * deleted or moved out of STORE. What a lookup or listing in n would do,
+ * for a directory nobody looks in any more: without it a deleted name's
+ * version, and a flat file that shares its layers' blocks, stayed until
+ * the unmount (doc/design.md §19.6). The change watcher's sweep hook
+ * (dirwatch_start()). No lock held.
+ */
+void node_dir_sweep(struct node_table *t, struct node *n);
+
+/*
  * Opens the STORE file behind n for reading (never through a symlink).
  * Returns an fd or -errno.
  */

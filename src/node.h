@@ -91,6 +91,10 @@ struct node {
 				   else NULL; protected by node_table.lock */
 	unsigned stale_next;	/* protected by node_table.lock */
 	struct node *wdnext;	/* wd hash chain, protected by table lock */
+	int64_t sweep_at;	/* mono_ns() when a sweep for versions of
+				   names gone is due, 0 if none is queued;
+				   protected by node_table.lock */
+	struct node *sweepnext;	/* node_table.sweeps; table lock */
 	char *path;		/* relative to STORE ("." for the root), for
 				   log lines; dirs and views only */
 	struct vindex {		/* current version per NAME: a chained

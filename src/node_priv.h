@@ -89,6 +89,11 @@ struct node_hooks {
 	 * prefetch.c lets go of the views of versions nobody has open.
 	 * Returns how many it let go. */
 	unsigned (*views_shed)(struct node_table *t);
+	/* Layer files of directory dir went (deleted, moved away), a second
+	 * ago, no lock held: names.c reads dir again and retires the
+	 * versions of names left with no layer (node_dir_sweep()), given to
+	 * dirwatch_start() by the daemon. */
+	void (*dir_sweep)(struct node_table *t, struct node *dir);
 };
 
 struct node_table {
@@ -110,6 +115,9 @@ struct node_table {
 					   registering it against removing
 					   one; taken before lock */
 	bool watch_limit_logged;	/* protected by lock */
+	struct node *sweeps;		/* directories whose layer files went,
+					   to be swept (dirwatch_tick()),
+					   each referenced; protected by lock */
 
 	/* STORE entries' fds (node_fd_get()): open ones nobody pins, most
 	 * recently used first, and the count of all open ones */
@@ -224,6 +232,10 @@ int version_listed_ino_locked(struct node_table *t, struct node *dir,
  * nothing else holds are freed; the caller holds dir.
  */
 void version_retire_gone_locked(struct node_table *t, struct node *dir);
+
+/* The same for every current version of dir: for a directory deleted or
+ * moved away, whose names nothing can look up again. dir->lock held. */
+void version_retire_all_locked(struct node_table *t, struct node *dir);
 
 /* True if thread pid's retry lookup marked version v within the stale-open
  * window (version.c); table lock held. */

@@ -274,14 +274,13 @@ static void note_gone(struct gone_ids *g, const struct node *v)
 	g->n += v->nlayers;
 }
 
-void version_retire_gone_locked(struct node_table *t, struct node *dir)
+/* Retires dir's current versions whose names dir->index lacks, or all of
+ * them. dir->lock held. */
+static void retire_names(struct node_table *t, struct node *dir, bool all)
 {
 	struct gone_ids gone = { 0 };
 	struct node *dead = NULL;
 
-	if (dir->retired_gen == dir->index_gen)
-		return;
-	dir->retired_gen = dir->index_gen;
 	pthread_mutex_lock(&t->lock);
 	for (size_t i = 0; i < dir->versions.nb; i++) {
 		struct node *v = dir->versions.b[i];
@@ -289,7 +288,7 @@ void version_retire_gone_locked(struct node_table *t, struct node *dir)
 		while (v) {
 			struct node *next = v->vnext, *d;
 
-			if (!store_dir_find(dir->index, v->name)) {
+			if (all || !dir->index || !store_dir_find(dir->index, v->name)) {
 				note_gone(&gone, v);
 				d = retire_locked(t, dir, v, NULL);
 				if (d) {	/* vnext is free now: a list */
@@ -310,6 +309,19 @@ void version_retire_gone_locked(struct node_table *t, struct node *dir)
 	for (size_t i = 0; i < gone.n; i++)
 		cache_drop(view_env_cache(t->env), &gone.ids[i]);
 	free(gone.ids);
+}
+
+void version_retire_gone_locked(struct node_table *t, struct node *dir)
+{
+	if (dir->retired_gen == dir->index_gen)
+		return;
+	dir->retired_gen = dir->index_gen;
+	retire_names(t, dir, false);
+}
+
+void version_retire_all_locked(struct node_table *t, struct node *dir)
+{
+	retire_names(t, dir, true);
 }
 
 /*

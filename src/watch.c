@@ -29,13 +29,25 @@ struct watch {
 	int stopfd;
 	pthread_t thread;
 	watch_fn fn;
+	watch_tick_fn tick;
 	void *ctx;
 };
+
+/* The sooner of two poll timeouts (-1: none). */
+static int sooner(int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
 
 static void *watch_thread(void *arg)
 {
 	struct watch *w = arg;
 	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int tick_ms = -1;
 
 	for (;;) {
 		struct pollfd p[3] = {
@@ -46,9 +58,10 @@ static void *watch_thread(void *arg)
 		ssize_t len;
 		int n;
 
-		/* The timeout is the trim's, as it stood: a trim asked for
-		 * while this thread sleeps wakes it through the third fd. */
-		n = poll(p, 3, memtrim_wait_ms());
+		/* The timeout is the trim's, as it stood (a trim asked for
+		 * while this thread sleeps wakes it through the third fd), or
+		 * the tick's if sooner. */
+		n = poll(p, 3, sooner(memtrim_wait_ms(), tick_ms));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -63,8 +76,11 @@ static void *watch_thread(void *arg)
 		memtrim_run_due();
 		if (p[1].revents)
 			break;
-		if (!p[0].revents)
+		if (!p[0].revents) {
+			if (w->tick)
+				tick_ms = w->tick(w->ctx);
 			continue;
+		}
 		len = read(w->ifd, buf, sizeof(buf));
 		if (len < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -81,11 +97,13 @@ static void *watch_thread(void *arg)
 				w->fn(w->ctx, ev->wd, ev->len ? ev->name : "", ev->mask);
 			q += sizeof(*ev) + ev->len;
 		}
+		if (w->tick)
+			tick_ms = w->tick(w->ctx);
 	}
 	return NULL;
 }
 
-int watch_start(watch_fn fn, void *ctx, struct watch **out)
+int watch_start(watch_fn fn, watch_tick_fn tick, void *ctx, struct watch **out)
 {
 	struct watch *w = calloc(1, sizeof(*w));
 	int ret;
@@ -93,6 +111,7 @@ int watch_start(watch_fn fn, void *ctx, struct watch **out)
 	if (!w)
 		return -ENOMEM;
 	w->fn = fn;
+	w->tick = tick;
 	w->ctx = ctx;
 	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->ifd < 0) {

@@ -19,8 +19,17 @@ struct watch;
  */
 typedef void (*watch_fn)(void *ctx, int wd, const char *name, uint32_t mask);
 
-/* Starts the watcher. Returns 0, or -errno (no inotify, no thread). */
-int watch_start(watch_fn fn, void *ctx, struct watch **out);
+/*
+ * Called on the watch thread after every wake-up (events, a timeout):
+ * does what is due and returns the milliseconds until something more is,
+ * or -1 for nothing. May take the caller's locks and do I/O: events wait
+ * in the kernel meanwhile.
+ */
+typedef int (*watch_tick_fn)(void *ctx);
+
+/* Starts the watcher; tick may be NULL. Returns 0, or -errno (no inotify,
+ * no thread). */
+int watch_start(watch_fn fn, watch_tick_fn tick, void *ctx, struct watch **out);
 
 /* Stops the thread and closes the instance. */
 void watch_stop(struct watch *w);

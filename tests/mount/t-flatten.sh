@@ -21,7 +21,10 @@
 #     budget has room), and all eight get their flat files;
 #  7. a flat file is read into the page cache before it is ready as far
 #     as its layers are cached: built over cold layers it stays cold (the
-#     disk is not read for it), built over warm ones it is ready warm.
+#     disk is not read for it), built over warm ones it is ready warm;
+#  8. a name whose layers are deleted, and a directory deleted whole, let
+#     go of their versions and flat files (which hold the layers' blocks)
+#     without any lookup or listing after the deletion.
 . ./tests/mount/lib.sh
 require_passthrough
 setup_loops
@@ -216,4 +219,29 @@ res=$(flat_res) || fail "no flat file open in the daemon"
 "$VIEWCHECK" -m all "$M/vm" "$R7/v2" "$R7/holes" >/dev/null || fail "the flat view read in differs"
 umount_snapfs "$M"
 log "a flat file over warm layers is ready with $((res >> 20)) MiB cached, over cold ones with none"
+
+# 8. Deleted names and directories let go of their flat files.
+S=$T/x/store8
+mkdir -p "$S/vmA" "$S/vmB" "$R/8A" "$R/8B"
+flat_vm "$S/vmA" "$R/8A"
+flat_vm "$S/vmB" "$R/8B"
+mount_snapfs "$S" "$M"
+for d in vmA vmB; do
+	wait_for 10000 eval '[ "$(xattr "$M/$d/vm" user.snapfs.flat 2>/dev/null)" = ready ]' ||
+		fail "$d has no flat file: $(xattr "$M/$d/vm" user.snapfs.flat)"
+done
+[ "$(flat_fds "$S/vmA")" -eq 1 ] && [ "$(flat_fds "$S/vmB")" -eq 1 ] ||
+	fail "want one flat file in each directory: $(flat_fds "$S/vmA") and $(flat_fds "$S/vmB")"
+alive() {
+	awk '$1 == "versions_alive" { print $2 }' "$M/.snapfs-stats"
+}
+rm "$S/vmA"/vm.*
+wait_for 5000 eval '[ "$(flat_fds "$S/vmA")" -eq 0 ]' ||
+	fail "the flat file of a name whose layers were deleted is still open"
+rm -rf "$S/vmB"
+wait_for 5000 eval '[ "$(flat_fds "$S/vmB")" -eq 0 ]' ||
+	fail "the flat file of a deleted directory is still open"
+wait_for 5000 eval '[ "$(alive)" -eq 0 ]' || fail "versions_alive $(alive) after the deletions, want 0"
+umount_snapfs "$M"
+log "deleted names and directories let go of their flat files with no lookup"
 log "ok"

@@ -10,7 +10,9 @@
 # no record of a version gone (flat_entries), and the daemon's RSS after
 # the last round stays within 1.25x the highest of rounds 2 to 4 (the
 # daemon gives free heap memory back a second after a burst of frees, so a
-# reading may come before or after that). Last, a listing on a quiet
+# reading may come before or after that). A directory deleted whole lets
+# go of its versions with no lookup or listing after it (the change
+# watcher's sweep, doc/design.md §19.6). Last, a listing on a quiet
 # daemon is followed by a look at its heap. ASan's quarantine is
 # turned off for the daemon, so that freed memory is reused as it would
 # be in a normal build.
@@ -95,13 +97,26 @@ if [ -n "$base_rss" ] && [ "$rss" -gt $((base_rss * 125 / 100)) ]; then
 	fail "RSS grew from $base_rss KiB (rounds 2-4) to $rss KiB (round $ROUNDS)"
 fi
 
+# A directory deleted whole: nothing looks in it again, and its versions
+# still go (the watcher sweeps a directory whose layer files went).
+stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$MNT/.snapfs-stats"; }
+mkdir -p "$STORE/gone"
+head -c 65536 /dev/urandom >"$STORE/gone/vm.0.base"
+printf 'x' | dd of="$STORE/gone/vm.1.diff" bs=1 seek=4096 conv=notrunc status=none
+truncate -s 65536 "$STORE/gone/vm.1.diff"
+cat "$MNT/gone/vm" >/dev/null || fail "cannot read gone/vm"
+[ "$(stat_of versions_alive)" -ge 1 ] || fail "no version alive for gone/vm"
+rm -rf "$STORE/gone"
+wait_for 5000 eval '[ "$(stat_of versions_alive)" -eq 0 ]' ||
+	fail "$(stat_of versions_alive) versions alive 5 s after their directory was deleted"
+log "ok: a deleted directory's versions went with no lookup in it"
+
 # A quiet daemon gives back what a burst freed (src/memtrim.h): the look
 # at the heap is due a second after the first free, and it must come with
 # nothing else going on. New names are made and the daemon falls quiet
 # (any look due runs, and the change watcher sleeps with no timeout);
 # then a listing's release asks for a look, and no change in STORE follows
 # to wake the watcher.
-stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$MNT/.snapfs-stats"; }
 mkdir -p "$STORE/q"
 python3 - "$STORE/q" "$NAMES" <<'EOF' || fail "cannot make the quiet round's names"
 import sys
