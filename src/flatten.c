@@ -377,21 +377,29 @@ static int64_t quiet_ns(void)
 	return (int64_t)FLAT_QUIET_MS * 1000000;
 }
 
+/* Whether e's build should go on: not superseded, and the flattener not
+ * stopping. No lock held (takes flatten.lock). */
+static bool still_wanted(struct flatten *f, const struct flat *e)
+{
+	bool go;
+
+	pthread_mutex_lock(&f->lock);
+	go = !e->dead && !f->stop;
+	pthread_mutex_unlock(&f->lock);
+	return go;
+}
+
 /* Waits until vw has gone unread for quiet_ns() (its offer counts as a
- * read; reads are noted to VIEW_READ_GRAIN_NS). False if the flattener stops or e is superseded meanwhile. No
- * lock held. */
+ * read; reads are noted to VIEW_READ_GRAIN_NS). False if the flattener
+ * stops or e is superseded meanwhile. No lock held. */
 static bool wait_quiet(struct flatten *f, struct flat *e, const struct view *vw)
 {
 	const int64_t quiet = quiet_ns();
 
 	for (;;) {
 		int64_t idle = mono_ns() - view_last_read(vw), nap;
-		bool dead;
 
-		pthread_mutex_lock(&f->lock);
-		dead = e->dead || f->stop;
-		pthread_mutex_unlock(&f->lock);
-		if (dead)
+		if (!still_wanted(f, e))
 			return false;
 		if (idle >= quiet)
 			return true;
@@ -445,21 +453,17 @@ static void let_go(const struct held *h)
 	}
 }
 
-/* warm_read()'s go_on: the flattener runs and e is still current. */
+/* warm_read()'s go_on: still_wanted() of one entry. */
 struct warm_ctx {
 	struct flatten *f;
 	struct flat *e;
 };
 
-static bool still_wanted(void *arg)
+static bool warm_go_on(void *arg)
 {
 	struct warm_ctx *w = arg;
-	bool go;
 
-	pthread_mutex_lock(&w->f->lock);
-	go = !w->e->dead && !w->f->stop;
-	pthread_mutex_unlock(&w->f->lock);
-	return go;
+	return still_wanted(w->f, w->e);
 }
 
 /*
@@ -496,7 +500,7 @@ static int warm_flat(struct flatten *f, struct flat *e, const struct view *vw, i
 			  e->path, want >> 20, avail >> 20);
 		goto out;
 	}
-	ret = warm_read(fd, warm, vw->size, still_wanted, &w, &done);
+	ret = warm_read(fd, warm, vw->size, warm_go_on, &w, &done);
 	stats_add(STAT_FLAT_WARMED, done);
 	if (ret && ret != -ECANCELED) {
 		log_debug("%s: flat file read in only in part: %s", e->path, strerror(-ret));

@@ -275,7 +275,11 @@ clones() {
 	for p in "${pids[@]}"; do wait "$p" || die "a clone failed"; done
 	echo "scale=2; ($(date +%s%N) - $t0) / 1000000000" | bc
 }
-flatfd=$(find "/proc/$FLATPID/fd" -lname "$X/chain/#* (deleted)" | head -n1)
+# flat_fd PID DIR: a /proc path of daemon PID's flat file in DIR.
+flat_fd() {
+	find "/proc/$1/fd" -lname "$2/#* (deleted)" 2>/dev/null | head -n 1
+}
+flatfd=$(flat_fd "$FLATPID" "$X/chain")
 [ -n "$flatfd" ] || die "no flat file open in the flattening daemon"
 layers=("$X/chain/$NAME".*)
 note "clones: $PT_CLONES x $pages pages, direct"
@@ -324,7 +328,7 @@ pub() {
 	wait_ready "$mnt/$NAME" >/dev/null
 	ready=$((($(date +%s%N) - t0) / 1000000))
 	local ff
-	ff=$(find "/proc/${PIDS[-1]}/fd" -lname "$d/s/#* (deleted)" | head -n 1)
+	ff=$(flat_fd "${PIDS[-1]}" "$d/s")
 	[ -n "$ff" ] || die "$fs: no flat file open in the daemon"
 	warm_mib=$(($(fincore_bytes "$ff") >> 20))
 	# the first reads of the new version once ready, as a restore started

@@ -193,7 +193,7 @@ for f in "$S"/vm.*; do
 done
 flat_res() {	# bytes of the daemon's flat file in STORE in the page cache
 	local fd
-	fd=$(find "/proc/$SNAPFS_PID/fd" -lname "$S/#* (deleted)" 2>/dev/null | head -n 1)
+	fd=$(flat_fd_list | head -n 1)
 	[ -n "$fd" ] && fincore -b -n -o RES "$fd"
 }
 warmed() {
