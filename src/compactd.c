@@ -81,13 +81,19 @@ struct publish_ctx {
 	struct node *v;
 	size_t nmerge;
 	int dfd;		/* the directory's fd, pinned */
+	struct layer_id *old_ids;	/* the chain before the rename, for
+					   move_readers(); set by
+					   compact_published(), freed by
+					   compact_version() */
+	size_t nold;
 };
 
 /*
  * Called by compact_chain() right after the new base is renamed into place,
  * with the directory's lock held: the version now *is* the new base plus
- * its kept diffs. Its inode, attributes, page cache and open views stay as
- * they are (the content is the same); the next lookup matches it again.
+ * its kept diffs. Its inode, attributes and page cache stay as they are
+ * (the content is the same); the next lookup matches it again. The old
+ * chain's identities go to pc->old_ids, for move_readers().
  */
 static void compact_published(void *ctx, const char *new_base)
 {
@@ -123,7 +129,7 @@ static void compact_published(void *ctx, const char *new_base)
 	v->parent->index_stale = true;
 	pthread_mutex_unlock(&pc->t->lock);
 	/* New opens build the view on the new base; open handles keep the
-	 * old layers (their own references) until they close. */
+	 * old view, until move_readers() moves their reads. */
 	old_view = v->view;
 	v->view = NULL;
 	pthread_mutex_unlock(&v->lock);
@@ -131,7 +137,83 @@ static void compact_published(void *ctx, const char *new_base)
 	for (size_t i = 0; i < pc->nmerge; i++)
 		free(old_names[i]);
 	free(old_names);
-	free(old_ids);
+	pc->old_ids = old_ids;
+	pc->nold = n + pc->nmerge - 1;
+}
+
+/*
+ * The view of the first k layers of version v's compacted chain, for the
+ * open files of a view of its first k + nmerge - 1 layers before (the same
+ * bytes): v's own view where that is all of it (as an open builds it),
+ * else one opened from the directory and checked to be of the very layers
+ * v names. 0, or -errno (the chain does not open, or changed meanwhile).
+ */
+static int compacted_view(struct node_table *t, struct node *v, int dfd,
+			  size_t k, struct view **out)
+{
+	struct store_chain chain = { 0 };
+	char why[256];
+	int ret;
+
+	if (k == v->nlayers) {
+		ret = node_view(t, v, out);
+		if (ret == 0)
+			view_set_label(*out, v->path);
+		return ret;
+	}
+	if (store_chain_from_names((const char *const *)v->layer_names, k, &chain))
+		return -ENOMEM;
+	ret = view_open(t->env, dfd, &chain, out, why, sizeof(why));
+	store_chain_free(&chain);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < k; i++)
+		if (!layer_id_equal(&(*out)->layers[i].id, &v->layer_ids[i])) {
+			view_put(*out);
+			return -ESTALE;
+		}
+	view_set_label(*out, v->path);
+	return 0;
+}
+
+/*
+ * After a compaction of version v that merged pc->nmerge layers: every
+ * view that open files hold and whose chain began with those layers (v's
+ * own view from before, and those of older versions of the name, opened
+ * before v's newer diffs were published) reads the same bytes from the
+ * new base and the diffs kept. view_move() sends their reads there, so
+ * that the merged layers, which the prune deletes from STORE, are closed
+ * and their blocks freed once the reads and pushes under way are done,
+ * not when the last of those files closes (doc/format.md §3, doc/design.md
+ * §10.5). Where the new chain does not open (a kept diff rolled back
+ * meanwhile), they keep the old layers.
+ */
+static void move_readers(struct node_table *t, struct node *v, const struct publish_ctx *pc)
+{
+	struct view **held;
+	size_t n;
+
+	if (!pc->old_ids)
+		return;
+	/* Only this thread changes v's layers: read without the lock. */
+	n = view_env_held_prefixes(t->env, pc->old_ids, (unsigned)pc->nold,
+				   (unsigned)pc->nmerge, &held);
+	for (size_t i = 0; i < n; i++) {
+		size_t k = held[i]->nlayers - pc->nmerge + 1;
+		struct view *nv;
+
+		if (compacted_view(t, v, pc->dfd, k, &nv) == 0) {
+			if (view_move(held[i], nv)) {
+				stats_add(STAT_VIEWS_MOVED, 1);
+				log_debug("%s: open files of a view of %u layers moved "
+					  "onto the compacted chain (%zu layers)",
+					  v->path, held[i]->nlayers, k);
+			}
+			view_put(nv);
+		}
+		view_put(held[i]);
+	}
+	free(held);
 }
 
 /* Compacts version v if it is still current and deep enough. */
@@ -140,7 +222,7 @@ static void compact_version(struct node_table *t, struct node *v)
 	struct node *dir = v->parent;
 	struct store_chain chain = { 0 };
 	struct compact_result res;
-	struct publish_ctx pc = { t, v, 0, -1 };
+	struct publish_ctx pc = { t, v, 0, -1, NULL, 0 };
 	struct compactd *cd = t->compactd;
 	struct compact_opts o = cd->copts;
 	uint64_t new_base_seq = 0;
@@ -308,8 +390,10 @@ static void compact_version(struct node_table *t, struct node *v)
 			compact_prune_list(g, new_base_seq, &prune);	/* -ENOMEM: next time */
 	}
 	pthread_mutex_unlock(&dir->lock);
+	move_readers(t, v, &pc);
 	compact_prune_names(pc.dfd, v->path, prune);	/* unlinks, warns, frees */
 out:
+	free(pc.old_ids);
 	if (pc.dfd >= 0)
 		node_fd_put(t, dir);
 	store_chain_free(&chain);

@@ -76,7 +76,7 @@ void snapfs_close_handles(void)
 		if (handles[i].dir)
 			dir_handle_free(handles[i].p);
 		else
-			view_put(handles[i].p);
+			view_handle_put(handles[i].p);
 	}
 	free(handles);
 	handles = NULL;

@@ -351,6 +351,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			return;
 		}
 		fi->fh = fh_of_view(v);
+		view_handle_hold(v);	/* a compaction may move its reads */
 		/* O_RDWR for a private mapping: direct_io makes the kernel
 		 * refuse MAP_SHARED on this open (doc/design.md §15). */
 		fi->direct_io = how == OPEN_RW_DIRECT;
@@ -367,7 +368,7 @@ static void snapfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			passthrough_release(fs->pt, req, ino);
 			fuse_handle_del(v);
 			stats_sub(STAT_HANDLES_OPEN, 1);
-			node_view_close(fs->nodes, n, v);
+			view_handle_put(v);
 		}
 		return;
 	}
@@ -427,7 +428,7 @@ static void snapfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		 * in at once): only the view is touched. */
 		size_t sent;
 
-		view_get(v);
+		v = view_get_current(v);	/* moved by a compaction? */
 		sent = fuse_read_view(req, fs, v, size, off);
 		view_put(v);
 		/* What the kernel now caches, the push need not copy again;
@@ -457,7 +458,7 @@ static void snapfs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off,
 		return;
 	}
 	if (v) {
-		view_get(v);
+		v = view_get_current(v);
 		res = view_seek(v, off, whence);
 		view_put(v);
 		if (res < 0)
@@ -489,8 +490,7 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 		prefetch_released(fs_of(req)->nodes, ino);	/* ino: a key only */
 		fuse_handle_del(v);
 		stats_sub(STAT_HANDLES_OPEN, 1);
-		/* The kernel keeps the inode while a file of it is open. */
-		node_view_close(fs_of(req)->nodes, node_of(req, ino), v);
+		view_handle_put(v);
 	} else {
 		close(fh_fd(fi));
 		view_env_drop_fd(fs_of(req)->env);

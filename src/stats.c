@@ -49,6 +49,7 @@ static const char *const names[STAT_COUNT] = {
 	[STAT_COMPACT_ABANDONED] = "compactions_abandoned",
 	[STAT_COMPACT_REFUSED] = "compactions_refused",
 	[STAT_COMPACT_FAILED] = "compactions_failed",
+	[STAT_VIEWS_MOVED] = "views_moved",
 };
 
 void stats_add(enum stat_id id, uint64_t n)

@@ -52,6 +52,8 @@ enum stat_id {
 				   held, or the directory left STORE */
 	STAT_COMPACT_REFUSED,	/* layers of different owners or ACLs */
 	STAT_COMPACT_FAILED,
+	STAT_VIEWS_MOVED,	/* views whose open files a compaction moved
+				   onto its new base */
 	STAT_COUNT
 };
 

@@ -12,7 +12,10 @@
  * just the bytes read (probe_read()), by the same rule.
  *
  * A view's layers are closed when only its owner (a version) still holds
- * it, and opened again by view_attach(): see view.h.
+ * it, and opened again by view_attach(): see view.h. The other exception:
+ * a compaction moves a view's open files onto a view of the new chain
+ * (view_move()), and its layers are closed once only they hold it; its
+ * map stays, and it is never read again.
  */
 #include "config.h"
 
@@ -347,8 +350,37 @@ off_t view_seek(struct view *v, off_t off, int whence)
 
 /* ---- lifetime ---- */
 
+void view_env_list(struct view_env *env, struct view *v)
+{
+	pthread_mutex_lock(&env->views_lock);
+	v->env_prev = NULL;
+	v->env_next = env->views;
+	if (env->views)
+		env->views->env_prev = v;
+	env->views = v;
+	v->listed = true;
+	pthread_mutex_unlock(&env->views_lock);
+}
+
+static void view_env_unlist(struct view *v)
+{
+	struct view_env *env = v->env;
+
+	pthread_mutex_lock(&env->views_lock);
+	if (v->env_prev)
+		v->env_prev->env_next = v->env_next;
+	else
+		env->views = v->env_next;
+	if (v->env_next)
+		v->env_next->env_prev = v->env_prev;
+	v->listed = false;
+	pthread_mutex_unlock(&env->views_lock);
+}
+
 void view_free(struct view *v)
 {
+	if (v->listed)
+		view_env_unlist(v);
 	for (unsigned i = 0; i < v->nlayers; i++) {
 		if (v->layers[i].lf)
 			layer_file_put(v->env, v->layers[i].lf);
@@ -396,6 +428,19 @@ void view_get(struct view *v)
 
 void view_close_layers(struct view *v);
 
+/* Whether v's layers are to be closed now: only its owner holds it, or,
+ * once it has moved, only its owner and its open files. With lock. */
+static bool unused_locked(const struct view *v, unsigned r)
+{
+	unsigned count = r & ~VIEW_MOVED, keep = v->owned ? 1 : 0;
+
+	if (v->detached || count == 0)
+		return false;
+	if (r & VIEW_MOVED)
+		keep += v->handles;
+	return count == keep && (v->owned || (r & VIEW_MOVED));
+}
+
 void view_put(struct view *v)
 {
 	unsigned r;
@@ -404,21 +449,27 @@ void view_put(struct view *v)
 		return;
 	/* Above two references no put can be the last but the owner's:
 	 * no lock. A get that races with this one either holds a reference
-	 * itself (count above 1 all along) or is the owner's, under lock. */
+	 * itself (count above 1 all along) or is the owner's, under lock.
+	 * A moved view counts its open files too: every put takes the lock
+	 * (view_move() sets the flag in the count, so this CAS fails if it
+	 * came first). */
 	r = __atomic_load_n(&v->refs, __ATOMIC_RELAXED);
-	while (r > 2)
+	while (r > 2 && !(r & VIEW_MOVED))
 		if (__atomic_compare_exchange_n(&v->refs, &r, r - 1, true,
 						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 			return;
 	pthread_mutex_lock(&v->lock);
 	r = __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL);
-	if (r == 1 && v->owned && !v->detached) {
+	if (unused_locked(v, r)) {
 		view_close_layers(v);
 		v->detached = true;
 	}
 	pthread_mutex_unlock(&v->lock);
-	if (r == 0)
+	if ((r & ~VIEW_MOVED) == 0) {
+		if (r & VIEW_MOVED)
+			view_put(__atomic_load_n(&v->moved, __ATOMIC_RELAXED));
 		view_free(v);
+	}
 }
 
 void view_own(struct view *v)
@@ -436,6 +487,144 @@ void view_put_owned(struct view *v)
 	v->owned = false;
 	pthread_mutex_unlock(&v->lock);
 	view_put(v);
+}
+
+void view_handle_hold(struct view *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->handles++;
+	pthread_mutex_unlock(&v->lock);
+}
+
+void view_handle_put(struct view *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->handles--;
+	pthread_mutex_unlock(&v->lock);
+	view_put(v);
+}
+
+bool view_held_open(struct view *v)
+{
+	bool held;
+
+	pthread_mutex_lock(&v->lock);
+	held = v->handles > 0;
+	pthread_mutex_unlock(&v->lock);
+	return held;
+}
+
+bool view_move(struct view *v, struct view *to)
+{
+	unsigned r;
+
+	if (v == to || v->size != to->size)
+		return false;
+	pthread_mutex_lock(&v->lock);
+	if (__atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED) {
+		pthread_mutex_unlock(&v->lock);
+		return false;
+	}
+	view_get(to);
+	/* The pointer before the flag: whoever sees the flag (an acquire
+	 * of the count) finds the pointer. A reader whose reference came
+	 * before the flag is in the count below, and its put closes the
+	 * layers; one whose reference came after sees the flag and goes
+	 * to "to" (view_get_current()). */
+	__atomic_store_n(&v->moved, to, __ATOMIC_RELEASE);
+	r = __atomic_or_fetch(&v->refs, VIEW_MOVED, __ATOMIC_ACQ_REL);
+	if (unused_locked(v, r)) {
+		view_close_layers(v);
+		v->detached = true;
+	}
+	pthread_mutex_unlock(&v->lock);
+	return true;
+}
+
+struct view *view_get_current(struct view *v)
+{
+	for (;;) {
+		unsigned r = __atomic_add_fetch(&v->refs, 1, __ATOMIC_ACQUIRE);
+		struct view *to;
+
+		if (!(r & VIEW_MOVED))
+			return v;
+		/* v is kept by the caller's own (open file's) reference,
+		 * and keeps "to" by its own. */
+		to = __atomic_load_n(&v->moved, __ATOMIC_ACQUIRE);
+		view_put(v);
+		v = to;
+	}
+}
+
+/* A reference on v unless its count is already 0 (its last put came: it
+ * is being freed, and waits for the list's lock to leave the list). */
+static bool get_unless_zero(struct view *v)
+{
+	unsigned r = __atomic_load_n(&v->refs, __ATOMIC_RELAXED);
+
+	while (r & ~VIEW_MOVED)
+		if (__atomic_compare_exchange_n(&v->refs, &r, r + 1, true,
+						__ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			return true;
+	return false;
+}
+
+/* Whether v is held open, has not moved, and its layers are ids[0..k). */
+static bool movable_prefix(struct view *v, const struct layer_id *ids)
+{
+	bool ok;
+
+	pthread_mutex_lock(&v->lock);
+	ok = v->handles > 0 && !v->detached &&
+	     !(__atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED);
+	for (unsigned i = 0; ok && i < v->nlayers; i++)
+		ok = layer_id_equal(&v->layers[i].id, &ids[i]);
+	pthread_mutex_unlock(&v->lock);
+	return ok;
+}
+
+size_t view_env_held_prefixes(struct view_env *env, const struct layer_id *ids,
+			      unsigned n, unsigned min, struct view ***out)
+{
+	struct view **got = NULL;
+	size_t k = 0, cap = 0;
+
+	*out = NULL;
+	/* Under the list's lock only what never changes (nlayers) and the
+	 * count; the layers' identities under each view's own lock (an
+	 * attach rewrites them), with the list's lock let go. */
+	pthread_mutex_lock(&env->views_lock);
+	for (struct view *v = env->views; v; v = v->env_next) {
+		if (v->nlayers < min || v->nlayers > n)
+			continue;
+		if (k == cap) {
+			size_t c = cap ? 2 * cap : 8;
+			struct view **g = realloc(got, c * sizeof(*g));
+
+			if (!g)
+				break;
+			got = g;
+			cap = c;
+		}
+		if (get_unless_zero(v))
+			got[k++] = v;
+	}
+	pthread_mutex_unlock(&env->views_lock);
+	for (size_t i = 0; i < k;) {
+		if (movable_prefix(got[i], ids)) {
+			i++;
+			continue;
+		}
+		view_put(got[i]);
+		got[i] = got[--k];
+	}
+	if (!k) {
+		free(got);
+		got = NULL;
+	}
+	*out = got;
+	return k;
 }
 
 bool view_get_attached(struct view *v)
@@ -468,6 +657,10 @@ static int attach_locked(struct view *v, int dirfd, char *why, size_t len)
 
 	if (!v->detached)
 		return 0;
+	if (__atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED) {
+		snprintf(why, len, "the view's layers were merged into a new base");
+		return -ESTALE;		/* its open files read elsewhere */
+	}
 	ret = view_env_check_budget(v->env, v->nlayers, why, len);
 	if (ret)
 		return ret;

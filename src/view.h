@@ -31,6 +31,9 @@
 #define VIEW_BUILT 0
 #define VIEW_BUILDING 1
 
+/* view.refs: the view has moved (view_move()); the rest is the count. */
+#define VIEW_MOVED (1u << 31)
+
 struct view_seg {
 	uint64_t off;		/* start; the segment ends where the next starts */
 	int32_t layer;		/* index into view.layers, or VIEW_ZERO */
@@ -70,7 +73,18 @@ struct view {
 				   the -errno its build failed with */
 	char *build_why;	/* the cause of a failed build; lock */
 	pthread_cond_t built;	/* with lock: state left VIEW_BUILDING */
-	unsigned refs;		/* atomic; drops to 2 or below under lock */
+	unsigned refs;		/* atomic: the count, and VIEW_MOVED once
+				   view_move() set moved; drops to 2 or
+				   below, or at all once moved, under lock */
+	struct view *moved;	/* atomic: set once, with VIEW_MOVED: the
+				   view whose bytes are this one's, which
+				   reads of this one go to (one reference) */
+	unsigned handles;	/* open files among refs (view_handle_hold());
+				   protected by lock */
+	struct view *env_prev, *env_next;	/* env's list of views;
+				   protected by its views_lock */
+	bool listed;		/* in that list; set before the view is
+				   shared, cleared by view_free() */
 	int broken;		/* atomic: a layer was found shorter than
 				   the view (view_check_read()); with
 				   label, the only fields that change
@@ -211,6 +225,44 @@ void view_put(struct view *v);
  */
 void view_own(struct view *v);
 void view_put_owned(struct view *v);
+
+/*
+ * Open files that hold a view (a FUSE handle each) say so: they keep the
+ * view, but once it has moved (view_move()) not its layers.
+ * view_handle_hold() counts the reference the caller already holds as an
+ * open file's; view_handle_put() ends the open file and drops it.
+ */
+void view_handle_hold(struct view *v);
+void view_handle_put(struct view *v);
+/* Whether an open file holds v. */
+bool view_held_open(struct view *v);
+
+/*
+ * A compaction does not change a version's bytes, only the layers they are
+ * read from (doc/format.md §3): view_move() sends the reads of v's open
+ * files to view to, built on the new chain, so that v's layers (the merged
+ * ones, deleted from STORE) are closed as soon as only open files hold v,
+ * and their disk space freed. False, and nothing changes, if the two
+ * differ in size or v has moved already. From then on, whoever reads for an
+ * open file takes its reference with view_get_current(), never view_get():
+ * it returns v itself, with a reference, until v has moved, then the view
+ * the reads went to (following every later move). Holders of other
+ * references (a push, a flat file's build) keep v's layers open until
+ * they let go.
+ */
+bool view_move(struct view *v, struct view *to);
+struct view *view_get_current(struct view *v);
+
+/*
+ * The views built with env that open files hold, that have not moved, and
+ * whose chains are prefixes of the chain ids[0..n) at least min layers
+ * long (the same files: layer identities, doc/format.md §4): a compaction
+ * that merged ids[0..min) can move them (view_move()). Returns how many,
+ * in *out (malloc'd; NULL if none), each with a reference; 0 also when
+ * short of memory (nothing moves then).
+ */
+size_t view_env_held_prefixes(struct view_env *env, const struct layer_id *ids,
+			      unsigned n, unsigned min, struct view ***out);
 bool view_get_attached(struct view *v);
 int view_attach(struct view *v, int dirfd, char *why, size_t len);
 

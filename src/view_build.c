@@ -453,6 +453,7 @@ static int build_here(struct build *b, struct view *v, struct view **out,
 		view_free(v);
 		return ret;
 	}
+	view_env_list(v->env, v);	/* shared from now on */
 	*out = v;
 	return 0;
 }
@@ -642,6 +643,7 @@ int view_open_async(struct view_env *env, int dirfd, const struct store_chain *c
 		ret = pthread_create(&t, &attr, build_thread, b);
 		pthread_attr_destroy(&attr);
 		if (ret == 0) {
+			view_env_list(env, v);
 			*out = v;
 			return 0;
 		}

@@ -216,6 +216,7 @@ struct view_env *view_env_new(struct cache *cache, unsigned page_size)
 	env->page_size = page_size;
 	pthread_mutex_init(&env->lock, NULL);
 	pthread_cond_init(&env->builders_done, NULL);
+	pthread_mutex_init(&env->views_lock, NULL);
 	return env;
 }
 
@@ -232,6 +233,7 @@ void view_env_free(struct view_env *env)
 	pthread_mutex_unlock(&env->lock);
 	pthread_cond_destroy(&env->builders_done);
 	pthread_mutex_destroy(&env->lock);
+	pthread_mutex_destroy(&env->views_lock);
 	free(env->probes);
 	free(env);
 }

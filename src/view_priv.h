@@ -48,7 +48,15 @@ struct view_env {
 	unsigned builders;	/* maps being built on threads of their own
 				   (view_open_async()); protected by lock */
 	pthread_cond_t builders_done;	/* with lock: builders fell to 0 */
+	pthread_mutex_t views_lock;	/* the list below; taken with no
+					   other lock and nothing taken
+					   under it */
+	struct view *views;	/* every view built (view.env_next) */
 };
+
+/* Adds a new view to env's list (view_env_held_prefixes()); view_free()
+ * takes it out. */
+void view_env_list(struct view_env *env, struct view *v);
 
 /* ---- view_env.c ---- */
 

@@ -9,8 +9,11 @@
 # through MAP_PRIVATE mappings. Every byte they read equals the reference;
 # user.snapfs.compaction goes pending or running, then idle; the depth drops
 # to 2; a view keeps its inode number across its compaction; an fd and a
-# mapping opened before the compaction still read the right bytes after
-# the merged layers are gone from STORE; the holes the views report are
+# mapping opened before the compaction, and another pair opened on the
+# 4-deep version before the publishes, still read the right bytes (each
+# its own version's) after the merged layers are gone from STORE, and the
+# daemon closes those layers while the fds are still open (their reads
+# moved onto the new base, views_moved); the holes the views report are
 # still the reference's. Runs on tmpfs (sparse base copy) and, where
 # mkfs.xfs exists, on XFS (reflinked base). Last, on tmpfs, an operator
 # rolls back below the merge point (deletes diffs 6, 5 and 4 from STORE)
@@ -69,6 +72,18 @@ passes() {
 passes_over() {
 	[ "$(passes 1)" -gt "$1" ]
 }
+# merged_fds DIR: how many of the crafted chain's merged layers (deleted
+# from STORE by the compaction) the daemon still holds open.
+merged_fds() {
+	find "/proc/$SNAPFS_PID/fd" -lname "$1/disk.img.[0-4].* (deleted)" 2>/dev/null | wc -l
+}
+no_merged_fds() {
+	[ "$(merged_fds "$1")" -eq 0 ]
+}
+# counter NAME: its value in M/.snapfs-stats.
+counter() {
+	awk -v n="$1" '$1 == n { print $2 }' "$M/.snapfs-stats"
+}
 # settled: every chain deeper than TH is compacted and idle.
 settled() {
 	local p
@@ -84,7 +99,7 @@ live_fs() {
 	M=$T/mnt.$fs
 	REF=$T/ref.$fs
 	"$MKSTORE" -s "$SEED" -n 6 -D 12 -S 1M "$S" "$REF" >/dev/null || fail "$fs: mkstore failed"
-	craft_chain "$S" "$REF"
+	craft_chain "$S" "$REF" steps
 	cd=$S/crafted
 	# the crafted chain starts 4 diffs deep: diffs 5 and 6 wait to be published
 	mv "$cd/disk.img.5.diff" "$cd/.disk.img.5.diff.tmp"
@@ -99,6 +114,10 @@ live_fs() {
 	p=crafted/disk.img
 	[ "$(xattr "$M/$p" user.snapfs.depth)" = 4 ] || fail "$fs: $p: depth $(xattr "$M/$p" user.snapfs.depth), want 4"
 	[ "$(cstate "$p")" = idle ] || fail "$fs: $p: compaction '$(cstate "$p")' at depth 4, want idle"
+	# A VM restored from the 4-deep version holds it open and mapped
+	# through the publishes and the compaction of the 6-deep one.
+	holder_start
+	hold_cmd open before "$M/$p"
 
 	# Publish, then look the view up: a new version, 6 deep, queued.
 	mv "$cd/.disk.img.5.diff.tmp" "$cd/disk.img.5.diff"
@@ -119,7 +138,6 @@ live_fs() {
 	seen=" $st"
 
 	# An fd and a MAP_PRIVATE mapping held across the compaction.
-	holder_start
 	hold_cmd open held "$M/$p"
 	[ "$HOLD_REPLY" = "${INO[$p]}" ] || fail "$fs: $p: held fd has inode $HOLD_REPLY, want ${INO[$p]}"
 
@@ -157,6 +175,18 @@ live_fs() {
 			fail "$fs: reader $f made fewer than 2 passes"
 	done
 
+	# The fds and mappings opened before the compaction, of the version
+	# compacted and of the 4-deep one before it, read from the new base
+	# now: the daemon lets go of the merged layers (deleted from STORE,
+	# their blocks still taken while open) with those fds still open, once
+	# the pushes and flat-file builds that used them are done.
+	wait_for 20000 no_merged_fds "$cd" ||
+		fail "$fs: $p: the daemon still holds $(merged_fds "$cd") merged layer(s) open" \
+			"$((WAITED_MS / 1000)) s after the compaction, for an fd opened before it"
+	log "$fs: $p: merged layers closed ${WAITED_MS} ms after the readers stopped," \
+		"the fds from before still open; views_moved $(counter views_moved)"
+	[ "$(counter views_moved)" -ge 2 ] || fail "$fs: views_moved is $(counter views_moved)"
+
 	# The chains on disk and through the mount.
 	[ "$(xattr "$M/$p" user.snapfs.chain)" = disk.img.4.base,disk.img.5.diff,disk.img.6.diff ] ||
 		fail "$fs: $p: chain $(xattr "$M/$p" user.snapfs.chain)"
@@ -173,6 +203,10 @@ live_fs() {
 	# (their page cache dropped first), the old layers being gone.
 	hold_cmd check held "$REF/$p"
 	hold_cmd close held
+	# So does the older version's, whose 4-deep chain the new base holds
+	# whole: it was moved too (its bytes are not the 6-deep ones).
+	hold_cmd check before "$REF/$p.after4"
+	hold_cmd close before
 	holder_stop
 
 	# Fresh opens: bytes and holes (seek) of every view.

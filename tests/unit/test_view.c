@@ -1415,6 +1415,189 @@ static void test_owned_detach(void **state)
 	free(want);
 }
 
+/* ---- moving open files onto a compacted chain (view_move()) ---- */
+
+struct move_race {
+	struct view *v;		/* the open files' view */
+	const unsigned char *want;
+	uint64_t size;
+	unsigned rounds;
+	unsigned moved_seen;	/* atomic: reads served by the new view */
+};
+
+static void *move_race_thread(void *arg)
+{
+	struct move_race *r = arg;
+	unsigned char buf[3 * UNIT_PAGE];
+
+	for (unsigned i = 0; i < r->rounds; i++) {
+		uint64_t off = (i * 7919u) % (r->size - sizeof(buf));
+		struct view *cur = view_get_current(r->v);
+
+		/* whichever view it is, its layers are open until the put */
+		assert_int_equal(view_pread(cur, off, sizeof(buf), buf), sizeof(buf));
+		if (memcmp(buf, r->want + off, sizeof(buf)))
+			fail_msg("round %u: read at %llu differs", i,
+				 (unsigned long long)off);
+		if (cur != r->v)
+			__atomic_add_fetch(&r->moved_seen, 1, __ATOMIC_RELAXED);
+		view_put(cur);
+	}
+	return NULL;
+}
+
+/* Writes want[0..size) densely as name in dirfd: a compaction's new base. */
+static void write_dense(int dirfd, const char *name, const unsigned char *want,
+			uint64_t size)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, want, size, 0), (ssize_t)size);
+	assert_int_equal(close(fd), 0);
+}
+
+/*
+ * A compaction moves a version's open files onto a view of the new chain:
+ * reads go there from then on, and the old view's layers close as soon as
+ * only open files hold it, not when the last of them closes; a read
+ * under way when the move comes keeps them open until it is done.
+ */
+static void test_move(void **state)
+{
+	struct unit_dir *ud = *state;
+	const uint64_t size = 32 * P + 77;
+	const struct unit_range rbase = { 0, 32 * P + 77 };
+	const struct unit_range rd1[] = { { 3 * P, 2 * P }, { 20 * P, P } };
+	const struct unit_range rd2[] = { { 4 * P, 3 * P }, { 32 * P, 77 } };
+	unsigned char *want = malloc(size);
+	struct env e = env_new(1 << 20);
+	uint64_t open0 = stats_get(STAT_LAYERS_OPEN);
+	struct view *v = NULL, *nv = NULL, *other = NULL, *cur, *reading;
+	struct move_race r = { .size = size, .rounds = 3000 };
+	pthread_t th[3];
+	char why[256];
+
+	assert_non_null(want);
+	unit_sparse_file_c(ud->fd, "m.0.base", size, &rbase, 1, 21, want);
+	unit_sparse_file_c(ud->fd, "m.1.diff", size, rd1, 2, 22, want);
+	unit_sparse_file_c(ud->fd, "m.2.diff", size, rd2, 2, 23, want);
+	write_dense(ud->fd, "c.2.base", want, size);
+	write_dense(ud->fd, "short.0.base", want, size - 1);
+
+	/* two open files of the 3-layer view; a read under way */
+	assert_int_equal(open_name(&e, ud->fd, "m", NULL, 0, &v, why, sizeof(why)), 0);
+	view_handle_hold(v);
+	view_get(v);
+	view_handle_hold(v);
+	reading = view_get_current(v);
+	assert_ptr_equal(reading, v);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 3);
+
+	/* a view of another size is never a move's target */
+	assert_int_equal(open_name(&e, ud->fd, "short", NULL, 0, &other, why,
+				   sizeof(why)), 0);
+	assert_false(view_move(v, other));
+	view_put(other);
+
+	/* the views a compaction of m's first 2 layers can move: held ones
+	 * whose chains begin with those, at least 2 layers long */
+	{
+		const char *const two[] = { "m.0.base", "m.1.diff" };
+		struct layer_id ids[3];
+		struct view *older, *unheld, **held;
+		size_t k;
+
+		for (int i = 0; i < 3; i++)
+			ids[i] = v->layers[i].id;
+		assert_int_equal(open_name(&e, ud->fd, "m", two, 2, &older, why,
+					   sizeof(why)), 0);
+		assert_int_equal(older->nlayers, 2);
+		assert_int_equal(open_name(&e, ud->fd, "m", NULL, 0, &unheld, why,
+					   sizeof(why)), 0);
+		k = view_env_held_prefixes(e.venv, ids, 3, 2, &held);
+		assert_int_equal(k, 1);		/* older is not held yet */
+		assert_ptr_equal(held[0], v);
+		view_put(held[0]);
+		free(held);
+		view_handle_hold(older);
+		k = view_env_held_prefixes(e.venv, ids, 3, 2, &held);
+		assert_int_equal(k, 2);
+		assert_true((held[0] == v && held[1] == older) ||
+			    (held[0] == older && held[1] == v));
+		view_put(held[0]);
+		view_put(held[1]);
+		free(held);
+		/* a chain that does not begin with those layers */
+		ids[1].ino++;
+		assert_int_equal(view_env_held_prefixes(e.venv, ids, 3, 2, &held), 0);
+		ids[1].ino--;
+		/* nor shorter than what was merged */
+		assert_int_equal(view_env_held_prefixes(e.venv, ids, 3, 3, &held), 1);
+		view_put(held[0]);
+		free(held);
+		view_handle_put(older);
+		view_put(unheld);
+	}
+
+	/* the compacted chain, one layer with the same bytes */
+	assert_int_equal(open_name(&e, ud->fd, "c", NULL, 0, &nv, why, sizeof(why)), 0);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 4);
+	assert_true(view_move(v, nv));
+	{
+		struct layer_id ids[3];
+		struct view **held;
+
+		for (int i = 0; i < 3; i++)
+			ids[i] = v->layers[i].id;
+		/* moved: never again */
+		assert_int_equal(view_env_held_prefixes(e.venv, ids, 3, 2, &held), 0);
+	}
+	assert_false(view_move(v, nv));		/* once */
+	view_put(nv);				/* v keeps it */
+
+	/* the read under way still has the old layers */
+	assert_false(v->detached);
+	check_content(reading, want, size, 31);
+	/* new reads of the open files go to the new view */
+	cur = view_get_current(v);
+	assert_ptr_equal(cur, nv);
+	check_content(cur, want, size, 32);
+	assert_int_equal(view_seek(cur, 0, SEEK_HOLE), (off_t)size);
+	view_put(cur);
+	assert_false(v->detached);
+	/* the read ends: only open files hold v, its layers close */
+	view_put(reading);
+	assert_true(v->detached);
+	assert_int_equal(v->layers[0].fd, -1);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 1);
+	view_handle_put(v);
+	view_handle_put(v);	/* v freed, and with it its reference on nv */
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0);
+
+	/* readers on three threads while the move comes: every read finds
+	 * open layers and the right bytes, before and after it */
+	assert_int_equal(open_name(&e, ud->fd, "m", NULL, 0, &v, why, sizeof(why)), 0);
+	view_handle_hold(v);
+	assert_int_equal(open_name(&e, ud->fd, "c", NULL, 0, &nv, why, sizeof(why)), 0);
+	r.v = v;
+	r.want = want;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, move_race_thread, &r), 0);
+	usleep(2000);
+	assert_true(view_move(v, nv));
+	view_put(nv);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	print_message("%u of %u reads after the move\n", r.moved_seen, 3 * r.rounds);
+	assert_true(v->detached);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 1);
+	view_handle_put(v);
+	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0);
+	env_free(&e);
+	free(want);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, unit_dir_setup, unit_dir_teardown)
@@ -1434,6 +1617,7 @@ int main(void)
 		T(test_open_directory),
 		T(test_open_missing_layer),
 		T(test_owned_detach),
+		T(test_move),
 		cmocka_unit_test_setup_teardown(test_open_coarse_holes,
 						unit_huge_setup,
 						unit_tmpfs_teardown),
