@@ -14,8 +14,8 @@
  * A view's layers are closed when only its owner (a version) still holds
  * it, and opened again by view_attach(): see view.h. The other exception:
  * a compaction moves a view's open files onto a view of the new chain
- * (view_move()), and its layers are closed once only they hold it; its
- * map stays, and it is never read again.
+ * (view_move()), and its layers and map are let go of once only they hold
+ * it: it is never read again.
  */
 #include "config.h"
 
@@ -428,6 +428,26 @@ void view_get(struct view *v)
 
 void view_close_layers(struct view *v);
 
+/* Closes the layers of a view that nobody reads any more, with lock; a
+ * moved one also lets go of its map (its reads all go elsewhere, and no
+ * reference but its open files' is left that could read it). */
+static void detach_locked(struct view *v, unsigned r)
+{
+	view_close_layers(v);
+	v->detached = true;
+	if (!(r & VIEW_MOVED))
+		return;
+	free(v->seg);
+	free(v->seg_index);
+	v->seg = NULL;
+	v->seg_index = NULL;
+	v->nseg = 0;
+	v->index_len = 0;
+	if (v->charged)
+		cache_uncharge(v->env->cache, v->charged);
+	v->charged = 0;
+}
+
 /* Whether v's layers are to be closed now: only its owner holds it, or,
  * once it has moved, only its owner and its open files. With lock. */
 static bool unused_locked(const struct view *v, unsigned r)
@@ -460,10 +480,8 @@ void view_put(struct view *v)
 			return;
 	pthread_mutex_lock(&v->lock);
 	r = __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL);
-	if (unused_locked(v, r)) {
-		view_close_layers(v);
-		v->detached = true;
-	}
+	if (unused_locked(v, r))
+		detach_locked(v, r);
 	pthread_mutex_unlock(&v->lock);
 	if ((r & ~VIEW_MOVED) == 0) {
 		if (r & VIEW_MOVED)
@@ -533,10 +551,8 @@ bool view_move(struct view *v, struct view *to)
 	 * to "to" (view_get_current()). */
 	__atomic_store_n(&v->moved, to, __ATOMIC_RELEASE);
 	r = __atomic_or_fetch(&v->refs, VIEW_MOVED, __ATOMIC_ACQ_REL);
-	if (unused_locked(v, r)) {
-		view_close_layers(v);
-		v->detached = true;
-	}
+	if (unused_locked(v, r))
+		detach_locked(v, r);
 	pthread_mutex_unlock(&v->lock);
 	return true;
 }

@@ -243,7 +243,8 @@ bool view_held_open(struct view *v);
  * files to view to, built on the new chain, so that v's layers (the merged
  * ones, deleted from STORE) are closed as soon as only open files hold v,
  * and their disk space freed. False, and nothing changes, if the two
- * differ in size or v has moved already. From then on, whoever reads for an
+ * differ in size or v has moved already. v's map goes with its layers.
+ * From then on, whoever reads for an
  * open file takes its reference with view_get_current(), never view_get():
  * it returns v itself, with a reference, until v has moved, then the view
  * the reads went to (following every later move). Holders of other

@@ -1570,6 +1570,8 @@ static void test_move(void **state)
 	view_put(reading);
 	assert_true(v->detached);
 	assert_int_equal(v->layers[0].fd, -1);
+	assert_null(v->seg);		/* and its map, never read again */
+	assert_int_equal(v->charged, 0);
 	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 1);
 	view_handle_put(v);
 	view_handle_put(v);	/* v freed, and with it its reference on nv */
