@@ -435,8 +435,12 @@ static void detach_locked(struct view *v, unsigned r)
 {
 	view_close_layers(v);
 	v->detached = true;
-	if (!(r & VIEW_MOVED))
-		return;
+	if (r & VIEW_MOVED)
+		view_drop_map(v);
+}
+
+void view_drop_map(struct view *v)
+{
 	free(v->seg);
 	free(v->seg_index);
 	v->seg = NULL;

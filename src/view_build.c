@@ -338,12 +338,7 @@ static int charge_map(struct view *v, char *why, size_t len)
 		 size_words(left, sizeof(left), cache_room(v->env->cache)));
 	/* Freed now, not with the view: a view built after its open stays
 	 * with its version, unread, until the next open lets it go. */
-	free(v->seg);
-	free(v->seg_index);
-	v->seg = NULL;
-	v->seg_index = NULL;
-	v->nseg = 0;
-	v->index_len = 0;
+	view_drop_map(v);
 	return -ENOMEM;
 }
 

@@ -84,6 +84,9 @@ bool view_env_hides_holes(struct view_env *env, int fd, uint64_t dev);
 
 /* Frees v, whatever its references: only before anyone else has it. */
 void view_free(struct view *v);
+/* Frees v's map (segments and index) and gives back its charge to the
+ * cache's budget; nothing may read it any more. */
+void view_drop_map(struct view *v);
 /* Closes the layers of a view nobody reads (its map stays). */
 void view_close_layers(struct view *v);
 /* Builds the first-level index over v's segments, where they are many. */
