@@ -447,13 +447,15 @@ static struct pjob *reap_locked(struct node_table *t, struct prefetch *pf,
 }
 
 /* The newest job that can push now (a waiting one once a whole chunk fits
- * the budget again); prefetch.lock held. */
+ * the budget again, or whose view moved, so that it lets go of the old
+ * one's layers: job_follow()); prefetch.lock held. */
 static struct pjob *pick_locked(struct prefetch *pf)
 {
 	for (struct pjob *j = pf->jobs; j; j = j->next) {
 		if (j->state == PJ_PUSHING)
 			return j;
-		if (j->state == PJ_WAITING && pf->charged + PREFETCH_CHUNK <= pf->o.budget)
+		if (j->state == PJ_WAITING && (pf->charged + PREFETCH_CHUNK <= pf->o.budget ||
+					       view_moved(j->v)))
 			return j;
 	}
 	return NULL;
@@ -538,6 +540,33 @@ static uint64_t run_end(const struct pjob *j, uint64_t off, uint64_t end, bool s
 }
 
 /*
+ * Job j's view was moved by a compaction (view_move()): the rest of the
+ * push reads the view it moved to, the same bytes from the new chain, so
+ * that the old one's layers (merged, deleted from STORE) can close now
+ * rather than when the push ends. The cursor is an offset and a phase, so
+ * it carries over; the plan's total becomes what was pushed plus what the
+ * new view's plan has left after the cursor (its diff windows are fewer:
+ * the merged diffs are base now). This thread only.
+ */
+static void job_follow(struct prefetch *pf, struct pjob *j)
+{
+	struct view *old = j->v, *nv = view_get_current(old);
+	struct pcursor c = j->cur;
+	uint64_t off, len, left = 0;
+
+	if (j->planned && view_wait(nv) == 0)
+		while (prefetch_next_chunk(nv, pf->o.mode, &c, &off, &len))
+			left += len;
+	pthread_mutex_lock(&pf->lock);
+	j->v = nv;
+	if (j->planned)
+		j->total = j->pushed + left;
+	pthread_mutex_unlock(&pf->lock);
+	log_debug("%s: prefetch goes on from the compacted chain", view_label(nv));
+	view_put(old);
+}
+
+/*
  * One step of job j: plans it on its first step, then pushes its next
  * chunk if the budget allows: the part of it up to the first page a read
  * has already given the kernel, or, where the chunk starts with such
@@ -550,6 +579,8 @@ static void job_step(struct prefetch *pf, struct pjob *j, int64_t *next_ns)
 	struct pcursor c;
 	int ret;
 
+	if (view_moved(j->v))
+		job_follow(pf, j);
 	if (!j->planned && view_wait(j->v) != 0) {
 		/* Its map could not be built: the build said why. */
 		pthread_mutex_lock(&pf->lock);

@@ -254,6 +254,12 @@ bool view_held_open(struct view *v);
 bool view_move(struct view *v, struct view *to);
 struct view *view_get_current(struct view *v);
 
+/* Whether v has moved (a hint: it never moves back). */
+static inline bool view_moved(const struct view *v)
+{
+	return __atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED;
+}
+
 /*
  * The views built with env that open files hold, that have not moved, and
  * whose chains are prefixes of the chain ids[0..n) at least min layers

@@ -13,8 +13,9 @@
 # 4-deep version before the publishes, still read the right bytes (each
 # its own version's) after the merged layers are gone from STORE, and the
 # daemon closes those layers while the fds are still open (their reads
-# moved onto the new base, views_moved); the holes the views report are
-# still the reference's. Runs on tmpfs (sparse base copy) and, where
+# moved onto the new base, views_moved; on tmpfs with a push budget of
+# 1 MiB, so that the held views' pushes wait for good and must follow the
+# move); the holes the views report are still the reference's. Runs on tmpfs (sparse base copy) and, where
 # mkfs.xfs exists, on XFS (reflinked base). Last, on tmpfs, an operator
 # rolls back below the merge point (deletes diffs 6, 5 and 4 from STORE)
 # while the compaction that merges diff 4 runs: it must not publish a base
@@ -93,8 +94,10 @@ settled() {
 	done
 }
 
+# live_fs FS DIR [OPTS]: the compaction under readers, on the store in DIR,
+# snapfs mounted with OPTS too.
 live_fs() {
-	local fs=$1 dir=$2 path size depth data chain p f ino seen st cd r1 r2
+	local fs=$1 dir=$2 opts=${3:+,$3} path size depth data chain p f ino seen st cd r1 r2
 	local S=$dir/store
 	M=$T/mnt.$fs
 	REF=$T/ref.$fs
@@ -110,7 +113,7 @@ live_fs() {
 		[ "$depth" -gt "$TH" ] && DEEP+=("$path")
 	done <"$REF/MANIFEST"
 
-	mount_snapfs "$S" "$M" -o "compact_threshold=$TH,keep_diffs=$KEEP,compact_rate=$RATE"
+	mount_snapfs "$S" "$M" -o "compact_threshold=$TH,keep_diffs=$KEEP,compact_rate=$RATE$opts"
 	p=crafted/disk.img
 	[ "$(xattr "$M/$p" user.snapfs.depth)" = 4 ] || fail "$fs: $p: depth $(xattr "$M/$p" user.snapfs.depth), want 4"
 	[ "$(cstate "$p")" = idle ] || fail "$fs: $p: compaction '$(cstate "$p")' at depth 4, want idle"
@@ -284,7 +287,11 @@ stop_during() {
 }
 
 mount_tmpfs "$T/tmpfs" 256
-live_fs tmpfs "$T/tmpfs"
+# A push budget of 1 MiB: the held views' pushes wait for room that never
+# comes (the fds stay open), holding their views; they must let go of the
+# merged layers all the same once their views moved (where passthrough
+# serves the opens there is no push: the check holds either way).
+live_fs tmpfs "$T/tmpfs" prefetch=all,prefetch_mb=1
 rollback_race "$T/tmpfs"
 stop_during "$T/tmpfs"
 if have_mkfs xfs; then
