@@ -489,7 +489,7 @@ void view_put(struct view *v)
 	pthread_mutex_unlock(&v->lock);
 	if ((r & ~VIEW_MOVED) == 0) {
 		if (r & VIEW_MOVED)
-			view_put(__atomic_load_n(&v->moved, __ATOMIC_RELAXED));
+			view_handle_put(__atomic_load_n(&v->moved, __ATOMIC_RELAXED));
 		view_free(v);
 	}
 }
@@ -542,12 +542,17 @@ bool view_move(struct view *v, struct view *to)
 
 	if (v == to || v->size != to->size)
 		return false;
+	/* v's reference on "to" counts as an open file's: v's open files
+	 * read there, and a later compaction must find "to" held, and move
+	 * it on, or its layers would stay open for them. */
+	view_get(to);
+	view_handle_hold(to);
 	pthread_mutex_lock(&v->lock);
 	if (__atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED) {
 		pthread_mutex_unlock(&v->lock);
+		view_handle_put(to);
 		return false;
 	}
-	view_get(to);
 	/* The pointer before the flag: whoever sees the flag (an acquire
 	 * of the count) finds the pointer. A reader whose reference came
 	 * before the flag is in the count below, and its put closes the

@@ -15,7 +15,10 @@
 # daemon closes those layers while the fds are still open (their reads
 # moved onto the new base, views_moved; on tmpfs with a push budget of
 # 1 MiB, so that the held views' pushes wait for good and must follow the
-# move); the holes the views report are still the reference's. Runs on tmpfs (sparse base copy) and, where
+# move); the holes the views report are still the reference's. Then a
+# second compaction (three more diffs) merges a diff those two versions
+# lack: their fds keep the first new base and its diffs open, reading the
+# same bytes, until they close, and the diff merged closes at once. Runs on tmpfs (sparse base copy) and, where
 # mkfs.xfs exists, on XFS (reflinked base). Last, on tmpfs, an operator
 # rolls back below the merge point (deletes diffs 6, 5 and 4 from STORE)
 # while the compaction that merges diff 4 runs: it must not publish a base
@@ -73,13 +76,18 @@ passes() {
 passes_over() {
 	[ "$(passes 1)" -gt "$1" ]
 }
-# merged_fds DIR: how many of the crafted chain's merged layers (deleted
-# from STORE by the compaction) the daemon still holds open.
+# merged_fds DIR [SEQS]: how many of the crafted chain's merged layers
+# (deleted from STORE by a compaction), those whose <seq> matches the glob
+# class SEQS (default 0-4), the daemon still holds open.
 merged_fds() {
-	find "/proc/$SNAPFS_PID/fd" -lname "$1/disk.img.[0-4].* (deleted)" 2>/dev/null | wc -l
+	find "/proc/$SNAPFS_PID/fd" -lname "$1/disk.img.[${2:-0-4}].* (deleted)" 2>/dev/null | wc -l
 }
 no_merged_fds() {
-	[ "$(merged_fds "$1")" -eq 0 ]
+	[ "$(merged_fds "$@")" -eq 0 ]
+}
+# compacted_to N: the crafted view is compacted, idle, at depth N.
+compacted_to() {
+	depth_is crafted/disk.img "$1" && cstate_is crafted/disk.img idle
 }
 # counter NAME: its value in M/.snapfs-stats.
 counter() {
@@ -202,15 +210,41 @@ live_fs() {
 		[ "$ino" = "${INO[$f]}" ] || fail "$fs: $f: inode ${INO[$f]} became $ino across its compaction"
 	done
 
-	# The fd and the mapping opened before still read the right bytes
-	# (their page cache dropped first), the old layers being gone.
-	hold_cmd check held "$REF/$p"
+	# A second compaction, of the chain the first one made (diffs 7, 8 and
+	# 9 published: depth 5, base 4 and diffs 5-7 merged). The held fds'
+	# versions lack diff 7, which the new base holds: their bytes cannot
+	# be read from it, so they keep their layers (base 4, diffs 5 and 6,
+	# deleted from STORE) until they close; diff 7 closes at once.
+	cp "$REF/$p" "$REF/$p.after6" || fail "$fs: cannot copy the reference"
+	for f in 7 8 9; do
+		mk_sparse "$cd/.disk.img.$f.tmp" $((2048 * PAGE))
+		write_page "$cd/.disk.img.$f.tmp" $((900 + f)) "$f"
+		write_page "$REF/$p" $((900 + f)) "$f"
+		mv "$cd/.disk.img.$f.tmp" "$cd/disk.img.$f.diff"
+	done
+	wait_for 3000 depth_is "$p" 5 ||
+		fail "$fs: $p: diffs 7-9 do not show (depth $(xattr "$M/$p" user.snapfs.depth))"
+	wait_for "$HARD_MS" compacted_to "$KEEP" ||
+		fail "$fs: $p: the second compaction did not settle ($(cstate "$p"), depth" \
+			"$(xattr "$M/$p" user.snapfs.depth))"
+	[ "$(xattr "$M/$p" user.snapfs.chain)" = disk.img.7.base,disk.img.8.diff,disk.img.9.diff ] ||
+		fail "$fs: $p: chain $(xattr "$M/$p" user.snapfs.chain) after the second compaction"
+	wait_for 20000 no_merged_fds "$cd" 7 ||
+		fail "$fs: $p: the daemon still holds diff 7 open after the second compaction"
+	[ "$(merged_fds "$cd" 4-6)" -eq 3 ] ||
+		fail "$fs: $p: $(merged_fds "$cd" 4-6) of the 3 layers the held fds read are open"
+
+	# The fds and mappings opened before still read the right bytes, each
+	# its own version's (their page cache dropped first), the layers they
+	# were opened on and those of the first new base gone: the 6-deep
+	# version's, and the 4-deep one's (the new bases hold its chain whole).
+	hold_cmd check held "$REF/$p.after6"
 	hold_cmd close held
-	# So does the older version's, whose 4-deep chain the new base holds
-	# whole: it was moved too (its bytes are not the 6-deep ones).
 	hold_cmd check before "$REF/$p.after4"
 	hold_cmd close before
 	holder_stop
+	wait_for 20000 no_merged_fds "$cd" 4-6 ||
+		fail "$fs: $p: $(merged_fds "$cd" 4-6) layer(s) stay open after the last fd closed"
 
 	# Fresh opens: bytes and holes (seek) of every view.
 	check_views "$M" "$REF" seq,seek

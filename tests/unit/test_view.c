@@ -1572,6 +1572,30 @@ static void test_move(void **state)
 	assert_int_equal(v->layers[0].fd, -1);
 	assert_null(v->seg);		/* and its map, never read again */
 	assert_int_equal(v->charged, 0);
+
+	/* a second compaction: nv, which only v's open files read, is found
+	 * held and moves on, and its layers close too */
+	{
+		struct layer_id id = nv->layers[0].id;
+		struct view *nv2 = NULL, **held;
+
+		write_dense(ud->fd, "c.3.base", want, size);
+		assert_int_equal(unlinkat(ud->fd, "c.2.base", 0), 0);
+		assert_int_equal(open_name(&e, ud->fd, "c", NULL, 0, &nv2, why,
+					   sizeof(why)), 0);
+		assert_int_equal(view_env_held_prefixes(e.venv, &id, 1, 1, &held), 1);
+		assert_ptr_equal(held[0], nv);
+		assert_true(view_move(nv, nv2));
+		view_put(nv2);
+		view_put(held[0]);
+		free(held);
+		assert_true(nv->detached);
+		assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 1);
+		cur = view_get_current(v);	/* two hops */
+		assert_ptr_equal(cur, nv2);
+		check_content(cur, want, size, 33);
+		view_put(cur);
+	}
 	assert_int_equal(stats_get(STAT_LAYERS_OPEN), open0 + 1);
 	view_handle_put(v);
 	view_handle_put(v);	/* v freed, and with it its reference on nv */
