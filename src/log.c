@@ -17,12 +17,14 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -35,17 +37,39 @@ void snapfs_log_set_ident(const char *ident)
 	log_ident = ident;
 }
 
+/*
+ * One write(2) per line, not stdio: stderr's stdio lock can be left taken
+ * for good. libfuse 3.14 cancels its workers when the session ends, and a
+ * worker that was in perror() (a read of the device failing with
+ * ECONNABORTED, as every worker's does when the connection is aborted) dies
+ * holding that lock, which glibc's perror() takes with no cancellation
+ * cleanup. The daemon's next line, "the kernel ended the FUSE connection",
+ * then waited forever and the daemon never exited (seen in t-unmount).
+ */
 static void log_stderr(enum fuse_log_level level, const char *fmt, va_list ap)
 {
-	char line[4096];
-	size_t n;
+	char line[4096], out[4096 + 64];
+	size_t n, done = 0;
+	int len;
 
 	(void)level;
 	vsnprintf(line, sizeof(line), fmt, ap);
 	n = strlen(line);
 	if (n && line[n - 1] == '\n')
 		line[n - 1] = '\0';
-	fprintf(stderr, "%s: %s\n", log_ident, line);
+	len = snprintf(out, sizeof(out), "%s: %s\n", log_ident, line);
+	if (len < 0)
+		return;
+	n = (size_t)len < sizeof(out) ? (size_t)len : sizeof(out) - 1;
+	while (done < n) {
+		ssize_t w = write(STDERR_FILENO, out + done, n - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;		/* nowhere to say it */
+		done += (size_t)w;
+	}
 }
 
 size_t snapfs_log_escape(char *dst, size_t size, const char *src)
