@@ -396,7 +396,10 @@ static int load_and_check(struct compaction *cp)
  * compactor that cannot give it their owner: -EPERM with res->refused set,
  * for the caller to report.
  */
-static int stage(struct compaction *cp)
+/* The new base's permissions (perms_merge()), or -EPERM with
+ * res->refused set: the part of stage() that writes nothing, which a dry
+ * run checks too. */
+static int merge_perms(struct compaction *cp)
 {
 	const char *what;
 	size_t culprit;
@@ -410,6 +413,13 @@ static int stage(struct compaction *cp)
 			 "layers %s and %s differ in %s, and no single file "
 			 "can hold their bytes without widening access",
 			 layer_name(cp, 0), layer_name(cp, culprit), what);
+	return ret;
+}
+
+static int stage(struct compaction *cp)
+{
+	int ret = merge_perms(cp);
+
 	if (ret)
 		return ret;
 	/* Owner-only until its permissions are set (also against a default
@@ -680,8 +690,18 @@ int compact_chain(int dirfd, const char *name, const struct store_chain *chain,
 	int ret;
 
 	ret = compaction_init(&cp, dirfd, name, chain, nmerge, cache, opts, res);
-	if (ret || opts->dry_run)
+	if (ret)
 		return ret;
+	if (opts->dry_run) {
+		/* What a real run would refuse, refused here too: the checks
+		 * of the merged layers and their permissions, which read the
+		 * layers and take no lock. */
+		ret = load_and_check(&cp);
+		if (!ret)
+			ret = merge_perms(&cp);
+		compaction_release(&cp, ret);
+		return ret;
+	}
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]) && !ret; i++)
 		ret = after(&cp, steps[i].fault, steps[i].run(&cp));
 	if (!ret)

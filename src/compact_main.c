@@ -131,7 +131,10 @@ static void usage(FILE *f)
 		"  -t, --threshold N   compact chains with more than N diffs (default 8)\n"
 		"  -k, --keep K        diffs that stay above the new base (default 2)\n"
 		"  -r, --rate MB       write at most MB MiB/s (default: unlimited)\n"
-		"  -n, --dry-run       print what would be done, change nothing\n"
+		"  -p, --page-size N   page size holes must resolve to, as the daemon's\n"
+		"                      -o page_size (default 4096)\n"
+		"  -n, --dry-run       print what would be done, change nothing (the\n"
+		"                      layers are read and checked as a real run does)\n"
 		"  -q, --quiet         print only errors and the summary\n"
 		"  -h, --help          this text\n"
 		"  -V, --version       version\n");
@@ -333,6 +336,7 @@ int main(int argc, char *argv[])
 		{ "threshold", required_argument, NULL, 't' },
 		{ "keep", required_argument, NULL, 'k' },
 		{ "rate", required_argument, NULL, 'r' },
+		{ "page-size", required_argument, NULL, 'p' },
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -345,8 +349,17 @@ int main(int argc, char *argv[])
 
 	snapfs_log_set_ident("snapfs-compact");
 
-	while ((c = getopt_long(argc, argv, "t:k:r:nqhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:k:r:p:nqhV", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'p':
+			if (parse_number(optarg, &v) < 0 || v < 512 || v > 1 << 20 ||
+			    (v & (v - 1))) {
+				fprintf(stderr, "snapfs-compact: -p %s: the page size must be a "
+					"power of two from 512 to 1048576\n", optarg);
+				return 2;
+			}
+			r.opts.page_size = (unsigned)v;
+			break;
 		case 't':
 		case 'k':
 		case 'r':

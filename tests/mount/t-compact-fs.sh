@@ -10,7 +10,10 @@
 # Where the base was reflinked (XFS, btrfs) every block of the old base that
 # no merged diff overwrote is the very same physical block in the new base:
 # the base's data was not copied. Everywhere the new base holds data only
-# where a merged layer did: it stays sparse where the old base was.
+# where a merged layer did: it stays sparse where the old base was. With
+# --page-size 512 every chain is refused (holes here are 1 KiB at least),
+# dry run or not, and nothing changes; and a dry run refuses a dense diff
+# among the layers it would merge, as a real run does.
 . ./tests/mount/lib.sh
 setup_loops
 command -v xfs_io >/dev/null || {
@@ -106,6 +109,29 @@ compact_fs() {
 		fail "$fs: --dry-run planned $(grep -c ': would merge ' <<<"$out") chains, want $nexp"
 	grep -q "^snapfs-compact: [0-9]* chains, $nexp to compact (dry run), 0 failed$" <<<"$out" ||
 		fail "$fs: --dry-run summary: $(tail -n 1 <<<"$out")"
+	# --page-size 512 (a daemon's -o page_size=512): holes here are at
+	# least 1 KiB (ext4's blocks on a small image), so the daemon would
+	# refuse every diff, and so does the compactor, dry run or not (a
+	# real run still prunes superseded layers below chains of a lone base,
+	# which need no holes).
+	out=$("$SNAPFS_COMPACT" -n -p 512 -t "$TH" -k "$KEEP" "$store" 2>"$T/dry512.$fs.err")
+	rc=$?
+	[ "$rc" = 1 ] || fail "$fs: --dry-run --page-size 512 exited $rc, want 1"
+	[ "$(grep -c ': would merge .*: FAILED$' <<<"$out")" = "$nexp" ] ||
+		fail "$fs: --dry-run --page-size 512: $(grep -c ': FAILED$' <<<"$out") of $nexp refused"
+	grep -q "^snapfs-compact: [0-9]* chains, 0 to compact (dry run), [0-9]* failed$" <<<"$out" ||
+		fail "$fs: --page-size 512 summary: $(tail -n 1 <<<"$out")"
+	grep -q "coarser than the 512-byte page" "$T/dry512.$fs.err" ||
+		fail "$fs: --page-size 512: no cause logged: $(head -3 "$T/dry512.$fs.err")"
+	store_state "$store" >"$T/state.after"
+	cmp -s "$T/state.before" "$T/state.after" ||
+		fail "$fs: --dry-run --page-size 512 changed the store: $(diff "$T/state.before" "$T/state.after" | head -5)"
+	out=$("$SNAPFS_COMPACT" -p 512 -t "$TH" -k "$KEEP" "$store" 2>"$T/real512.$fs.err")
+	[ $? = 1 ] || fail "$fs: --page-size 512 exited 0"
+	[ "$(grep -c ': merging .*: FAILED$' <<<"$out")" = "$nexp" ] ||
+		fail "$fs: --page-size 512 (real run): $(grep -c ': FAILED$' <<<"$out") of $nexp refused"
+	grep -q "^snapfs-compact: [0-9]* chains, 0 compacted, [0-9]* failed$" <<<"$out" ||
+		fail "$fs: --page-size 512 (real run) summary: $(tail -n 1 <<<"$out")"
 
 	# The compaction.
 	out=$("$SNAPFS_COMPACT" -t "$TH" -k "$KEEP" "$store" 2>"$T/compact.$fs.err")
@@ -212,4 +238,31 @@ fi
 mount_tmpfs "$T/tmpfs" 256
 compact_fs tmpfs "$T/tmpfs"
 ran=$((ran + 1))
+
+# A dry run reads and checks the layers it would merge, as a real run
+# does: a diff with no holes (copied without --sparse) among them is
+# refused by both, with the same cause, and nothing changes.
+B=$T/tmpfs/dense
+mkdir -p "$B/vm"
+head -c $((64 * PAGE)) /dev/urandom >"$B/vm/m.0.base"
+head -c $((64 * PAGE)) /dev/urandom >"$B/vm/m.1.diff"
+for i in 2 3; do
+	mk_sparse "$B/vm/m.$i.diff" $((64 * PAGE))
+	write_page "$B/vm/m.$i.diff" "$i" "$i"
+done
+store_state "$B" >"$T/dense.before"
+for mode in -n ""; do
+	out=$("$SNAPFS_COMPACT" $mode -t 2 -k 1 "$B" 2>"$T/dense.err")
+	rc=$?
+	[ "$rc" = 1 ] || fail "dense diff: snapfs-compact ${mode:-(real run)} exited $rc, want 1"
+	grep -q "vm/m: would merge 3 layers\|vm/m: merging 3 layers" <<<"$out" &&
+		grep -q ": FAILED$" <<<"$out" ||
+		fail "dense diff: snapfs-compact ${mode:-(real run)} printed: $out"
+	grep -q "diff m.1.diff has no holes" "$T/dense.err" ||
+		fail "dense diff: ${mode:-real run}: cause: $(cat "$T/dense.err")"
+done
+store_state "$B" >"$T/dense.after"
+cmp -s "$T/dense.before" "$T/dense.after" || fail "dense diff: the store changed"
+log "ok: a dense diff is refused by --dry-run as by a real run"
+
 log "ok: $ran filesystems"
