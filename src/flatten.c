@@ -85,6 +85,10 @@ struct flat {
 	enum flat_state state;	/* protected by flatten.lock */
 	int fd;			/* the O_TMPFILE once ready, else -1 */
 	char cause[160];	/* FLAT_FAILED: why; protected by flatten.lock */
+	unsigned failures;	/* builds failed in a row; protected by
+				   flatten.lock */
+	int64_t retry_ns;	/* FLAT_FAILED: mono_ns() from when an offer
+				   tries again; protected by flatten.lock */
 	struct flat *next;
 };
 
@@ -366,6 +370,34 @@ static void fault_gate(struct flatten *f)
  */
 #define FLAT_QUIET_MS 1000
 
+/*
+ * A failed build (no room, an I/O error, out of fds) is tried again at the
+ * first offer (an open, a read of user.snapfs.flat) a minute later, then
+ * after two, four... at most an hour: a version that VMs keep being
+ * restored from should not stay on the FUSE path for good because the
+ * disk was full once. SNAPFS_FLATTEN_RETRY_MS (fault-injection builds)
+ * sets the first wait, for tests.
+ */
+#define FLAT_RETRY_MS 60000
+#define FLAT_RETRY_MAX_MS 3600000
+
+static int64_t retry_wait_ns(unsigned failures)
+{
+	int64_t ms = FLAT_RETRY_MS;
+
+#ifdef SNAPFS_FAULT_INJECTION
+	const char *r = getenv("SNAPFS_FLATTEN_RETRY_MS");
+
+	if (r && *r)
+		ms = strtoll(r, NULL, 10);
+#endif
+	for (unsigned i = 1; i < failures && ms < FLAT_RETRY_MAX_MS; i++)
+		ms *= 2;
+	if (ms > FLAT_RETRY_MAX_MS)
+		ms = FLAT_RETRY_MAX_MS;
+	return ms * 1000000;
+}
+
 static int64_t quiet_ns(void)
 {
 #ifdef SNAPFS_FAULT_INJECTION
@@ -519,6 +551,7 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	char cause[sizeof(e->cause)] = "";
 	enum flat_state state = FLAT_NONE;
 	struct view *vw = e->view;	/* only this thread clears it */
+	int64_t wait_ns = 0;
 	int fd = -1, dirfd, ret;
 
 	if (f->usable && !f->usable(f->usable_ctx))
@@ -539,12 +572,17 @@ static void flatten_one(struct flatten *f, struct flat *e)
 		log_debug("%s: flat file ready", e->path);
 	} else if (ret < 0 && ret != -ECANCELED) {
 		state = FLAT_FAILED;
-		log_warn_rl("%s: no flat file, reads stay on the FUSE path: %s",
-			    e->path, cause);
 	}
 out:
 	view_unwatch_reads(vw);	/* built or not, nobody waits for its quiet */
 	pthread_mutex_lock(&f->lock);
+	if (state == FLAT_FAILED) {
+		e->failures++;
+		wait_ns = retry_wait_ns(e->failures);
+		e->retry_ns = mono_ns() + wait_ns;
+	} else if (state == FLAT_READY) {
+		e->failures = 0;
+	}
 	e->state = state;
 	e->fd = fd;
 	e->view = NULL;
@@ -552,6 +590,10 @@ out:
 	e->dirfd = -1;
 	snprintf(e->cause, sizeof(e->cause), "%s", cause);
 	pthread_mutex_unlock(&f->lock);
+	if (state == FLAT_FAILED)
+		log_warn_rl("%s: no flat file, reads stay on the FUSE path: %s; tried "
+			    "again at an open after %lld s", e->path, cause,
+			    (long long)(wait_ns / 1000000000));
 	view_put(vw);
 	close(dirfd);
 }
@@ -693,9 +735,15 @@ void flatten_stop(struct flatten *f)
 /* v's entry if it waits for an offer, else NULL; flatten.lock held. */
 static struct flat *wants_offer_locked(struct flatten *f, const struct node *v)
 {
-	for (struct flat *e = f->list; e; e = e->next)
-		if (e->vino == v->vino)
-			return e->state == FLAT_PENDING && !e->view && !e->dead ? e : NULL;
+	for (struct flat *e = f->list; e; e = e->next) {
+		if (e->vino != v->vino)
+			continue;
+		/* A failed build's wait is over: pending again, for this
+		 * offer (or the next, if this one is not taken). */
+		if (e->state == FLAT_FAILED && !e->dead && mono_ns() >= e->retry_ns)
+			e->state = FLAT_PENDING;
+		return e->state == FLAT_PENDING && !e->view && !e->dead ? e : NULL;
+	}
 	return NULL;
 }
 

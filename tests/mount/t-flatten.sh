@@ -11,7 +11,9 @@
 #     on rollback, and nothing of it is ever named in STORE nor left after
 #     a restart;
 #  4. a filesystem without the room: failed: not enough free space, one
-#     line, and the FUSE path serves;
+#     line, and the FUSE path serves; with room again, an offer after the
+#     wait that follows a failure (SNAPFS_FLATTEN_RETRY_MS, fault-injection
+#     builds) builds it;
 #  5. while the flattener is held on one build (fault-injection builds),
 #     40 versions published and opened one after another leave no pile of
 #     offered views: each offer lets go of the superseded versions'
@@ -118,7 +120,7 @@ layer_pages "$S/vm.1.diff" "$R/v1s" 0:17 5:0 1000:200 3071:33
 avail=$(($(stat -f -c '%a * %S' "$S")))
 fallocate -l $((avail - (32 << 20))) "$T/small/filler" || fail "cannot fill the small filesystem"
 : >"$T/snapfs.log"
-mount_snapfs "$S" "$M" -d
+SNAPFS_FLATTEN_RETRY_MS=500 mount_snapfs "$S" "$M" -d
 no_room() {
 	[[ "$(xattr "$M/vm" user.snapfs.flat 2>/dev/null)" == "failed: not enough free space"* ]]
 }
@@ -127,6 +129,20 @@ wait_for 10000 no_room ||
 "$VIEWCHECK" -m all "$M/vm" "$R/v1s" "$R/holes" >/dev/null || fail "the view without room differs"
 [ "$(reads)" -gt 0 ] || fail "the view without a flat file was not read through the daemon"
 [ "$(log_count "no flat file")" -eq 1 ] || fail "want one line for the failure"
+# Room again: the build is tried again at an offer once the wait after a
+# failure is over (a minute, 0.5 s here), and the flat file serves.
+if [ "$FAULTS" = 1 ]; then
+	rm "$T/small/filler"
+	offered_ready() {
+		xattr "$M/vm" user.snapfs.flat >/dev/null 2>&1	# an offer
+		flat_is ready
+	}
+	wait_for 20000 offered_ready ||
+		fail "no flat file once there was room again: $(xattr "$M/vm" user.snapfs.flat)"
+	"$VIEWCHECK" -m seq,mmap "$M/vm" "$R/v1s" "$R/holes" >/dev/null ||
+		fail "the view differs once flattened after a failure"
+	log "ok: flattened at an offer after the failure, once there was room (${WAITED_MS} ms)"
+fi
 umount_snapfs "$M"
 
 # 5. A fast publisher while the flattener is held on one build.
