@@ -455,7 +455,7 @@ static struct pjob *pick_locked(struct prefetch *pf)
 		if (j->state == PJ_PUSHING)
 			return j;
 		if (j->state == PJ_WAITING && (pf->charged + PREFETCH_CHUNK <= pf->o.budget ||
-					       view_moved(j->v)))
+					       (j->v && view_moved(j->v))))
 			return j;
 	}
 	return NULL;
