@@ -211,6 +211,32 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 	fflush(stdout);
 	if (r->prog.on)
 		progress_draw(&r->prog, 0, true);
+	/* Only a chain that opens cleanly is compacted, as in the daemon
+	 * (doc/design.md §10.5): one the daemon refuses stays refused, also
+	 * for a layer above the merge point (compact_chain() checks the
+	 * layers it merges). */
+	{
+		char cause[512] = "";
+
+		ret = compact_check_chain(dirfd, &chain, r->cache, r->opts.page_size,
+					  cause, sizeof(cause));
+		if (ret) {
+			memset(&res, 0, sizeof(res));
+			if (r->prog.on) {
+				r->prog.done++;
+				progress_clear(&r->prog);
+				fputs(head, stdout);
+			}
+			if (!r->quiet || r->opts.dry_run || r->prog.on)
+				printf(": FAILED\n");
+			fprintf(stderr, "snapfs-compact: %s%s%s: the chain is unusable: %s; "
+				"the store is unchanged\n", path, *path ? "/" : "", g->name,
+				cause[0] ? cause : strerror(-ret));
+			r->failed++;
+			store_chain_free(&chain);
+			return;
+		}
+	}
 	ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
 	if (r->prog.on) {
 		r->prog.done++;

@@ -282,8 +282,11 @@ enospc_case() {
 	"$SNAPFS_COMPACT" -t "$TH" -k "$KEEP" "$store" >"$T/nospc.out" 2>"$T/nospc.err"
 	rc=$?
 	[ "$rc" = 1 ] || fail "$what: exit $rc, want 1: $(cat "$T/nospc.err")"
-	[ "$(wc -l <"$T/nospc.err")" = 1 ] &&
-		grep -q 'crafted/disk.img: No space left on device' "$T/nospc.err" ||
+	# One line for the chain; the check of the whole chain before it (as
+	# the daemon's open checks it) may add the hole probe's own line, which
+	# needs a scratch file the full filesystem has no room for.
+	[ "$(grep -c 'crafted/disk.img: No space left on device' "$T/nospc.err")" = 1 ] &&
+		[ "$(grep -vc 'cannot probe hole granularity' "$T/nospc.err")" = 1 ] ||
 		fail "$what: want one ENOSPC line, got: $(cat "$T/nospc.err")"
 	[ -z "$(staging_files "$store")" ] || fail "$what: staging file left"
 	state "$store" >"$T/after"

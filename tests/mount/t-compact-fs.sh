@@ -12,8 +12,9 @@
 # the base's data was not copied. Everywhere the new base holds data only
 # where a merged layer did: it stays sparse where the old base was. With
 # --page-size 512 every chain is refused (holes here are 1 KiB at least),
-# dry run or not, and nothing changes; and a dry run refuses a dense diff
-# among the layers it would merge, as a real run does.
+# dry run or not, and nothing changes; a dry run refuses a dense diff
+# among the layers it would merge, as a real run does; and a dense diff
+# above the merge point makes the chain refused too, as in the daemon.
 . ./tests/mount/lib.sh
 setup_loops
 command -v xfs_io >/dev/null || {
@@ -263,6 +264,20 @@ for mode in -n ""; do
 done
 store_state "$B" >"$T/dense.after"
 cmp -s "$T/dense.before" "$T/dense.after" || fail "dense diff: the store changed"
-log "ok: a dense diff is refused by --dry-run as by a real run"
+# The dense diff above the merge point (kept, not merged): the chain is
+# as unusable as before, and the daemon compacts only chains that open;
+# snapfs-compact refuses it as well.
+rm "$B/vm/m.1.diff" "$B/vm/m.3.diff"
+mk_sparse "$B/vm/m.1.diff" $((64 * PAGE))
+write_page "$B/vm/m.1.diff" 1 1
+head -c $((64 * PAGE)) /dev/urandom >"$B/vm/m.3.diff"
+store_state "$B" >"$T/dense.before"
+out=$("$SNAPFS_COMPACT" -t 2 -k 1 "$B" 2>"$T/dense.err")
+[ $? = 1 ] || fail "dense kept diff: snapfs-compact compacted an unusable chain: $out"
+grep -q "vm/m: the chain is unusable: .*m.3.diff has no holes" "$T/dense.err" ||
+	fail "dense kept diff: cause: $(cat "$T/dense.err")"
+store_state "$B" >"$T/dense.after"
+cmp -s "$T/dense.before" "$T/dense.after" || fail "dense kept diff: the store changed"
+log "ok: a dense diff is refused by --dry-run as by a real run, also above the merge point"
 
 log "ok: $ran filesystems"

@@ -222,6 +222,7 @@ res=$(flat_res) || fail "no flat file open in the daemon"
 [ "$(warmed)" = 0 ] || fail "flat_warmed_bytes $(warmed) over cold layers, want 0"
 cp "$R7/v1" "$R7/v2"
 layer_pages "$S/.vm.2.diff.tmp" "$R7/v2" 7:3 2000:9
+page_cache_hold		# from warm layers to the read-in checked
 cat "$S/vm.0.base" "$S/vm.1.diff" >/dev/null
 mv "$S/.vm.2.diff.tmp" "$S/vm.2.diff"
 wait_for 10000 eval '[ "$(xattr "$M/vm" user.snapfs.depth 2>/dev/null)" = 2 ]' ||
@@ -230,8 +231,12 @@ wait_for 10000 flat_is ready || fail "no flat file over warm layers: $(xattr "$M
 wait_for 3000 flat_fds_are 1 || fail "$(flat_fds) flat files after the publish, want 1"
 res=$(flat_res) || fail "no flat file open in the daemon"
 # the base's 12 MiB of data and the diffs' pages; its 4 MiB hole is not read
-[ "$res" -ge $((12 << 20)) ] || fail "a flat file over warm layers is ready with only $res bytes cached"
+[ "$res" -ge $((12 << 20)) ] ||
+	fail "a flat file over warm layers is ready with only $res bytes cached" \
+		"(flat_warmed_bytes $(warmed); flat files: $(flat_fd_list | tr '\n' ' ');" \
+		"layers cached: $(fincore -b -n -o RES "$S"/vm.* | tr '\n' ' '))"
 [ "$(warmed)" -ge $((12 << 20)) ] || fail "flat_warmed_bytes $(warmed), want at least 12 MiB"
+page_cache_release
 "$VIEWCHECK" -m all "$M/vm" "$R7/v2" "$R7/holes" >/dev/null || fail "the flat view read in differs"
 umount_snapfs "$M"
 log "a flat file over warm layers is ready with $((res >> 20)) MiB cached, over cold ones with none"
