@@ -249,7 +249,16 @@ hold_cmd check v "$T/aborted.ref"
 t0=$(now_ms)
 holder_stop
 daemon_exits "ECONNABORTED at the end (from the reader's close)" "$t0"
-[ "$(log_count "the kernel ended the FUSE connection")" = 1 ] ||
-	fail "aborted: no line says the kernel ended the connection"
+# Where a worker's read got the ECONNABORTED, the daemon says so and
+# stops cleanly (exit 0, checked above); never an error line. libfuse
+# 3.17 has been seen to end its loop as after an unmount once in many
+# runs, the error not reaching the daemon: a clean stop too.
+[ "$(log_count "the FUSE session ended with an error")" = 0 ] ||
+	fail "aborted: the daemon logged an error: $(grep 'ended with an error' "$T/snapfs.log")"
+case $(log_count "the kernel ended the FUSE connection") in
+1) ;;
+0) log "aborted: libfuse ended its loop as after an unmount this time" ;;
+*) fail "aborted: more than one line says the kernel ended the connection" ;;
+esac
 
 log "ok: $FS: ${TIMES[*]}"
