@@ -159,7 +159,8 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 	struct store_chain chain;
 	struct compact_result res;
 	const char *why = NULL;
-	char head[1024];
+	char head[1024], unusable_why[512] = "";
+	bool line, unusable;
 	uint64_t old_base;
 	size_t nmerge;
 	int ret;
@@ -205,8 +206,9 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 		 (unsigned long long)chain.layers[nmerge - 1]->seq,
 		 chain.nlayers - nmerge);
 	/* With the progress line, the chain's line is printed whole at its
-	 * end, where it takes the progress line's place. */
-	if ((!r->quiet || r->opts.dry_run) && !r->prog.on)
+	 * end, where it takes the progress line's place (which -q has not). */
+	line = !r->quiet || r->opts.dry_run;
+	if (line && !r->prog.on)
 		fputs(head, stdout);
 	fflush(stdout);
 	if (r->prog.on)
@@ -215,29 +217,13 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 	 * (doc/design.md §10.5): one the daemon refuses stays refused, also
 	 * for a layer above the merge point (compact_chain() checks the
 	 * layers it merges). */
-	{
-		char cause[512] = "";
-
-		ret = compact_check_chain(dirfd, &chain, r->cache, r->opts.page_size,
-					  cause, sizeof(cause));
-		if (ret) {
-			memset(&res, 0, sizeof(res));
-			if (r->prog.on) {
-				r->prog.done++;
-				progress_clear(&r->prog);
-				fputs(head, stdout);
-			}
-			if (!r->quiet || r->opts.dry_run || r->prog.on)
-				printf(": FAILED\n");
-			fprintf(stderr, "snapfs-compact: %s%s%s: the chain is unusable: %s; "
-				"the store is unchanged\n", path, *path ? "/" : "", g->name,
-				cause[0] ? cause : strerror(-ret));
-			r->failed++;
-			store_chain_free(&chain);
-			return;
-		}
-	}
-	ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
+	ret = compact_check_chain(dirfd, &chain, r->cache, r->opts.page_size,
+				  unusable_why, sizeof(unusable_why));
+	unusable = ret != 0;
+	if (unusable)
+		memset(&res, 0, sizeof(res));
+	else
+		ret = compact_chain(dirfd, g->name, &chain, nmerge, r->cache, &r->opts, &res);
 	if (r->prog.on) {
 		r->prog.done++;
 		if (ret == 0)
@@ -245,7 +231,14 @@ static void do_chain(struct run *r, int dirfd, const char *path,
 		progress_clear(&r->prog);
 		fputs(head, stdout);
 	}
-	if (ret == -EALREADY) {
+	if (unusable) {
+		if (line)
+			printf(": FAILED\n");
+		fprintf(stderr, "snapfs-compact: %s%s%s: the chain is unusable: %s; "
+			"the store is unchanged\n", path, *path ? "/" : "", g->name,
+			unusable_why[0] ? unusable_why : strerror(-ret));
+		r->failed++;
+	} else if (ret == -EALREADY) {
 		/* Another compactor (a daemon, here or on another host) has
 		 * this chain: its work, not a failure. */
 		if (!r->quiet)

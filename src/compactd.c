@@ -174,11 +174,10 @@ static int compacted_view(struct node_table *t, struct node *v, int dfd,
 	store_chain_free(&chain);
 	if (ret)
 		return ret;
-	for (size_t i = 0; i < k; i++)
-		if (!layer_id_equal(&(*out)->layers[i].id, &v->layer_ids[i])) {
-			view_put(*out);
-			return -ESTALE;
-		}
+	if (view_layers_differ(*out, v->layer_ids, k) < k) {
+		view_put(*out);
+		return -ESTALE;
+	}
 	view_set_label(*out, v->path);
 	return 0;
 }

@@ -551,12 +551,10 @@ static uint64_t run_end(const struct pjob *j, uint64_t off, uint64_t end, bool s
 static void job_follow(struct prefetch *pf, struct pjob *j)
 {
 	struct view *old = j->v, *nv = view_get_current(old);
-	struct pcursor c = j->cur;
-	uint64_t off, len, left = 0;
+	uint64_t left = 0;
 
 	if (j->planned && view_wait(nv) == 0)
-		while (prefetch_next_chunk(nv, pf->o.mode, &c, &off, &len))
-			left += len;
+		left = prefetch_plan_left(nv, pf->o.mode, j->cur);
 	pthread_mutex_lock(&pf->lock);
 	j->v = nv;
 	if (j->planned)

@@ -74,11 +74,10 @@ bool prefetch_next_chunk(const struct view *v, enum prefetch_mode mode,
 	}
 }
 
-uint64_t prefetch_plan(const struct view *v, enum prefetch_mode mode,
-		       void (*fn)(void *arg, uint64_t off, uint64_t len),
-		       void *arg)
+static uint64_t plan_from(const struct view *v, enum prefetch_mode mode,
+			  struct pcursor c,
+			  void (*fn)(void *arg, uint64_t off, uint64_t len), void *arg)
 {
-	struct pcursor c = { 0 };
 	uint64_t off, len, sum = 0;
 
 	if (mode == PREFETCH_OFF)
@@ -89,4 +88,17 @@ uint64_t prefetch_plan(const struct view *v, enum prefetch_mode mode,
 		sum += len;
 	}
 	return sum;
+}
+
+uint64_t prefetch_plan(const struct view *v, enum prefetch_mode mode,
+		       void (*fn)(void *arg, uint64_t off, uint64_t len),
+		       void *arg)
+{
+	return plan_from(v, mode, (struct pcursor){ 0 }, fn, arg);
+}
+
+uint64_t prefetch_plan_left(const struct view *v, enum prefetch_mode mode,
+			    struct pcursor c)
+{
+	return plan_from(v, mode, c, NULL, NULL);
 }

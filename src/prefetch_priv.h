@@ -36,4 +36,9 @@ struct pcursor {
 bool prefetch_next_chunk(const struct view *v, enum prefetch_mode mode,
 			 struct pcursor *c, uint64_t *off, uint64_t *len);
 
+/* The bytes the plan of v still holds after cursor c (prefetch_plan()'s
+ * total from there). */
+uint64_t prefetch_plan_left(const struct view *v, enum prefetch_mode mode,
+			    struct pcursor c);
+
 #endif

@@ -84,15 +84,14 @@ static int build_locked(struct node_table *t, struct node *n, int dfd)
 	if (ret == 0) {
 		/* The layers opened must be the ones this version was made of;
 		 * a layer replaced since the lookup belongs to a newer version. */
-		for (size_t i = 0; i < n->nlayers; i++) {
-			if (!layer_id_equal(&n->view->layers[i].id, &n->layer_ids[i])) {
-				view_put(n->view);
-				n->view = NULL;
-				snprintf(why, sizeof(why), "layer %s changed between "
-					 "lookup and open", n->layer_names[i]);
-				ret = -ESTALE;
-				break;
-			}
+		size_t i = view_layers_differ(n->view, n->layer_ids, n->nlayers);
+
+		if (i < n->nlayers) {
+			view_put(n->view);
+			n->view = NULL;
+			snprintf(why, sizeof(why), "layer %s changed between "
+				 "lookup and open", n->layer_names[i]);
+			ret = -ESTALE;
 		}
 	}
 	if (ret == 0) {

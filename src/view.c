@@ -456,13 +456,10 @@ void view_drop_map(struct view *v)
  * once it has moved, only its owner and its open files. With lock. */
 static bool unused_locked(const struct view *v, unsigned r)
 {
-	unsigned count = r & ~VIEW_MOVED, keep = v->owned ? 1 : 0;
+	unsigned count = r & ~VIEW_MOVED;
+	unsigned keep = (v->owned ? 1 : 0) + (r & VIEW_MOVED ? v->handles : 0);
 
-	if (v->detached || count == 0)
-		return false;
-	if (r & VIEW_MOVED)
-		keep += v->handles;
-	return count == keep && (v->owned || (r & VIEW_MOVED));
+	return !v->detached && count > 0 && count == keep;
 }
 
 void view_put(struct view *v)
@@ -548,7 +545,7 @@ bool view_move(struct view *v, struct view *to)
 	view_get(to);
 	view_handle_hold(to);
 	pthread_mutex_lock(&v->lock);
-	if (__atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED) {
+	if (view_moved(v)) {
 		pthread_mutex_unlock(&v->lock);
 		view_handle_put(to);
 		return false;
@@ -595,16 +592,23 @@ static bool get_unless_zero(struct view *v)
 	return false;
 }
 
+size_t view_layers_differ(const struct view *v, const struct layer_id *ids, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && layer_id_equal(&v->layers[i].id, &ids[i]))
+		i++;
+	return i;
+}
+
 /* Whether v is held open, has not moved, and its layers are ids[0..k). */
 static bool movable_prefix(struct view *v, const struct layer_id *ids)
 {
 	bool ok;
 
 	pthread_mutex_lock(&v->lock);
-	ok = v->handles > 0 && !v->detached &&
-	     !(__atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED);
-	for (unsigned i = 0; ok && i < v->nlayers; i++)
-		ok = layer_id_equal(&v->layers[i].id, &ids[i]);
+	ok = v->handles > 0 && !v->detached && !view_moved(v) &&
+	     view_layers_differ(v, ids, v->nlayers) == v->nlayers;
 	pthread_mutex_unlock(&v->lock);
 	return ok;
 }
@@ -682,7 +686,7 @@ static int attach_locked(struct view *v, int dirfd, char *why, size_t len)
 
 	if (!v->detached)
 		return 0;
-	if (__atomic_load_n(&v->refs, __ATOMIC_RELAXED) & VIEW_MOVED) {
+	if (view_moved(v)) {
 		snprintf(why, len, "the view's layers were merged into a new base");
 		return -ESTALE;		/* its open files read elsewhere */
 	}

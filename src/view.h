@@ -254,6 +254,13 @@ bool view_held_open(struct view *v);
 bool view_move(struct view *v, struct view *to);
 struct view *view_get_current(struct view *v);
 
+/*
+ * The first of v's first n layers that is not the file ids[i] names
+ * (layer_id_equal()), or n if each is: whether v was opened on the very
+ * layers a version, or a chain compacted since, was made of.
+ */
+size_t view_layers_differ(const struct view *v, const struct layer_id *ids, size_t n);
+
 /* Whether v has moved (a hint: it never moves back). */
 static inline bool view_moved(const struct view *v)
 {
