@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "gather.h"
@@ -69,12 +70,27 @@ void gather_set_max_rings(unsigned n)
 	rings_max = n;
 }
 
+/*
+ * A thread's buffer is mapped on its own, not taken from the heap: it is
+ * 128 KiB to a few MiB, resident as far as it was used, and threads come
+ * and go. Taken from the heap (128 KiB is below the size past which glibc
+ * maps a block on its own, memtrim.h), its pages stayed resident after its
+ * thread ended, wherever another block kept them.
+ */
+static void buf_free(struct gather *g)
+{
+	if (g->buf)
+		munmap(g->buf, g->cap);
+	g->buf = NULL;
+	g->cap = 0;
+}
+
 static void gather_free(void *arg)
 {
 	struct gather *g = arg;
 
 	ring_exit(&g->ring);
-	free(g->buf);
+	buf_free(g);
 	free(g);
 	__atomic_sub_fetch(&rings_live, 1, __ATOMIC_RELAXED);
 }
@@ -163,11 +179,12 @@ static struct gather *gather_self(size_t size, int *err)
 
 		while (cap < size)
 			cap *= 2;
-		if (posix_memalign(&buf, 4096, cap) != 0) {
+		buf = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (buf == MAP_FAILED) {
 			*err = -ENOMEM;
 			return NULL;
 		}
-		free(g->buf);
+		buf_free(g);
 		g->buf = buf;
 		g->cap = cap;
 	}
@@ -203,7 +220,7 @@ static void ring_reset(struct gather *g)
 	ring_exit(&g->ring);
 	if (ring_init(&g->ring) < 0) {
 		pthread_setspecific(gather_key, NULL);
-		free(g->buf);
+		buf_free(g);
 		free(g);
 		__atomic_sub_fetch(&rings_live, 1, __ATOMIC_RELAXED);
 	}

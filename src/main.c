@@ -471,6 +471,7 @@ int main(int argc, char *argv[])
 	bool primed;
 	int ret = 1;
 
+	memtrim_exec_tuned(argv);	/* returns if it did not run again */
 	memtrim_setup();	/* before any thread: one malloc arena */
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
 		goto out_args;

@@ -9,12 +9,29 @@
 
 /*
  * The heap's setup, before any thread starts: one malloc arena for every
- * thread (each thread keeps its own cache of small chunks, tcache, so the
- * arena's lock is rarely taken). Per-thread arenas both scatter freed
- * memory where no trim reaches it and shrink and grow their heaps with
- * system calls under the read path's allocations. A no-op without glibc.
+ * thread, and a fixed threshold of 256 KiB above which blocks are mapped
+ * on their own. Per-thread arenas both scatter freed memory where no trim
+ * reaches it and shrink and grow their heaps with system calls under the
+ * read path's allocations. glibc raises its threshold past the size of any
+ * mapped block freed, after which libfuse's 1 MiB receive buffer of every
+ * worker that ever ran was taken from the heap and stayed resident there.
+ * A no-op without glibc.
  */
 void memtrim_setup(void);
+
+/*
+ * Runs the program again, execv() of /proc/self/exe with argv, with
+ * glibc's per-thread caches of freed chunks (tcache) turned off:
+ * GLIBC_TUNABLES gains glibc.malloc.tcache_count=0, which glibc reads only
+ * as a process starts. Each thread's cache keeps up to seven freed chunks
+ * of every size it freed, wherever they lie in the heap, and no trim takes
+ * them; in a daemon whose workers free names by the thousand, they held
+ * most of the heap's resident pages. Does nothing when GLIBC_TUNABLES sets
+ * that count already (the user's choice, or this is the second run),
+ * without glibc, or under a sanitizer's allocator; returns if it did not
+ * run again. Call it first in main(), before any thread or fd.
+ */
+void memtrim_exec_tuned(char *argv[]);
 
 /* Much may just have been freed (forgets, a listing let go): a look at the
  * heap is due in a second, unless one is asked for already (the note that
@@ -34,8 +51,8 @@ void memtrim_woken(void);
 int memtrim_wait_ms(void);
 
 /*
- * If a look is due: if the heap holds at least 4 MiB free and a quarter of
- * what is in use, gives the free memory back (malloc_trim()). Called by
+ * If a look is due: if the heap holds at least 256 KiB free and a quarter
+ * of what is in use, gives the free memory back (malloc_trim()). Called by
  * the change watcher when its poll times out, and by memtrim_note(), so
  * that a busy daemon without a watcher trims too. A no-op
  * without glibc's malloc_trim() and mallinfo2().
