@@ -49,6 +49,22 @@ static int wake_fd = -1;
 #define TCACHE_OFF "glibc.malloc.tcache_count=0"
 #define REEXEC_MARK "SNAPFS_REEXEC"
 
+char *memtrim_tunables(const char *old)
+{
+	char *set;
+	size_t n;
+
+	if (!old)
+		return strdup(TCACHE_OFF);
+	if (strstr(old, "glibc.malloc.tcache_count="))
+		return NULL;
+	n = strlen(old) + sizeof(":" TCACHE_OFF);
+	set = malloc(n);
+	if (set)
+		snprintf(set, n, "%s%s%s", old, *old ? ":" : "", TCACHE_OFF);
+	return set;
+}
+
 void memtrim_exec_tuned(char *argv[])
 {
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
@@ -58,7 +74,7 @@ void memtrim_exec_tuned(char *argv[])
 	 * on 116 of the 209 pages that held any; RSS over 12 rounds rose by
 	 * 12-15% with the caches, and by 6% without them (a worker joining). */
 	const char *old;
-	char *saved, *set;
+	char *saved = NULL, *set;
 
 	/* Set-id programs take no tunables from the environment. The marker
 	 * stops a second exec whatever glibc makes of the variable. */
@@ -69,21 +85,12 @@ void memtrim_exec_tuned(char *argv[])
 		return;
 	}
 	old = getenv("GLIBC_TUNABLES");
-	if (old && strstr(old, "glibc.malloc.tcache_count="))
+	set = memtrim_tunables(old);	/* NULL: the count is set already */
+	if (!set || (old && !(saved = strdup(old)))) {
+		free(set);
 		return;
-	saved = old ? strdup(old) : NULL;
-	if (old && !saved)
-		return;
-	if (old) {
-		size_t n = strlen(old) + sizeof(":" TCACHE_OFF);
-
-		set = malloc(n);
-		if (set)
-			snprintf(set, n, "%s:%s", old, TCACHE_OFF);
-	} else {
-		set = strdup(TCACHE_OFF);
 	}
-	if (set && setenv("GLIBC_TUNABLES", set, 1) == 0 && setenv(REEXEC_MARK, "1", 1) == 0)
+	if (setenv("GLIBC_TUNABLES", set, 1) == 0 && setenv(REEXEC_MARK, "1", 1) == 0)
 		execv("/proc/self/exe", argv);
 	/* No exec (no /proc, say): this run keeps its caches. */
 	unsetenv(REEXEC_MARK);

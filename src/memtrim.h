@@ -33,6 +33,11 @@ void memtrim_setup(void);
  */
 void memtrim_exec_tuned(char *argv[]);
 
+/* The value of GLIBC_TUNABLES that memtrim_exec_tuned() runs with, given
+ * the current one (NULL if unset), malloc'd; NULL if that already sets
+ * glibc.malloc.tcache_count (or no memory). */
+char *memtrim_tunables(const char *old);
+
 /* Much may just have been freed (forgets, a listing let go): a look at the
  * heap is due in a second, unless one is asked for already (the note that
  * asks makes memtrim_wake_fd() readable); one that is due runs now

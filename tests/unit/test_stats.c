@@ -3,7 +3,8 @@
  * Unit tests for the counters (stats.h) and the open policy (openmode.h):
  * the counters' text is one "name value" line each, exact under concurrent
  * adds, cut cleanly when the buffer is short; which opens of a view each
- * open_rw setting lets in; when the heap trim (memtrim.h) is due.
+ * open_rw setting lets in; when the heap trim (memtrim.h) is due, and the
+ * tunables the daemon runs again with.
  */
 #include "unit.h"
 
@@ -190,6 +191,32 @@ static void test_memtrim_due(void **state)
 	assert_int_equal(stats_get(STAT_HEAP_LOOKS), looks + 1);
 }
 
+/* The tcache is turned off after whatever tunables were set, and a count
+ * that is set already is left alone (no second run). */
+static void test_memtrim_tunables(void **state)
+{
+	static const struct {
+		const char *old, *want;
+	} cases[] = {
+		{ NULL, "glibc.malloc.tcache_count=0" },
+		{ "", "glibc.malloc.tcache_count=0" },
+		{ "glibc.malloc.arena_test=1", "glibc.malloc.arena_test=1:glibc.malloc.tcache_count=0" },
+		{ "glibc.malloc.tcache_count=7", NULL },
+		{ "glibc.malloc.check=0:glibc.malloc.tcache_count=0", NULL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *got = memtrim_tunables(cases[i].old);
+
+		if (cases[i].want)
+			assert_string_equal(got, cases[i].want);
+		else
+			assert_null(got);
+		free(got);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -199,6 +226,7 @@ int main(void)
 		cmocka_unit_test(test_open_policy),
 		cmocka_unit_test(test_comm),
 		cmocka_unit_test(test_memtrim_due),
+		cmocka_unit_test(test_memtrim_tunables),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
