@@ -19,6 +19,7 @@
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,7 +75,8 @@ void memtrim_exec_tuned(char *argv[])
 	 * on 116 of the 209 pages that held any; RSS over 12 rounds rose by
 	 * 12-15% with the caches, and by 6% without them (a worker joining). */
 	const char *old;
-	char *saved = NULL, *set;
+	char *saved = NULL, *set, self[PATH_MAX];
+	ssize_t n;
 
 	/* Set-id programs take no tunables from the environment. The marker
 	 * stops a second exec whatever glibc makes of the variable. */
@@ -90,9 +92,16 @@ void memtrim_exec_tuned(char *argv[])
 		free(set);
 		return;
 	}
-	if (setenv("GLIBC_TUNABLES", set, 1) == 0 && setenv(REEXEC_MARK, "1", 1) == 0)
-		execv("/proc/self/exe", argv);
-	/* No exec (no /proc, say): this run keeps its caches. */
+	/* By its path, not /proc/self/exe: the process's name (ps, top, the
+	 * comm of logs and of perf) is the basename exec'd. */
+	n = readlink("/proc/self/exe", self, sizeof(self));
+	if (n > 0 && (size_t)n < sizeof(self)) {
+		self[n] = '\0';
+		if (!strstr(self, " (deleted)") && setenv("GLIBC_TUNABLES", set, 1) == 0 &&
+		    setenv(REEXEC_MARK, "1", 1) == 0)
+			execv(self, argv);
+	}
+	/* No exec (no /proc, the binary replaced): this run keeps its caches. */
 	unsetenv(REEXEC_MARK);
 	if (saved)
 		setenv("GLIBC_TUNABLES", saved, 1);

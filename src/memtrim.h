@@ -20,16 +20,17 @@
 void memtrim_setup(void);
 
 /*
- * Runs the program again, execv() of /proc/self/exe with argv, with
+ * Runs the program again, execv() of the path /proc/self/exe names, with
  * glibc's per-thread caches of freed chunks (tcache) turned off:
  * GLIBC_TUNABLES gains glibc.malloc.tcache_count=0, which glibc reads only
  * as a process starts. Each thread's cache keeps up to seven freed chunks
  * of every size it freed, wherever they lie in the heap, and no trim takes
  * them; in a daemon whose workers free names by the thousand, they held
  * most of the heap's resident pages. Does nothing when GLIBC_TUNABLES sets
- * that count already (the user's choice, or this is the second run),
- * without glibc, or under a sanitizer's allocator; returns if it did not
- * run again. Call it first in main(), before any thread or fd.
+ * that count already (the user's choice), in the second run (told by the
+ * marker SNAPFS_REEXEC, which it removes), in a set-id process, without
+ * glibc, or under a sanitizer's allocator; returns if it did not run
+ * again. Call it first in main(), before any thread or fd.
  */
 void memtrim_exec_tuned(char *argv[]);
 

@@ -156,12 +156,15 @@ else
 	got=$(tunables_of)
 	[ "$got" = "glibc.malloc.tcache_count=0" ] ||
 		fail "the daemon runs with GLIBC_TUNABLES='$got', not glibc.malloc.tcache_count=0"
+	# Run again by its path, so it keeps its name for ps and top.
+	[ "$(cat "/proc/$SNAPFS_PID/comm")" = "$(basename "$SNAPFS")" ] ||
+		fail "the daemon runs as '$(cat "/proc/$SNAPFS_PID/comm")', not $(basename "$SNAPFS")"
 	umount_snapfs "$MNT"
 	GLIBC_TUNABLES=glibc.malloc.tcache_count=7 mount_snapfs "$STORE" "$MNT"
 	got=$(tunables_of)
 	[ "$got" = "glibc.malloc.tcache_count=7" ] ||
 		fail "a tcache count the user set became GLIBC_TUNABLES='$got'"
 	umount_snapfs "$MNT"
-	log "ok: the daemon runs without tcache, and keeps a count set by the user"
+	log "ok: the daemon runs without tcache under its own name, and keeps a count set by the user"
 fi
 log "PASS"
