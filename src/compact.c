@@ -388,14 +388,6 @@ static int load_and_check(struct compaction *cp)
 	return view_flatten(cp->size, cp->maps, (unsigned)cp->nmerge, &cp->seg, &cp->nseg);
 }
 
-/*
- * Step 1, stage: creates the staging file with the new base's permissions.
- * It never grants more than any merged layer did: their common owner and
- * group, the AND of their modes and of their ACLs (perms.h). Layers that
- * differ in owner, group or ACL entries have no such file, nor has a
- * compactor that cannot give it their owner: -EPERM with res->refused set,
- * for the caller to report.
- */
 /* The new base's permissions (perms_merge()), or -EPERM with
  * res->refused set: the part of stage() that writes nothing, which a dry
  * run checks too. */
@@ -416,6 +408,14 @@ static int merge_perms(struct compaction *cp)
 	return ret;
 }
 
+/*
+ * Step 1, stage: creates the staging file with the new base's permissions.
+ * It never grants more than any merged layer did: their common owner and
+ * group, the AND of their modes and of their ACLs (perms.h). Layers that
+ * differ in owner, group or ACL entries have no such file, nor has a
+ * compactor that cannot give it their owner: -EPERM with res->refused set,
+ * for the caller to report.
+ */
 static int stage(struct compaction *cp)
 {
 	int ret = merge_perms(cp);

@@ -102,8 +102,7 @@ static void compact_published(void *ctx, const char *new_base)
 	size_t n = v->nlayers - pc->nmerge + 1;
 	char **names = calloc(n, sizeof(*names)), **old_names;
 	struct layer_id *ids = calloc(n, sizeof(*ids)), *old_ids;
-	struct view *old_view;
-	struct node_pin pins[sizeof(v->pins) / sizeof(v->pins[0])];
+	struct node_views views;
 	struct stat st;
 
 	if (!names || !ids || fstatat(pc->dfd, new_base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -133,14 +132,9 @@ static void compact_published(void *ctx, const char *new_base)
 	 * old view, until move_readers() moves their reads. The pins of
 	 * lookups (node_view_pin()) hold the old layers too: their opens
 	 * build the view on the new base as well. */
-	old_view = v->view;
-	v->view = NULL;
-	memcpy(pins, v->pins, sizeof(pins));
-	memset(v->pins, 0, sizeof(v->pins));
+	node_views_take_locked(v, &views);
 	pthread_mutex_unlock(&v->lock);
-	view_put_owned(old_view);
-	for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++)
-		view_put(pins[i].v);
+	node_views_put(&views);
 	for (size_t i = 0; i < pc->nmerge; i++)
 		free(old_names[i]);
 	free(old_names);

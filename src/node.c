@@ -42,16 +42,34 @@ struct node *node_alloc(enum node_kind kind)
 	return n;
 }
 
+void node_views_take_locked(struct node *n, struct node_views *out)
+{
+	out->view = n->view;
+	n->view = NULL;
+	for (size_t i = 0; i < sizeof(out->pins) / sizeof(out->pins[0]); i++) {
+		out->pins[i] = n->pins[i].v;
+		n->pins[i].v = NULL;
+	}
+}
+
+void node_views_put(struct node_views *views)
+{
+	for (size_t i = 0; i < sizeof(views->pins) / sizeof(views->pins[0]); i++)
+		view_put(views->pins[i]);
+	view_put_owned(views->view);
+}
+
 void node_destroy(struct node *n)
 {
+	struct node_views views;
+
 	if (n->fd >= 0)
 		close(n->fd);
 	store_dir_free(n->index);
 	free(n->index_ino);
 	free(n->versions.b);
-	for (size_t i = 0; i < sizeof(n->pins) / sizeof(n->pins[0]); i++)
-		view_put(n->pins[i].v);
-	view_put_owned(n->view);
+	node_views_take_locked(n, &views);	/* nobody else has n */
+	node_views_put(&views);
 	for (size_t i = 0; i < n->nlayers; i++)
 		free(n->layer_names[i]);
 	free(n->layer_names);
@@ -551,18 +569,12 @@ void node_forget(struct node_table *t, struct node *n, uint64_t nlookup)
 		/* The kernel no longer knows this version: close its layers
 		 * (open handles hold their own references to the view). A
 		 * later lookup and open build the view again. */
-		struct node_pin pins[sizeof(n->pins) / sizeof(n->pins[0])];
-		struct view *v;
+		struct node_views views;
 
 		pthread_mutex_lock(&n->lock);
-		v = n->view;
-		n->view = NULL;
-		memcpy(pins, n->pins, sizeof(pins));
-		memset(n->pins, 0, sizeof(n->pins));
+		node_views_take_locked(n, &views);
 		pthread_mutex_unlock(&n->lock);
-		for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++)
-			view_put(pins[i].v);
-		view_put_owned(v);
+		node_views_put(&views);
 		node_unref(t, n);
 	}
 }

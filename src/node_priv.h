@@ -143,6 +143,19 @@ struct node *node_alloc(enum node_kind kind);
  * must be out of the table and unreferenced. */
 void node_destroy(struct node *n);
 
+/* What a version lets go of for its view to be built anew: its own view
+ * and the references its lookups pinned (node_view_pin()). */
+struct node_views {
+	struct view *view;
+	struct view *pins[sizeof(((struct node *)0)->pins) /
+			  sizeof(((struct node *)0)->pins[0])];
+};
+
+/* Takes version n's view and pins out of it into *out; n->lock held. The
+ * caller lets go of them with node_views_put() once it holds no lock. */
+void node_views_take_locked(struct node *n, struct node_views *out);
+void node_views_put(struct node_views *views);
+
 /* Inserts n in the (dev, ino) hash and counts it; table lock held. */
 void node_hash_insert_locked(struct node_table *t, struct node *n);
 

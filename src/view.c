@@ -387,10 +387,7 @@ void view_free(struct view *v)
 		free(v->layers[i].fname);
 	}
 	free(v->layers);
-	free(v->seg);
-	free(v->seg_index);
-	if (v->charged)
-		cache_uncharge(v->env->cache, v->charged);
+	view_drop_map(v);
 	free(v->label);
 	free(v->build_why);
 	pthread_cond_destroy(&v->built);
