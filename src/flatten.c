@@ -79,6 +79,9 @@ struct flat {
 	int dirfd;		/* its directory (O_PATH), from the offer to
 				   the build, else -1 */
 	const struct node *dir;	/* its directory: compared, never followed */
+	struct node *node;	/* the version: followed only with the table's
+				   lock and ours held and dead false (its
+				   release hook sets dead first) */
 	char *name;		/* its NAME */
 	char *path;		/* for log lines */
 	bool dead;		/* superseded; protected by flatten.lock */
@@ -86,6 +89,9 @@ struct flat {
 	int fd;			/* the O_TMPFILE once ready, else -1 */
 	char cause[160];	/* FLAT_FAILED: why; protected by flatten.lock */
 	unsigned failures;	/* builds failed in a row; protected by
+				   flatten.lock */
+	bool drop;		/* its inode's page cache is to be dropped
+				   (flatten_opts.drop); protected by
 				   flatten.lock */
 	int64_t retry_ns;	/* FLAT_FAILED: mono_ns() from when an offer
 				   tries again; protected by flatten.lock */
@@ -96,7 +102,8 @@ struct flatten {
 	struct node_table *t;
 	enum flatten_mode mode;
 	bool (*usable)(void *ctx);
-	void *usable_ctx;
+	flatten_drop_fn drop;
+	void *ctx;
 	void (*prev_hook)(struct node_table *t, struct node *v);
 	unsigned (*prev_shed)(struct node_table *t);
 	pthread_t thread;
@@ -107,6 +114,7 @@ struct flatten {
 	struct flat *busy;	/* the entry being built, else NULL;
 				   protected by lock */
 	bool kick;		/* protected by lock: sweep for superseded */
+	bool drops;		/* protected by lock: some entry has drop set */
 	int stop;		/* atomic; also protected by lock */
 	dev_t noreflink_dev;	/* last device logged as unable to reflink;
 				   atomic: written by the thread, read by
@@ -146,6 +154,7 @@ static void flatten_made_locked(struct node_table *t, struct node *v)
 		if (e->name && e->path) {
 			e->vino = v->vino;
 			e->dir = v->parent;
+			e->node = v;
 			e->fd = -1;
 			e->dirfd = -1;
 			e->state = FLAT_PENDING;
@@ -544,6 +553,74 @@ out:
 	return ret;
 }
 
+/* How many entries' drops one pass takes: the rest wait for the next. */
+#define DROP_BATCH 16
+
+/* e's version's node, referenced, if e is not superseded (its release
+ * hook marks it dead before the node can go); else NULL. Clears e->drop:
+ * a close after this marks it again. Takes the table's lock, then ours
+ * (the hooks' order). */
+static struct node *entry_node_get(struct flatten *f, struct flat *e)
+{
+	struct node *n = NULL;
+
+	pthread_mutex_lock(&f->t->lock);
+	pthread_mutex_lock(&f->lock);
+	e->drop = false;
+	if (!e->dead) {
+		n = e->node;
+		n->refs++;
+	}
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->t->lock);
+	return n;
+}
+
+/* Hands e's version to flatten_opts.drop, holding a reference on its node
+ * so that its node id names no other inode meanwhile. This thread only (it
+ * alone frees entries); no lock held. */
+static void drop_cache(struct flatten *f, struct flat *e)
+{
+	struct node *n;
+
+	if (!f->drop || !(n = entry_node_get(f, e)))
+		return;
+	f->drop(f->ctx, node_id(f->t, n));
+	node_unref(f->t, n);
+}
+
+/*
+ * Hands the ready entries marked drop to flatten_opts.drop, as
+ * drop_cache() does. No lock held; takes the table's lock, then ours.
+ */
+static void run_drops(struct flatten *f)
+{
+	struct node *n[DROP_BATCH];
+	size_t k = 0;
+
+	pthread_mutex_lock(&f->t->lock);
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e; e = e->next) {
+		if (!e->drop)
+			continue;
+		if (k == DROP_BATCH) {
+			f->drops = true;	/* the loop comes back */
+			break;
+		}
+		e->drop = false;
+		if (e->dead || e->state != FLAT_READY)
+			continue;	/* its inode is on its way out */
+		e->node->refs++;
+		n[k++] = e->node;
+	}
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->t->lock);
+	for (size_t i = 0; i < k; i++) {
+		f->drop(f->ctx, node_id(f->t, n[i]));
+		node_unref(f->t, n[i]);
+	}
+}
+
 /* Builds e's flat file from its offered view and records the outcome. No
  * lock held. */
 static void flatten_one(struct flatten *f, struct flat *e)
@@ -554,7 +631,7 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	int64_t wait_ns = 0;
 	int fd = -1, dirfd, ret;
 
-	if (f->usable && !f->usable(f->usable_ctx))
+	if (f->usable && !f->usable(f->ctx))
 		goto out;	/* nothing could serve it */
 	if (not_to_flatten(f, vw))
 		goto out;	/* learnt since its offer: no need for its map */
@@ -569,6 +646,12 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	} else if (ret > 0) {
 		fd = ret;
 		state = FLAT_READY;
+		/* What opens so far put in the inode's own page cache, no open
+		 * will read: dropped before the first passthrough open can
+		 * come, which would otherwise drop it itself, in the open (a
+		 * tenth of a second for 2 GiB pushed). Opens still there keep
+		 * it until they close (flatten_fuse_closed()). */
+		drop_cache(f, e);
 		log_debug("%s: flat file ready", e->path);
 	} else if (ret < 0 && ret != -ECANCELED) {
 		state = FLAT_FAILED;
@@ -583,6 +666,9 @@ out:
 	} else if (state == FLAT_READY) {
 		e->failures = 0;
 	}
+	/* A FUSE-path open closed since the drop above (flatten_fuse_closed()
+	 * marked it while this build was busy): its pages go too. */
+	f->drops |= e->drop;
 	e->state = state;
 	e->fd = fd;
 	e->view = NULL;
@@ -613,15 +699,18 @@ static void *flatten_thread(void *arg)
 
 	pthread_mutex_lock(&f->lock);
 	while (!f->stop) {
-		bool kick = f->kick;
+		bool kick = f->kick, drops = f->drops;
 
-		if (!kick && !next_pending_locked(f)) {
+		if (!kick && !drops && !next_pending_locked(f)) {
 			pthread_cond_wait(&f->cond, &f->lock);
 			continue;
 		}
 		f->kick = false;
+		f->drops = false;
 		pthread_mutex_unlock(&f->lock);
 		sweep(f);	/* superseded versions first: never built */
+		if (drops)
+			run_drops(f);
 		pthread_mutex_lock(&f->lock);
 		{
 			/* Only this thread removes entries or builds, so e
@@ -670,8 +759,8 @@ static unsigned flatten_shed(struct node_table *t)
 	return total + (unsigned)h.n;
 }
 
-int flatten_start(struct node_table *t, enum flatten_mode mode,
-		  bool (*usable)(void *ctx), void *ctx, struct flatten **out)
+int flatten_start(struct node_table *t, const struct flatten_opts *o,
+		  struct flatten **out)
 {
 	struct flatten *f = calloc(1, sizeof(*f));
 	int ret;
@@ -679,13 +768,14 @@ int flatten_start(struct node_table *t, enum flatten_mode mode,
 	if (!f)
 		return -ENOMEM;
 	f->t = t;
-	f->mode = mode;
-	f->usable = usable;
-	f->usable_ctx = ctx;
+	f->mode = o->mode;
+	f->usable = o->usable;
+	f->drop = o->drop;
+	f->ctx = o->ctx;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
 	*out = f;
-	if (mode == FLATTEN_OFF)
+	if (f->mode == FLATTEN_OFF)
 		return 0;
 	ret = -pthread_create(&f->thread, NULL, flatten_thread, f);
 	if (ret) {
@@ -831,6 +921,26 @@ int flatten_fd(struct flatten *f, struct node *v)
 	}
 	pthread_mutex_unlock(&f->lock);
 	return fd;
+}
+
+void flatten_fuse_closed(struct flatten *f, struct node *v)
+{
+	if (!f || !f->drop)
+		return;
+	pthread_mutex_lock(&f->lock);
+	for (struct flat *e = f->list; e; e = e->next) {
+		if (e->vino != v->vino)
+			continue;
+		if (e->state == FLAT_READY && !e->dead) {
+			e->drop = true;
+			f->drops = true;
+			pthread_cond_signal(&f->cond);
+		} else if (e == f->busy) {
+			e->drop = true;	/* if it becomes ready (flatten_one()) */
+		}
+		break;
+	}
+	pthread_mutex_unlock(&f->lock);
 }
 
 char *flatten_describe(struct flatten *f, struct node *v)

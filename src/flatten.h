@@ -15,6 +15,7 @@
 #define SNAPFS_FLATTEN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "node.h"
@@ -28,15 +29,33 @@ enum flatten_mode {
 struct flatten;
 
 /*
+ * Called on the flattener's thread, no lock held, while the version's node
+ * is referenced: version nodeid (node_id()) has a ready flat file and no
+ * open of it was on the FUSE path when this was queued, so its next opens
+ * are served by passthrough to the flat file and the FUSE inode's own page
+ * cache (what reads and pushes put there) is of no more use. The callee
+ * drops it if the inode is still not open; a passthrough open would
+ * otherwise drop it itself, synchronously, in the open (doc/design.md §19).
+ */
+typedef void (*flatten_drop_fn)(void *ctx, uint64_t nodeid);
+
+struct flatten_opts {
+	enum flatten_mode mode;
+	/* Before each flat file is built: whether anything could serve it
+	 * (passthrough is on); when it says no, nothing is built. */
+	bool (*usable)(void *ctx);
+	flatten_drop_fn drop;	/* may be NULL */
+	void *ctx;
+};
+
+/*
  * Starts the flattener for table t: it chains itself into the table's
  * version_made hook (call after compactd_start(), stop before
- * compactd_stop()). usable(ctx) tells, before each flat file is built,
- * whether anything could serve it (passthrough is on); when it says no,
- * nothing is built. Returns 0 with *out set (also for FLATTEN_OFF, which
+ * compactd_stop()). Returns 0 with *out set (also for FLATTEN_OFF, which
  * builds nothing), or -errno.
  */
-int flatten_start(struct node_table *t, enum flatten_mode mode,
-		  bool (*usable)(void *ctx), void *ctx, struct flatten **out);
+int flatten_start(struct node_table *t, const struct flatten_opts *o,
+		  struct flatten **out);
 
 /* Stops the thread, closes every flat file (opens through passthrough keep
  * theirs in the kernel) and restores the hook it chained. NULL is fine. */
@@ -56,6 +75,13 @@ void flatten_offer(struct flatten *f, struct node *v, struct view *vw);
  * file if it is ready, else -1.
  */
 int flatten_fd(struct flatten *f, struct node *v);
+
+/*
+ * The last open of version v that went the FUSE path was released: if v's
+ * flat file is ready, its inode's page cache is dropped in the background
+ * (flatten_opts.drop). NULL f is fine.
+ */
+void flatten_fuse_closed(struct flatten *f, struct node *v);
 
 /* The value of user.snapfs.flat for version v, malloc'd: "none",
  * "pending", "ready" or "failed: CAUSE"; NULL on ENOMEM. f may be NULL

@@ -484,8 +484,12 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	/* Every open of a view or an ordinary file was counted (the mode
-	 * of its inode); an uncounted inode is simply not found. */
-	passthrough_release(fs_of(req)->pt, req, ino);
+	 * of its inode); an uncounted inode is simply not found. The last
+	 * open on the FUSE path of a version with a flat file leaves a page
+	 * cache that no open will read again: dropped in the background,
+	 * not by the next open (flatten.h). */
+	if (passthrough_release(fs_of(req)->pt, req, ino) && v)
+		flatten_fuse_closed(fs_of(req)->flatten, node_of(req, ino));
 	if (v) {
 		prefetch_released(fs_of(req)->nodes, ino);	/* ino: a key only */
 		fuse_handle_del(v);

@@ -67,6 +67,10 @@ int snapfs_push(void *ctx, uint64_t nodeid, struct view *v, uint64_t off,
 		const struct view_piece *p, size_t n);
 void snapfs_push_drop(void *ctx, uint64_t nodeid);
 
+/* flatten_drop_fn (ctx is the struct snapfs): unless the inode has been
+ * opened again meanwhile, ends its push and drops its page cache. */
+void snapfs_flat_drop(void *ctx, uint64_t nodeid);
+
 /*
  * Lets go of every view and directory listing still held by an open file
  * handle: after a lazy unmount the kernel ends the connection without the

@@ -18,6 +18,8 @@
 #include "fuse_read.h"
 #include "gather.h"
 #include "log.h"
+#include "passthrough.h"
+#include "prefetch.h"
 #include "stats.h"
 
 /* Pieces of a read answered from the layers' maps longer than this, and
@@ -401,4 +403,22 @@ void snapfs_push_drop(void *ctx, uint64_t nodeid)
 	if (ret && ret != -ENOENT)
 		log_debug("dropping the pushed pages of inode %llu: %s",
 			  (unsigned long long)nodeid, strerror(-ret));
+}
+
+void snapfs_flat_drop(void *ctx, uint64_t nodeid)
+{
+	struct snapfs *fs = ctx;
+
+	/* Opened again meanwhile: by passthrough, whose open dropped the
+	 * cache itself, or on the FUSE path (passthrough refused), which
+	 * uses it. A race with an open that comes just after this check
+	 * costs at most a re-read: a dropped page is read again through
+	 * FUSE, never wrong. */
+	if (passthrough_opens(fs->pt, (fuse_ino_t)nodeid))
+		return;
+	prefetch_unneeded(fs->nodes, nodeid);
+	snapfs_push_drop(ctx, nodeid);
+	stats_add(STAT_FLAT_CACHE_DROPS, 1);
+	log_debug("inode %llu: its page cache dropped: new opens read its flat file",
+		  (unsigned long long)nodeid);
 }

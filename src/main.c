@@ -401,9 +401,9 @@ static int add_fsname(struct fuse_args *args, const char *store)
 
 /* For the flattener: a flat file is only worth building if passthrough
  * can serve it. */
-static bool passthrough_usable(void *pt)
+static bool passthrough_usable(void *ctx)
 {
-	return passthrough_enabled(pt);
+	return passthrough_enabled(((struct snapfs *)ctx)->pt);
 }
 
 static void signal_ready(int fd)
@@ -609,9 +609,17 @@ int main(int argc, char *argv[])
 		prefetch_start(fs.nodes, &po);	/* failure: logged */
 	}
 	/* After the compactor: it chains the hook the compactor installed. */
-	if (flatten_start(fs.nodes, (enum flatten_mode)flatten_mode_parse(o.flatten),
-			  passthrough_usable, fs.pt, &fs.flatten))
-		log_err("cannot start the flattener: out of memory");
+	{
+		struct flatten_opts fo = {
+			.mode = (enum flatten_mode)flatten_mode_parse(o.flatten),
+			.usable = passthrough_usable,
+			.drop = snapfs_flat_drop,
+			.ctx = &fs,
+		};
+
+		if (flatten_start(fs.nodes, &fo, &fs.flatten))
+			log_err("cannot start the flattener: out of memory");
+	}
 
 	/* STORE's root is indexed beside the session's start: its first
 	 * lookup would read all of it (doc/design.md §2), and a first open

@@ -242,10 +242,11 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
 	return id > 0 ? 1 : 0;
 }
 
-void passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
+bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
 {
 	struct pt_inode **pp, *e = NULL;
 	int id = 0;
+	bool last_cached = false;
 
 	pthread_mutex_lock(&pt->lock);
 	for (pp = bucket(pt, ino); *pp; pp = &(*pp)->next) {
@@ -255,6 +256,7 @@ void passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
 		if (--e->opens == 0) {
 			*pp = e->next;
 			id = e->backing_id;
+			last_cached = id <= 0;
 		} else {
 			e = NULL;
 		}
@@ -269,6 +271,19 @@ void passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
 	(void)req;
 	(void)id;
 #endif
+	return last_cached;
+}
+
+unsigned passthrough_opens(struct passthrough *pt, fuse_ino_t ino)
+{
+	struct pt_inode *e;
+	unsigned n;
+
+	pthread_mutex_lock(&pt->lock);
+	e = find_locked(pt, ino);
+	n = e ? e->opens : 0;
+	pthread_mutex_unlock(&pt->lock);
+	return n;
 }
 
 bool passthrough_active(struct passthrough *pt, fuse_ino_t ino)

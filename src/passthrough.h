@@ -58,10 +58,14 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
 		      int fd, struct fuse_file_info *fi);
 
 /* An open of ino counted by passthrough_open() is gone; the last one
- * closes the inode's backing id. */
-void passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino);
+ * closes the inode's backing id. Returns true if that was the inode's last
+ * open and it was on the FUSE path. */
+bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino);
 
 /* Whether ino currently has passthrough opens (for tests and logs). */
 bool passthrough_active(struct passthrough *pt, fuse_ino_t ino);
+
+/* How many opens of ino are counted, of either mode. */
+unsigned passthrough_opens(struct passthrough *pt, fuse_ino_t ino);
 
 #endif

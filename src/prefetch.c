@@ -100,6 +100,11 @@ struct pjob {
 	uint64_t total;		/* set once by the thread before pushing */
 	bool planned;		/* total set; thread only */
 	bool drop;		/* reaped: drop its cached pages */
+	bool unneeded;		/* its version's next opens are served by
+				   passthrough to its flat file: it pushes no
+				   more and ends once nobody holds it, like a
+				   superseded one; protected by
+				   prefetch.lock */
 	struct pcursor cur;	/* thread only */
 	struct pcursor ra;	/* read ahead up to here; thread only */
 	uint64_t ra_sum;	/* bytes of the plan read ahead; thread only */
@@ -256,6 +261,22 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 	pthread_mutex_unlock(&pf->lock);
 	if (j)
 		job_free(t, pf, fresh);
+}
+
+void prefetch_unneeded(struct node_table *t, uint64_t nodeid)
+{
+	struct prefetch *pf = pf_of(t);
+	struct pjob *j;
+
+	if (!pf)
+		return;
+	pthread_mutex_lock(&pf->lock);
+	j = job_find_locked(pf, nodeid);
+	if (j) {
+		j->unneeded = true;
+		pthread_cond_signal(&pf->cond);	/* reaped at once */
+	}
+	pthread_mutex_unlock(&pf->lock);
 }
 
 void prefetch_released(struct node_table *t, uint64_t nodeid)
@@ -418,11 +439,12 @@ static struct pjob *reap_locked(struct node_table *t, struct prefetch *pf,
 		current = j->n->current;
 		looked_up = j->n->nlookup > 0;
 		pthread_mutex_unlock(&t->lock);
-		if (!current && (j->state == PJ_PUSHING || j->state == PJ_WAITING)) {
+		if ((!current || j->unneeded) &&
+		    (j->state == PJ_PUSHING || j->state == PJ_WAITING)) {
 			j->state = PJ_STOPPED;
-			j->cause = "superseded";
+			j->cause = current ? "flat file ready" : "superseded";
 		}
-		if (j->opens == 0 && (!current || !looked_up)) {
+		if (j->opens == 0 && (!current || !looked_up || j->unneeded)) {
 			*pp = j->next;
 			pf->charged -= charge_of(j);
 			/* A forgotten inode's pages went with it; a superseded

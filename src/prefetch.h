@@ -91,6 +91,14 @@ void prefetch_opened(struct node_table *t, struct node *n, uint64_t nodeid,
 void prefetch_released(struct node_table *t, uint64_t nodeid);
 
 /*
+ * Version nodeid's next opens are served by passthrough to its flat file
+ * (flatten.h), so pushing it is of no more use: its push stops ("stopped:
+ * flat file ready"), and the job ends, its charge returned and its pages
+ * dropped, once no open counted here holds it. nodeid only serves as a key.
+ */
+void prefetch_unneeded(struct node_table *t, uint64_t nodeid);
+
+/*
  * Where the push of version n stands, for user.snapfs.prefetch: "off",
  * "none" (not opened yet, or no longer held), "pushing N/M", "waiting:
  * budget N/M", "done N/M", or "stopped: CAUSE N/M" (bytes of the plan

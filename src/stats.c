@@ -43,6 +43,7 @@ static const char *const names[STAT_COUNT] = {
 	[STAT_FLAT_ENTRIES] = "flat_entries",
 	[STAT_FLAT_DEFERRED] = "flat_offers_deferred",
 	[STAT_FLAT_WARMED] = "flat_warmed_bytes",
+	[STAT_FLAT_CACHE_DROPS] = "flat_cache_drops",
 	[STAT_HEAP_LOOKS] = "heap_looks",
 	[STAT_HEAP_TRIMS] = "heap_trims",
 	[STAT_COMPACT_DONE] = "compactions_done",

@@ -44,6 +44,9 @@ enum stat_id {
 	STAT_FLAT_WARMED,	/* bytes of flat files read into the page
 				   cache before they were handed to opens,
 				   as far as their layers were cached */
+	STAT_FLAT_CACHE_DROPS,	/* versions whose FUSE page cache was
+				   dropped once their flat file was ready
+				   and no open was left on the FUSE path */
 	STAT_HEAP_LOOKS,	/* looks at the heap after bursts of frees
 				 * (memtrim.h) */
 	STAT_HEAP_TRIMS,	/* of those, the ones that gave memory back */

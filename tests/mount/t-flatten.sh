@@ -5,6 +5,7 @@
 #     ready (the build held back with SNAPFS_FLATTEN_GATE, fault-injection
 #     builds) keep the FUSE path, an open made meanwhile reads right, and
 #     once they close, new opens are served by passthrough to the flat file;
+#     as the last of them closes, their version's push ends;
 #  2. a flat view equals the reference (read, pread, mmap private and
 #     shared, SEEK_DATA/SEEK_HOLE) without a READ request to the daemon;
 #  3. the flat file is dropped when its version is superseded (publish) and
@@ -46,6 +47,9 @@ reads() {
 pt_opens() {
 	log_count "passthrough open of inode"
 }
+stat_of() {
+	awk -v k="$1" '$1 == k { print $2 }' "$M/.snapfs-stats"
+}
 
 gate=$T/gate
 [ "$FAULTS" = 1 ] && : >"$gate"
@@ -62,8 +66,15 @@ if [ "$FAULTS" = 1 ]; then
 		fail "an open made while an early fd is held reads wrong"
 	[ "$(pt_opens)" -eq 0 ] || fail "passthrough mixed with a FUSE-path open of one inode"
 	hold_cmd check early "$R/v1"
+	[ "$(xattr "$M/vm" user.snapfs.prefetch)" != none ] || fail "the early open was not pushed"
 	hold_cmd close early
 	holder_stop
+	# No open will read what was pushed into the FUSE inode's cache:
+	# the push ends, its pages dropped (case 9 looks at the cache).
+	push_ended() { [ "$(xattr "$M/vm" user.snapfs.prefetch)" = none ]; }
+	wait_for 5000 push_ended ||
+		fail "the push goes on after the last FUSE-path close: $(xattr "$M/vm" user.snapfs.prefetch)"
+	[ "$(stat_of flat_cache_drops)" -ge 1 ] || fail "flat_cache_drops $(stat_of flat_cache_drops)"
 else
 	log "not a fault-injection build: the mixed-mode case is skipped"
 	wait_for 10000 flat_is ready || fail "the flat file is not ready"
@@ -197,6 +208,56 @@ if [ "$FAULTS" = 1 ]; then
 	done
 	umount_snapfs "$M"
 	log "8 versions opened while the flattener was held: all 8 flattened, none deferred"
+fi
+
+# 9. The FUSE inode's own page cache is dropped as soon as no open is left
+# on the FUSE path and the flat file is ready, whichever comes last; not
+# by the next open (which would hold up a restore while the kernel frees
+# it). Without the push (prefetch=off), and with open_rw=private: an
+# O_RDWR open stays on the FUSE path and keeps that cache, so cachestat
+# can count it.
+if [ "$FAULTS" = 1 ]; then
+	S=$T/x/store9 R9=$T/ref9
+	mkdir -p "$S" "$R9"
+	flat_vm "$S" "$R9"
+	cached() { "$CACHESTAT" -w "$M/vm" || fail "cachestat of $M/vm failed"; }
+	drops_above() { [ "$(stat_of flat_cache_drops)" -gt "$1" ]; }
+	: >"$gate"
+	SNAPFS_FLATTEN_GATE=$gate mount_snapfs "$S" "$M" -o prefetch=off,open_rw=private
+	# a. Ready after the last close.
+	cmp "$M/vm" "$R9/v1" || fail "the view reads wrong before its flat file"
+	n=$(cached)
+	[ "$n" -ge 2048 ] || fail "only $n pages cached after a whole read"
+	rm "$gate"
+	wait_for 10000 flat_is ready || fail "no flat file: $(xattr "$M/vm" user.snapfs.flat)"
+	wait_for 5000 drops_above 0 || fail "a flat file ready with no open left dropped no cache"
+	n=$(cached)
+	[ "$n" -eq 0 ] || fail "$n pages of the FUSE inode still cached once its flat file was ready"
+	log "ok: the cache of a version closed before its flat file was ready is dropped at ready"
+	# b. The last close after ready.
+	: >"$gate"
+	cp "$R9/v1" "$R9/v2"
+	layer_pages "$S/.vm.2.diff.tmp" "$R9/v2" 5:77 3000:78
+	mv "$S/.vm.2.diff.tmp" "$S/vm.2.diff"
+	wait_for 10000 eval '[ "$(xattr "$M/vm" user.snapfs.depth 2>/dev/null)" = 2 ]' ||
+		fail "the publish is not seen"
+	holder_start
+	hold_cmd open held "$M/vm"
+	hold_cmd check held "$R9/v2"
+	rm "$gate"
+	wait_for 10000 flat_is ready || fail "no flat file: $(xattr "$M/vm" user.snapfs.flat)"
+	d=$(stat_of flat_cache_drops)
+	n=$(cached)
+	[ "$n" -ge 2048 ] || fail "only $n pages cached while a FUSE-path open holds the version"
+	hold_cmd close held
+	holder_stop
+	wait_for 5000 drops_above "$d" || fail "the last FUSE-path close dropped no cache"
+	n=$(cached)
+	[ "$n" -eq 0 ] || fail "$n pages of the FUSE inode still cached after its last FUSE-path close"
+	"$VIEWCHECK" -m seq,pread,mmap "$M/vm" "$R9/v2" "$R9/holes" >/dev/null ||
+		fail "the view reads wrong once its cache was dropped"
+	umount_snapfs "$M"
+	log "ok: the cache of a version held until after its flat file was ready is dropped at the last close"
 fi
 
 # 7. Read in as far as the layers are cached.
