@@ -285,15 +285,3 @@ unsigned passthrough_opens(struct passthrough *pt, fuse_ino_t ino)
 	pthread_mutex_unlock(&pt->lock);
 	return n;
 }
-
-bool passthrough_active(struct passthrough *pt, fuse_ino_t ino)
-{
-	struct pt_inode *e;
-	bool on;
-
-	pthread_mutex_lock(&pt->lock);
-	e = find_locked(pt, ino);
-	on = e && e->backing_id > 0;
-	pthread_mutex_unlock(&pt->lock);
-	return on;
-}

@@ -62,9 +62,6 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
  * open and it was on the FUSE path. */
 bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino);
 
-/* Whether ino currently has passthrough opens (for tests and logs). */
-bool passthrough_active(struct passthrough *pt, fuse_ino_t ino);
-
 /* How many opens of ino are counted, of either mode. */
 unsigned passthrough_opens(struct passthrough *pt, fuse_ino_t ino);
 
