@@ -414,8 +414,8 @@ void snapfs_flat_drop(void *ctx, uint64_t nodeid)
 	 * uses it. A race with an open that comes just after this check
 	 * costs at most a re-read: a dropped page is read again through
 	 * FUSE, never wrong. */
-	if (passthrough_opens(fs->pt, (fuse_ino_t)nodeid))
-		return;
+	if (!passthrough_enabled(fs->pt) || passthrough_opens(fs->pt, (fuse_ino_t)nodeid))
+		return;	/* off since (refused): the FUSE path keeps serving */
 	prefetch_unneeded(fs->nodes, nodeid);
 	snapfs_push_drop(ctx, nodeid);
 	stats_add(STAT_FLAT_CACHE_DROPS, 1);

@@ -38,6 +38,8 @@ struct pt_inode {
 	fuse_ino_t ino;
 	unsigned opens;
 	int backing_id;		/* > 0: passthrough; 0: the FUSE path */
+	bool refused;		/* on the FUSE path although a backing file
+				   was offered (passthrough refused it) */
 	struct pt_inode *next;
 };
 
@@ -221,8 +223,10 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
 			return -ENOMEM;
 		}
 		e->ino = ino;
-		if (fd >= 0 && passthrough_enabled(pt))
+		if (fd >= 0 && passthrough_enabled(pt)) {
 			e->backing_id = open_backing(pt, req, fd);
+			e->refused = e->backing_id <= 0;
+		}
 		e->next = *bucket(pt, ino);
 		*bucket(pt, ino) = e;
 	}
@@ -256,7 +260,7 @@ bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
 		if (--e->opens == 0) {
 			*pp = e->next;
 			id = e->backing_id;
-			last_cached = id <= 0;
+			last_cached = id <= 0 && !e->refused;
 		} else {
 			e = NULL;
 		}

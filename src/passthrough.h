@@ -59,7 +59,9 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
 
 /* An open of ino counted by passthrough_open() is gone; the last one
  * closes the inode's backing id. Returns true if that was the inode's last
- * open and it was on the FUSE path. */
+ * open and it was on the FUSE path for want of a backing file (none was
+ * offered when its first open came), not because passthrough refused
+ * one: its next open may then be served by passthrough. */
 bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino);
 
 /* How many opens of ino are counted, of either mode. */
