@@ -243,7 +243,7 @@ static int passthrough_view(fuse_req_t req, fuse_ino_t ino, struct node *n,
 	if (rw) {
 		/* An O_RDWR open is direct_io on the FUSE path (§15), which
 		 * an inode served by passthrough cannot mix with. */
-		ret = passthrough_open(fs->pt, req, ino, -1, fi);
+		ret = passthrough_open(fs->pt, req, ino, PASSTHROUGH_NEVER, fi);
 		if (ret == 1) {
 			passthrough_release(fs->pt, req, ino);
 			log_warn_rl("%s: O_RDWR open refused: the version is served "

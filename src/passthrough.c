@@ -38,8 +38,11 @@ struct pt_inode {
 	fuse_ino_t ino;
 	unsigned opens;
 	int backing_id;		/* > 0: passthrough; 0: the FUSE path */
-	bool refused;		/* on the FUSE path although a backing file
-				   was offered (passthrough refused it) */
+	bool keeps_cache;	/* on the FUSE path although a backing file
+				   was offered (passthrough refused it), or
+				   joined by an open that is never passthrough
+				   (PASSTHROUGH_NEVER): its next opens will
+				   read its page cache again */
 	struct pt_inode *next;
 };
 
@@ -225,11 +228,13 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
 		e->ino = ino;
 		if (fd >= 0 && passthrough_enabled(pt)) {
 			e->backing_id = open_backing(pt, req, fd);
-			e->refused = e->backing_id <= 0;
+			e->keeps_cache = e->backing_id <= 0;
 		}
 		e->next = *bucket(pt, ino);
 		*bucket(pt, ino) = e;
 	}
+	if (fd == PASSTHROUGH_NEVER)
+		e->keeps_cache = true;
 	e->opens++;
 	id = e->backing_id;
 	pthread_mutex_unlock(&pt->lock);
@@ -260,7 +265,7 @@ bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
 		if (--e->opens == 0) {
 			*pp = e->next;
 			id = e->backing_id;
-			last_cached = id <= 0 && !e->refused;
+			last_cached = id <= 0 && !e->keeps_cache;
 		} else {
 			e = NULL;
 		}

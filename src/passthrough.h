@@ -57,11 +57,18 @@ bool passthrough_enabled(const struct passthrough *pt);
 int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
 		      int fd, struct fuse_file_info *fi);
 
+/* passthrough_open()'s fd for an open that is never served by passthrough
+ * (an O_RDWR open under open_rw=private): like -1, and the inode's opens
+ * of this round then count as ones whose successors read its page cache
+ * again (a VMM restarted from the same version). */
+#define PASSTHROUGH_NEVER (-2)
+
 /* An open of ino counted by passthrough_open() is gone; the last one
  * closes the inode's backing id. Returns true if that was the inode's last
  * open and it was on the FUSE path for want of a backing file (none was
- * offered when its first open came), not because passthrough refused
- * one: its next open may then be served by passthrough. */
+ * offered when its first open came), not because passthrough refused one
+ * nor with a PASSTHROUGH_NEVER open among them: its next open may then be
+ * served by passthrough. */
 bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino);
 
 /* How many opens of ino are counted, of either mode. */

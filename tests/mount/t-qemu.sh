@@ -19,7 +19,6 @@
 
 QEMU=$(command -v qemu-system-x86_64 || true)
 QMPCTL="$abs_top_builddir/tests/tools/qmpctl"
-RWPROBE="$abs_top_builddir/tests/tools/rwprobe"
 if [ -z "$QEMU" ]; then
 	[ -n "${CI:-}" ] && fail "CI must have qemu-system-x86 (contrib/install-deps.sh)"
 	skip "qemu-system-x86_64 not found (Debian: qemu-system-x86)"
