@@ -93,6 +93,9 @@ struct flat {
 	bool drop;		/* its inode's page cache is to be dropped
 				   (flatten_opts.drop); protected by
 				   flatten.lock */
+	bool keep;		/* never dropped: its FUSE-path opens will
+				   read it again (flatten_fuse_closed());
+				   protected by flatten.lock */
 	int64_t retry_ns;	/* FLAT_FAILED: mono_ns() from when an offer
 				   tries again; protected by flatten.lock */
 	struct flat *next;
@@ -567,7 +570,7 @@ static struct node *entry_node_get(struct flatten *f, struct flat *e)
 	pthread_mutex_lock(&f->t->lock);
 	pthread_mutex_lock(&f->lock);
 	e->drop = false;
-	if (!e->dead) {
+	if (!e->dead && !e->keep) {
 		n = e->node;
 		n->refs++;
 	}
@@ -608,8 +611,8 @@ static void run_drops(struct flatten *f)
 			break;
 		}
 		e->drop = false;
-		if (e->dead || e->state != FLAT_READY)
-			continue;	/* its inode is on its way out */
+		if (e->dead || e->keep || e->state != FLAT_READY)
+			continue;	/* on its way out, or wanted */
 		e->node->refs++;
 		n[k++] = e->node;
 	}
@@ -923,7 +926,7 @@ int flatten_fd(struct flatten *f, struct node *v)
 	return fd;
 }
 
-void flatten_fuse_closed(struct flatten *f, struct node *v)
+void flatten_fuse_closed(struct flatten *f, struct node *v, bool wanted)
 {
 	if (!f || !f->drop)
 		return;
@@ -931,11 +934,15 @@ void flatten_fuse_closed(struct flatten *f, struct node *v)
 	for (struct flat *e = f->list; e; e = e->next) {
 		if (e->vino != v->vino)
 			continue;
-		if (e->state == FLAT_READY && !e->dead) {
+		if (wanted) {
+			/* for good: its next opens would want it too */
+			e->keep = true;
+			e->drop = false;
+		} else if (!e->keep && !e->dead && e->state == FLAT_READY) {
 			e->drop = true;
 			f->drops = true;
 			pthread_cond_signal(&f->cond);
-		} else if (e == f->busy) {
+		} else if (!e->keep && e == f->busy) {
 			e->drop = true;	/* if it becomes ready (flatten_one()) */
 		}
 		break;

@@ -79,9 +79,11 @@ int flatten_fd(struct flatten *f, struct node *v);
 /*
  * The last open of version v that went the FUSE path was released: if v's
  * flat file is ready, its inode's page cache is dropped in the background
- * (flatten_opts.drop). NULL f is fine.
+ * (flatten_opts.drop). With wanted (later opens would take the FUSE path
+ * too and read it: an O_RDWR open was among them), it is kept, now and
+ * when the flat file becomes ready. NULL f is fine.
  */
-void flatten_fuse_closed(struct flatten *f, struct node *v);
+void flatten_fuse_closed(struct flatten *f, struct node *v, bool wanted);
 
 /* The value of user.snapfs.flat for version v, malloc'd: "none",
  * "pending", "ready" or "failed: CAUSE"; NULL on ENOMEM. f may be NULL

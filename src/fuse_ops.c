@@ -478,6 +478,7 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
 	struct view *v = fh_view(fi);
+	enum pt_released left;
 
 	if (stats_file_is(ino)) {
 		stats_file_release(req, fi);
@@ -486,10 +487,13 @@ static void snapfs_op_release(fuse_req_t req, fuse_ino_t ino,
 	/* Every open of a view or an ordinary file was counted (the mode
 	 * of its inode); an uncounted inode is simply not found. The last
 	 * open on the FUSE path of a version with a flat file leaves a page
-	 * cache that no open will read again: dropped in the background,
-	 * not by the next open (flatten.h). */
-	if (passthrough_release(fs_of(req)->pt, req, ino) && v)
-		flatten_fuse_closed(fs_of(req)->flatten, node_of(req, ino));
+	 * cache that no open will read again (unless they take the FUSE
+	 * path too): dropped in the background, not by the next open
+	 * (flatten.h). */
+	left = passthrough_release(fs_of(req)->pt, req, ino);
+	if (v && left != PT_OPENS_LEFT)
+		flatten_fuse_closed(fs_of(req)->flatten, node_of(req, ino),
+				    left == PT_CACHE_WANTED);
 	if (v) {
 		prefetch_released(fs_of(req)->nodes, ino);	/* ino: a key only */
 		fuse_handle_del(v);

@@ -251,11 +251,12 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
 	return id > 0 ? 1 : 0;
 }
 
-bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
+enum pt_released passthrough_release(struct passthrough *pt, fuse_req_t req,
+				     fuse_ino_t ino)
 {
 	struct pt_inode **pp, *e = NULL;
 	int id = 0;
-	bool last_cached = false;
+	enum pt_released left = PT_OPENS_LEFT;
 
 	pthread_mutex_lock(&pt->lock);
 	for (pp = bucket(pt, ino); *pp; pp = &(*pp)->next) {
@@ -265,7 +266,8 @@ bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
 		if (--e->opens == 0) {
 			*pp = e->next;
 			id = e->backing_id;
-			last_cached = id <= 0 && !e->keeps_cache;
+			if (id <= 0)
+				left = e->keeps_cache ? PT_CACHE_WANTED : PT_CACHE_UNUSED;
 		} else {
 			e = NULL;
 		}
@@ -280,7 +282,7 @@ bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino)
 	(void)req;
 	(void)id;
 #endif
-	return last_cached;
+	return left;
 }
 
 unsigned passthrough_opens(struct passthrough *pt, fuse_ino_t ino)

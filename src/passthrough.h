@@ -63,13 +63,22 @@ int passthrough_open(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino,
  * again (a VMM restarted from the same version). */
 #define PASSTHROUGH_NEVER (-2)
 
+/* What the release of an inode's open leaves (passthrough_release()). */
+enum pt_released {
+	PT_OPENS_LEFT,		/* not its last open, or it was passthrough */
+	PT_CACHE_UNUSED,	/* its last open, on the FUSE path for want of
+				   a backing file: the next may be served by
+				   passthrough, and not read its page cache */
+	PT_CACHE_WANTED,	/* its last open, on the FUSE path where
+				   passthrough refused the backing file or
+				   with a PASSTHROUGH_NEVER open among them:
+				   the next ones would read its page cache */
+};
+
 /* An open of ino counted by passthrough_open() is gone; the last one
- * closes the inode's backing id. Returns true if that was the inode's last
- * open and it was on the FUSE path for want of a backing file (none was
- * offered when its first open came), not because passthrough refused one
- * nor with a PASSTHROUGH_NEVER open among them: its next open may then be
- * served by passthrough. */
-bool passthrough_release(struct passthrough *pt, fuse_req_t req, fuse_ino_t ino);
+ * closes the inode's backing id. */
+enum pt_released passthrough_release(struct passthrough *pt, fuse_req_t req,
+				     fuse_ino_t ino);
 
 /* How many opens of ino are counted, of either mode. */
 unsigned passthrough_opens(struct passthrough *pt, fuse_ino_t ino);

@@ -227,7 +227,9 @@ if [ "$FAULTS" = 1 ]; then
 	SNAPFS_FLATTEN_GATE=$gate mount_snapfs "$S" "$M" -o prefetch=off,open_rw=private
 	# a. Ready after the last close.
 	cmp "$M/vm" "$R9/v1" || fail "the view reads wrong before its flat file"
-	n=$(cached)
+	# (O_RDONLY: before the flat file is ready it takes the FUSE path and
+	# keeps the cache; an O_RDWR open here would have it kept for good)
+	n=$("$CACHESTAT" "$M/vm") || fail "cachestat of $M/vm failed"
 	[ "$n" -ge 2048 ] || fail "only $n pages cached after a whole read"
 	rm "$gate"
 	wait_for 10000 flat_is ready || fail "no flat file: $(xattr "$M/vm" user.snapfs.flat)"
@@ -268,8 +270,25 @@ if [ "$FAULTS" = 1 ]; then
 	[ "$(stat_of flat_cache_drops)" -eq "$d" ] || fail "the cache of an O_RDWR open was dropped"
 	n=$(cached)
 	[ "$n" -ge 2048 ] || fail "only $n pages cached after an O_RDWR open mapped the version"
+	# d. The same for an O_RDWR open closed before the flat file is ready.
+	: >"$gate"
+	cp "$R9/v2" "$R9/v3"
+	layer_pages "$S/.vm.3.diff.tmp" "$R9/v3" 9:79
+	mv "$S/.vm.3.diff.tmp" "$S/vm.3.diff"
+	wait_for 10000 eval '[ "$(xattr "$M/vm" user.snapfs.depth 2>/dev/null)" = 3 ]' ||
+		fail "the publish is not seen"
+	"$RWPROBE" "$M/vm" "$R9/v3" >"$T/rwprobe.out" ||
+		fail "rwprobe: $(grep -v '^ok' "$T/rwprobe.out" | head -n 3)"
+	d=$(stat_of flat_cache_drops)
+	rm "$gate"
+	wait_for 10000 flat_is ready || fail "no flat file: $(xattr "$M/vm" user.snapfs.flat)"
+	sleep 1
+	[ "$(stat_of flat_cache_drops)" -eq "$d" ] ||
+		fail "the cache an O_RDWR open left was dropped when the flat file was ready"
+	n=$(cached)
+	[ "$n" -ge 2048 ] || fail "only $n pages cached once ready after an O_RDWR open"
 	umount_snapfs "$M"
-	log "ok: the cache an O_RDWR open leaves stays"
+	log "ok: the cache an O_RDWR open leaves stays, also across the flat file's ready"
 fi
 
 # 7. Read in as far as the layers are cached.
