@@ -593,8 +593,11 @@ static void drop_cache(struct flatten *f, struct flat *e)
 }
 
 /*
- * Hands the ready entries marked drop to flatten_opts.drop, as
- * drop_cache() does. No lock held; takes the table's lock, then ours.
+ * Hands the entries marked drop whose next opens are served by passthrough
+ * to flatten_opts.drop, as drop_cache() does: those with a ready flat
+ * file, and those a compaction left with one layer (its base serves
+ * them). No lock held; takes the table's lock (which lets it read a
+ * node's chain), then ours.
  */
 static void run_drops(struct flatten *f)
 {
@@ -611,8 +614,9 @@ static void run_drops(struct flatten *f)
 			break;
 		}
 		e->drop = false;
-		if (e->dead || e->keep || e->state != FLAT_READY)
-			continue;	/* on its way out, or wanted */
+		if (e->dead || e->keep ||
+		    (e->state != FLAT_READY && e->node->nlayers != 1))
+			continue;	/* on its way out, wanted, or layered */
 		e->node->refs++;
 		n[k++] = e->node;
 	}
@@ -938,12 +942,14 @@ void flatten_fuse_closed(struct flatten *f, struct node *v, bool wanted)
 			/* for good: its next opens would want it too */
 			e->keep = true;
 			e->drop = false;
-		} else if (!e->keep && !e->dead && e->state == FLAT_READY) {
+		} else if (!e->keep && !e->dead) {
+			/* run_drops() looks whether it is ready or one layer
+			 * now; the one being built, once built (flatten_one()) */
 			e->drop = true;
-			f->drops = true;
-			pthread_cond_signal(&f->cond);
-		} else if (!e->keep && e == f->busy) {
-			e->drop = true;	/* if it becomes ready (flatten_one()) */
+			if (e != f->busy) {
+				f->drops = true;
+				pthread_cond_signal(&f->cond);
+			}
 		}
 		break;
 	}

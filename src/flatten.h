@@ -30,10 +30,11 @@ struct flatten;
 
 /*
  * Called on the flattener's thread, no lock held, while the version's node
- * is referenced: version nodeid (node_id()) has a ready flat file and no
- * open of it was on the FUSE path when this was queued, so its next opens
- * are served by passthrough to the flat file and the FUSE inode's own page
- * cache (what reads and pushes put there) is of no more use. The callee
+ * is referenced: version nodeid (node_id()) has a ready flat file (or one
+ * layer, after a compaction) and no open of it was on the FUSE path when
+ * this was queued, so its next opens are served by passthrough and the
+ * FUSE inode's own page cache (what reads and pushes put there) is of no
+ * more use. The callee
  * drops it if the inode is still not open; a passthrough open would
  * otherwise drop it itself, synchronously, in the open (doc/design.md §19).
  */
@@ -78,8 +79,8 @@ int flatten_fd(struct flatten *f, struct node *v);
 
 /*
  * The last open of version v that went the FUSE path was released: if v's
- * flat file is ready, its inode's page cache is dropped in the background
- * (flatten_opts.drop). With wanted (later opens would take the FUSE path
+ * flat file is ready, or a compaction left v with one layer, its inode's
+ * page cache is dropped in the background (flatten_opts.drop). With wanted (later opens would take the FUSE path
  * too and read it: an O_RDWR open was among them), it is kept, now and
  * when the flat file becomes ready. NULL f is fine.
  */

@@ -419,6 +419,6 @@ void snapfs_flat_drop(void *ctx, uint64_t nodeid)
 	prefetch_unneeded(fs->nodes, nodeid);
 	snapfs_push_drop(ctx, nodeid);
 	stats_add(STAT_FLAT_CACHE_DROPS, 1);
-	log_debug("inode %llu: its page cache dropped: new opens read its flat file",
+	log_debug("inode %llu: its page cache dropped: new opens are served by passthrough",
 		  (unsigned long long)nodeid);
 }

@@ -6,7 +6,9 @@
 # (read, pread, mmap private and shared, SEEK_DATA/SEEK_HOLE); a publish
 # turns the view layered (new opens take the FUSE path: -o flatten=off
 # here), a rollback turns it back (new opens are passthrough again), and an
-# fd and a mapping held across both keep their bytes. A daemon without
+# fd and a mapping held across both keep their bytes. A version compacted
+# to one layer under a FUSE-path open lets go of its own page cache when
+# that open closes (its later opens are passthrough). A daemon without
 # CAP_SYS_ADMIN serves everything on the FUSE path, with one log line.
 . ./tests/mount/lib.sh
 require_passthrough
@@ -63,6 +65,42 @@ hold_cmd check v1 "$R/one.v1"
 hold_cmd close v1
 holder_stop
 umount_snapfs "$M"
+
+# A compaction leaves a version with one layer while a FUSE-path open holds
+# it: at its close the version's own page cache, which no later open
+# (passthrough to the new base) reads, is dropped in the background. On
+# this filesystem there are no flat files (no reflink), and O_RDWR opens
+# (open_rw=private) stay on the FUSE path with that cache, for cachestat.
+S3=$T/store3 R3=$T/ref3
+mkdir -p "$S3" "$R3"
+head -c $((8 << 20)) /dev/urandom >"$S3/vm.0.base"
+cp "$S3/vm.0.base" "$R3/v"
+layer_pages "$S3/vm.1.diff" "$R3/v" 1:11 1000:12
+layer_pages "$S3/vm.2.diff" "$R3/v" 2:13 1500:14
+: >"$R3/holes"	# no hole
+drops() { awk '$1 == "flat_cache_drops" { print $2 }' "$M/.snapfs-stats"; }
+vm_depth_is() { [ "$(xattr "$M/vm" user.snapfs.depth 2>/dev/null)" = "$1" ]; }
+# compact_rate=1: the copy of the 8 MiB base takes seconds, after the open
+mount_snapfs "$S3" "$M" -o compact_threshold=1,keep_diffs=0,compact_rate=1,prefetch=off,open_rw=private
+holder_start
+hold_cmd open held "$M/vm"
+hold_cmd check held "$R3/v"
+wait_for 60000 vm_depth_is 0 || fail "the chain was not compacted to one layer"
+n=$("$CACHESTAT" "$M/vm") || fail "cachestat failed"	# joins the FUSE path
+[ "$n" -ge 1024 ] || fail "only $n pages cached while a FUSE-path open holds the version"
+d=$(drops)
+hold_cmd check held "$R3/v"
+hold_cmd close held
+holder_stop
+drops_above() { [ "$(drops)" -gt "$1" ]; }
+wait_for 5000 drops_above "$d" || fail "no drop at the last FUSE-path close of a version compacted to one layer"
+n=$("$CACHESTAT" -w "$M/vm") || fail "cachestat failed"
+[ "$n" -eq 0 ] || fail "$n pages of the compacted version still cached after its last FUSE-path close"
+before=$(reads)
+"$VIEWCHECK" -m all "$M/vm" "$R3/v" "$R3/holes" >/dev/null || fail "the compacted view differs"
+[ "$(reads)" -eq "$before" ] || fail "the compacted view was read through the daemon"
+umount_snapfs "$M"
+log "ok: a version compacted to one layer lets go of its FUSE page cache at its last FUSE-path close"
 
 # Without CAP_SYS_ADMIN: the daemon is handed a /dev/fuse fd mounted for
 # it (it could not mount itself), and falls back with one line.
