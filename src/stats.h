@@ -46,6 +46,7 @@ enum stat_id {
 				   as far as their layers were cached */
 	STAT_FLAT_CACHE_DROPS,	/* versions whose FUSE page cache was
 				   dropped once their flat file was ready
+				   (or a compaction left them one layer)
 				   and no open was left on the FUSE path */
 	STAT_HEAP_LOOKS,	/* looks at the heap after bursts of frees
 				 * (memtrim.h) */
