@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -511,6 +512,16 @@ static void snapfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv;
 
 	(void)ino;
+#ifdef SNAPFS_FAULT_INJECTION
+	/* A worker that never ends, not even when libfuse cancels it at the
+	 * end of the session: the loop then waits for it forever, as for one
+	 * stuck in libfuse (the loop guard in main.c, t-unmount). */
+	if (getenv("SNAPFS_STATFS_STUCK")) {
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		for (;;)
+			pause();
+	}
+#endif
 	if (fstatvfs(node_root(fs_of(req)->nodes)->fd, &sv) < 0)
 		fuse_reply_err(req, errno);
 	else

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -31,6 +33,7 @@
 #include "gather.h"
 #include "log.h"
 #include "memtrim.h"
+#include "monotime.h"
 #include "names.h"
 #include "node.h"
 #include "prefetch.h"
@@ -399,6 +402,87 @@ static int add_fsname(struct fuse_args *args, const char *store)
 	return ret;
 }
 
+/*
+ * How long libfuse's multi-threaded loop may take to return once the
+ * kernel has ended its connection. At the end libfuse cancels its workers; one cancelled
+ * inside libfuse's own perror() ("fuse: reading device", after an
+ * ECONNABORTED) keeps stdio's lock on stderr for good, the next worker to
+ * print waits for it forever, and so does the loop's join of that worker
+ * (seen once in t-unmount's ECONNABORTED case, a daemon left running with
+ * its mount gone). Past this the daemon exits without the rest of its
+ * cleanup: the mount is gone, flat files are unnamed, and nothing it
+ * writes depends on a clean stop (compaction is crash-safe).
+ */
+#define LOOP_END_MS 2000
+
+struct loop_guard {
+	struct fuse_session *se;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	/* CLOCK_MONOTONIC */
+	bool done;		/* the loop returned; protected by lock */
+};
+
+/* Whether the kernel has ended the session's connection: /dev/fuse then
+ * polls as an error. A signal also ends the session, with the mount still
+ * there and requests still being answered: the loop is then left alone. */
+static bool connection_gone(struct fuse_session *se)
+{
+	struct pollfd p = { .fd = fuse_session_fd(se), .events = POLLIN };
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
+
+static void *loop_guard_thread(void *arg)
+{
+	struct loop_guard *g = arg;
+	int64_t ended = 0;
+
+	pthread_mutex_lock(&g->lock);
+	while (!g->done) {
+		int64_t now = mono_ns(), next = now + 100 * 1000000LL;
+		struct timespec ts = { (time_t)(next / 1000000000), (long)(next % 1000000000) };
+
+		if (!ended && fuse_session_exited(g->se) && connection_gone(g->se))
+			ended = now;
+		if (ended && now - ended >= LOOP_END_MS * 1000000LL) {
+			log_warn("libfuse's worker threads did not end within %d ms of the "
+				 "session's end (one is stuck in libfuse): exiting without "
+				 "the rest of the cleanup", LOOP_END_MS);
+			_exit(0);
+		}
+		pthread_cond_timedwait(&g->cond, &g->lock, &ts);
+	}
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+/* fuse_session_loop_mt() with loop_guard_thread() beside it. */
+static int loop_guarded(struct fuse_session *se, struct fuse_loop_config *loop)
+{
+	struct loop_guard g = { .se = se };
+	pthread_condattr_t ca;
+	pthread_t guard;
+	bool guarded;
+	int ret;
+
+	pthread_mutex_init(&g.lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&g.cond, &ca);
+	pthread_condattr_destroy(&ca);
+	guarded = pthread_create(&guard, NULL, loop_guard_thread, &g) == 0;
+	ret = fuse_session_loop_mt(se, loop);
+	pthread_mutex_lock(&g.lock);
+	g.done = true;
+	pthread_cond_signal(&g.cond);
+	pthread_mutex_unlock(&g.lock);
+	if (guarded)
+		pthread_join(guard, NULL);
+	pthread_cond_destroy(&g.cond);
+	pthread_mutex_destroy(&g.lock);
+	return ret;
+}
+
 /* For the flattener: a flat file is only worth building if passthrough
  * can serve it. */
 static bool passthrough_usable(void *ctx)
@@ -637,7 +721,7 @@ int main(int argc, char *argv[])
 			fuse_loop_cfg_set_clone_fd(loop, copts.clone_fd);
 			fuse_loop_cfg_set_max_threads(loop, o.max_threads);
 			fuse_loop_cfg_set_idle_threads(loop, idle_threads(&copts, o.max_threads));
-			ret = fuse_session_loop_mt(se, loop);
+			ret = loop_guarded(se, loop);
 		}
 	}
 	/*

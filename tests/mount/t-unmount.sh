@@ -261,4 +261,36 @@ case $(log_count "the kernel ended the FUSE connection") in
 *) fail "aborted: more than one line says the kernel ended the connection" ;;
 esac
 
+# ---- 8. a worker that never ends, the connection aborted ----
+# libfuse 3.14 cancels its workers when the session ends and joins them;
+# one once kept stderr's lock from inside libfuse (cancelled in its own
+# perror()), and the daemon waited for it forever with its mount gone. The
+# loop guard (src/main.c) ends the daemon LOOP_END_MS (2 s) after the
+# session's end. A fault-injection build makes a statfs worker that
+# ignores the cancel; aborting the connection (fusectl) ends the session.
+if [ "$FAULTS" = 1 ]; then
+	: >"$T/snapfs.log"
+	SNAPFS_STATFS_STUCK=1 mount_snapfs "$S" "$T/m8"
+	conn=$(mountpoint -d "$T/m8") || fail "stuck: no device for $T/m8"
+	conn=${conn#*:}
+	[ -e "/sys/fs/fuse/connections/$conn/abort" ] || fail "stuck: no fusectl entry $conn"
+	stat -f "$T/m8" >/dev/null 2>&1 &
+	statpid=$!
+	PIDS+=("$statpid")
+	sleep 0.5	# its request reaches a worker, which never answers
+	t0=$(now_ms)
+	echo 1 >"/sys/fs/fuse/connections/$conn/abort"
+	while ! exited "$SNAPFS_PID" && [ $(($(now_ms) - t0)) -lt 10000 ]; do
+		sleep 0.05
+	done
+	ms=$(($(now_ms) - t0))
+	exited "$SNAPFS_PID" || fail "stuck: the daemon still runs $ms ms after the abort"
+	wait "$SNAPFS_PID" || fail "stuck: the daemon exited $?"
+	grep -q "did not end within 2000 ms" "$T/snapfs.log" ||
+		fail "stuck: no line says why the daemon stopped: $(tail -n 3 "$T/snapfs.log")"
+	[ "$ms" -le 4000 ] || fail "stuck: the daemon took $ms ms to exit after the abort"
+	"$FUSERMOUNT" -u -z "$T/m8" 2>/dev/null || umount -l "$T/m8" 2>/dev/null
+	log "stuck worker, connection aborted: the daemon exited $ms ms after the abort"
+fi
+
 log "ok: $FS: ${TIMES[*]}"
