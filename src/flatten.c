@@ -40,19 +40,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/fs.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cache.h"
-#include "copy.h"
 #include "flatten.h"
+#include "flatten_priv.h"
 #include "log.h"
 #include "node_priv.h"
 #include "stats.h"
@@ -64,10 +61,6 @@
  * (doc/design.md §9.6), while the thread builds one file at a time. An
  * offer past it is not taken; the version's next open offers again. */
 #define FLAT_QUEUE 4
-
-/* Free space kept beyond a flat file's own data: a flat file must never
- * be what fills the store's filesystem. */
-#define FLAT_SLACK (64ULL << 20)
 
 enum flat_state { FLAT_PENDING, FLAT_READY, FLAT_FAILED, FLAT_NONE };
 
@@ -228,132 +221,6 @@ static void sweep(struct flatten *f)
 			log_debug("%s: flat file of a superseded version dropped", e->path);
 		flat_free(e);
 	}
-}
-
-/* Bytes of v's view that its diffs serve. */
-static uint64_t diff_bytes(const struct view *vw)
-{
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < vw->nseg; i++)
-		if (vw->seg[i].layer >= 1)
-			n += vw->seg[i + 1].off - vw->seg[i].off;
-	return n;
-}
-
-/* Shares the base into out (FICLONE); false where the filesystem cannot. */
-static bool reflink_base(int out, int base)
-{
-#ifdef HAVE_FICLONE
-	return ioctl(out, FICLONE, base) == 0;
-#else
-	(void)out; (void)base;
-	return false;
-#endif
-}
-
-/* Whether the filesystem of out has room for need more bytes and slack. */
-static int check_space(int out, uint64_t need, char *cause, size_t len)
-{
-	struct statvfs sv;
-	uint64_t avail;
-
-	if (fstatvfs(out, &sv) < 0)
-		return -errno;
-	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	if (avail >= need + need / 16 + FLAT_SLACK)
-		return 0;
-	snprintf(cause, len, "not enough free space (needs %" PRIu64 " MiB and "
-		 "%llu MiB to spare, %" PRIu64 " MiB free)", need >> 20,
-		 FLAT_SLACK >> 20, avail >> 20);
-	return -ENOSPC;
-}
-
-/* The base's data ranges into out, for a filesystem that cannot share them. */
-static int copy_base(struct flatten *f, struct copier *c, const struct view *vw, int out)
-{
-	const struct view_layer *b = &vw->layers[0];
-	struct cache *cache = view_env_cache(f->t->env);
-	struct cache_entry *ce;
-	int ret;
-
-	ret = cache_get(cache, b->fd, &b->id, b->fname, &ce);
-	if (ret)
-		return ret;
-	ret = copier_base(c, b->fd, out, cache_entry_map(ce), vw->size);
-	cache_put(cache, ce);
-	return ret;
-}
-
-/* Every range the diffs serve, from the layer that serves it. */
-static int apply_diffs(struct copier *c, const struct view *vw, int out)
-{
-	for (size_t i = 0; i < vw->nseg; i++) {
-		int32_t l = vw->seg[i].layer;
-		int ret;
-
-		if (l < 1)
-			continue;	/* the base's (already there) or a hole */
-		ret = copier_range(c, vw->layers[l].fd, out, vw->seg[i].off,
-				   vw->seg[i + 1].off - vw->seg[i].off, vw->size);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
-/*
- * Builds the flat file of view vw in directory dirfd. Returns its fd; or 0
- * when this filesystem is not one to flatten on (auto, no reflink); or
- * -errno with the cause in cause[len].
- */
-static int build_flat(struct flatten *f, int dirfd, const char *path,
-		      const struct view *vw, char *cause, size_t len)
-{
-	struct copier c = { 0 };
-	struct stat st;
-	bool shared;
-	int out, ret;
-
-	out = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (out < 0) {
-		ret = -errno;
-		snprintf(cause, len, "cannot create an unnamed file in the "
-			 "directory: %s", strerror(-ret));
-		return ret;
-	}
-	shared = reflink_base(out, vw->layers[0].fd);
-	if (!shared && f->mode == FLATTEN_AUTO) {
-		if (fstat(out, &st) == 0 &&
-		    st.st_dev != __atomic_load_n(&f->noreflink_dev, __ATOMIC_RELAXED)) {
-			__atomic_store_n(&f->noreflink_dev, st.st_dev, __ATOMIC_RELAXED);
-			log_info("flatten: the filesystem of %s cannot reflink its "
-				 "bases; its versions are not flattened "
-				 "(-o flatten=always copies them)", path);
-		}
-		close(out);
-		return 0;
-	}
-	ret = check_space(out, shared ? diff_bytes(vw) : vw->data_bytes, cause, len);
-	if (ret == 0)
-		ret = copier_init(&c, 0, &f->stop);
-	if (ret == 0 && fstat(out, &st) < 0)
-		ret = -errno;
-	if (ret == 0) {
-		copier_prepare(&c, out, st.st_blksize);
-		if (!shared)
-			ret = copy_base(f, &c, vw, out);
-	}
-	if (ret == 0)
-		ret = apply_diffs(&c, vw, out);
-	copier_release(&c);
-	if (ret) {
-		if (!cause[0])
-			snprintf(cause, len, "%s", strerror(-ret));
-		close(out);
-		return ret;
-	}
-	return out;
 }
 
 /*
@@ -559,63 +426,36 @@ out:
 /* How many entries' drops one pass takes: the rest wait for the next. */
 #define DROP_BATCH 16
 
-/* e's version's node, referenced, if e is not superseded (its release
- * hook marks it dead before the node can go); else NULL. Clears e->drop:
- * a close after this marks it again. Takes the table's lock, then ours
- * (the hooks' order). */
-static struct node *entry_node_get(struct flatten *f, struct flat *e)
-{
-	struct node *n = NULL;
-
-	pthread_mutex_lock(&f->t->lock);
-	pthread_mutex_lock(&f->lock);
-	e->drop = false;
-	if (!e->dead && !e->keep) {
-		n = e->node;
-		n->refs++;
-	}
-	pthread_mutex_unlock(&f->lock);
-	pthread_mutex_unlock(&f->t->lock);
-	return n;
-}
-
-/* Hands e's version to flatten_opts.drop, holding a reference on its node
- * so that its node id names no other inode meanwhile. This thread only (it
- * alone frees entries); no lock held. */
-static void drop_cache(struct flatten *f, struct flat *e)
-{
-	struct node *n;
-
-	if (!f->drop || !(n = entry_node_get(f, e)))
-		return;
-	f->drop(f->ctx, node_id(f->t, n));
-	node_unref(f->t, n);
-}
-
 /*
  * Hands the entries marked drop whose next opens are served by passthrough
- * to flatten_opts.drop, as drop_cache() does: those with a ready flat
- * file, and those a compaction left with one layer (its base serves
- * them). No lock held; takes the table's lock (which lets it read a
- * node's chain), then ours.
+ * to flatten_opts.drop: those with a ready flat file, those a compaction
+ * left with one layer (its base serves them), and built, the one this
+ * thread just built (not yet shown ready, so that no passthrough open can
+ * come first). Each goes with a reference on its version's node, taken
+ * while the entry is not dead (its release hook marks it first), so that
+ * its node id names no other inode meanwhile. This thread only; no lock
+ * held; takes the table's lock (which lets it read a node's chain), then
+ * ours.
  */
-static void run_drops(struct flatten *f)
+static void run_drops(struct flatten *f, struct flat *built)
 {
 	struct node *n[DROP_BATCH];
 	size_t k = 0;
 
+	if (!f->drop)
+		return;
 	pthread_mutex_lock(&f->t->lock);
 	pthread_mutex_lock(&f->lock);
 	for (struct flat *e = f->list; e; e = e->next) {
-		if (!e->drop)
+		if (!e->drop && e != built)
 			continue;
 		if (k == DROP_BATCH) {
 			f->drops = true;	/* the loop comes back */
 			break;
 		}
-		e->drop = false;
+		e->drop = false;	/* a close after this marks it again */
 		if (e->dead || e->keep ||
-		    (e->state != FLAT_READY && e->node->nlayers != 1))
+		    (e->state != FLAT_READY && e != built && e->node->nlayers != 1))
 			continue;	/* on its way out, wanted, or layered */
 		e->node->refs++;
 		n[k++] = e->node;
@@ -647,7 +487,9 @@ static void flatten_one(struct flatten *f, struct flat *e)
 	fault_gate(f);
 	if (!wait_quiet(f, e, vw))
 		goto out;	/* stopped, or superseded: never built */
-	ret = build_flat(f, e->dirfd, e->path, vw, cause, sizeof(cause));
+	ret = flat_build(view_env_cache(f->t->env), f->mode == FLATTEN_AUTO,
+			 &f->noreflink_dev, &f->stop, e->dirfd, e->path, vw,
+			 cause, sizeof(cause));
 	if (ret > 0 && warm_flat(f, e, vw, ret) == -ECANCELED) {
 		close(ret);	/* superseded while read in: never handed out */
 	} else if (ret > 0) {
@@ -658,7 +500,7 @@ static void flatten_one(struct flatten *f, struct flat *e)
 		 * come, which would otherwise drop it itself, in the open (a
 		 * tenth of a second for 2 GiB pushed). Opens still there keep
 		 * it until they close (flatten_fuse_closed()). */
-		drop_cache(f, e);
+		run_drops(f, e);
 		log_debug("%s: flat file ready", e->path);
 	} else if (ret < 0 && ret != -ECANCELED) {
 		state = FLAT_FAILED;
@@ -717,7 +559,7 @@ static void *flatten_thread(void *arg)
 		pthread_mutex_unlock(&f->lock);
 		sweep(f);	/* superseded versions first: never built */
 		if (drops)
-			run_drops(f);
+			run_drops(f, NULL);
 		pthread_mutex_lock(&f->lock);
 		{
 			/* Only this thread removes entries or builds, so e

@@ -415,7 +415,7 @@ void snapfs_flat_drop(void *ctx, uint64_t nodeid)
 	 * costs at most a re-read: a dropped page is read again through
 	 * FUSE, never wrong. */
 	if (!passthrough_enabled(fs->pt) || passthrough_opens(fs->pt, (fuse_ino_t)nodeid))
-		return;	/* off since (refused): the FUSE path keeps serving */
+		return;	/* off since it was queued: the FUSE path keeps serving */
 	prefetch_unneeded(fs->nodes, nodeid);
 	snapfs_push_drop(ctx, nodeid);
 	stats_add(STAT_FLAT_CACHE_DROPS, 1);

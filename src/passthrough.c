@@ -267,7 +267,8 @@ enum pt_released passthrough_release(struct passthrough *pt, fuse_req_t req,
 			*pp = e->next;
 			id = e->backing_id;
 			if (id <= 0)
-				left = e->keeps_cache ? PT_CACHE_WANTED : PT_CACHE_UNUSED;
+				left = e->keeps_cache || !passthrough_enabled(pt) ?
+				       PT_CACHE_WANTED : PT_CACHE_UNUSED;
 		} else {
 			e = NULL;
 		}

@@ -70,9 +70,10 @@ enum pt_released {
 				   a backing file: the next may be served by
 				   passthrough, and not read its page cache */
 	PT_CACHE_WANTED,	/* its last open, on the FUSE path where
-				   passthrough refused the backing file or
-				   with a PASSTHROUGH_NEVER open among them:
-				   the next ones would read its page cache */
+				   passthrough is off or refused the backing
+				   file, or with a PASSTHROUGH_NEVER open
+				   among them: the next ones would read its
+				   page cache */
 };
 
 /* An open of ino counted by passthrough_open() is gone; the last one

@@ -47,9 +47,6 @@ reads() {
 pt_opens() {
 	log_count "passthrough open of inode"
 }
-stat_of() {
-	awk -v k="$1" '$1 == k { print $2 }' "$M/.snapfs-stats"
-}
 
 gate=$T/gate
 [ "$FAULTS" = 1 ] && : >"$gate"

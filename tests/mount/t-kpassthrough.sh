@@ -78,7 +78,7 @@ cp "$S3/vm.0.base" "$R3/v"
 layer_pages "$S3/vm.1.diff" "$R3/v" 1:11 1000:12
 layer_pages "$S3/vm.2.diff" "$R3/v" 2:13 1500:14
 : >"$R3/holes"	# no hole
-drops() { awk '$1 == "flat_cache_drops" { print $2 }' "$M/.snapfs-stats"; }
+drops() { stat_of flat_cache_drops; }
 vm_depth_is() { [ "$(xattr "$M/vm" user.snapfs.depth 2>/dev/null)" = "$1" ]; }
 # compact_rate=1: the copy of the 8 MiB base takes seconds, after the open
 mount_snapfs "$S3" "$M" -o compact_threshold=1,keep_diffs=0,compact_rate=1,prefetch=off,open_rw=private
